@@ -1,0 +1,65 @@
+"""What agents and newcomers touch directly: `inv run` with the agent's env, and `inv init`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from . import envfiles, locks, state
+from .config import DEFAULTS, Settings
+from .errors import GroveError
+
+
+def agent_env(worktree: Path) -> dict[str, str]:
+    """The process env with the worktree's .env, then its .ports.env (ports win), laid over it."""
+    from dotenv import dotenv_values
+
+    env = dict(os.environ)
+    for name in (".env", envfiles.PORTS_FILE):
+        path = worktree / name
+        if path.is_file():
+            env.update({k: v for k, v in dotenv_values(path, interpolate=False).items() if v is not None})
+    return env
+
+
+def run_in(settings: Settings, adw_id: str, argv: list[str]) -> int:
+    """Run ``argv`` (no shell) in the agent's worktree with its env; return the command's exit code."""
+    s = state.require(settings, adw_id)
+    path = Path(s["worktree_path"])
+    if not path.is_dir():
+        raise GroveError(f"{adw_id} has no worktree at {path}", hint="run `inv doctor`, or set it up again")
+    env = agent_env(path)
+    env["ADW_ID"], env["ADW_WORKTREE"] = adw_id, str(path)
+    try:
+        return subprocess.run(argv, cwd=path, env=env).returncode
+    except FileNotFoundError:
+        raise GroveError(f"{argv[0]}: command not found in {path}", code=127) from None
+
+
+def init_repo(settings: Settings) -> list[str]:
+    """Add Grove's ignore lines and a commented config section; never duplicates a line."""
+    said = []
+    ignore = settings.repo / ".gitignore"
+    wanted = [f"/{settings.trees_dir}/", f"/{settings.agents_dir}/", ".ports.env"]
+    text = ignore.read_text() if ignore.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [line for line in wanted if line not in present]
+    if missing:
+        head = "" if not text or text.endswith("\n") else "\n"
+        marker = "" if "# Grove" in present else "# Grove: agent worktrees, their state, and per-worktree ports\n"
+        locks.atomic_write_text(ignore, text + head + marker + "".join(f"{m}\n" for m in missing))
+        said.append(f".gitignore: added {', '.join(missing)}")
+    else:
+        said.append(".gitignore: already covers Grove")
+    env = settings.repo / ".env"
+    text = env.read_text() if env.exists() else ""
+    if "# --- Grove" in text:
+        said.append(".env: Grove section already present")
+    else:
+        section = "# --- Grove: uncomment to override a default (all keys: Grove's .env.example) ---\n"
+        section += "".join(f"# {k}={v}\n" for k, v in DEFAULTS.items() if k != "ADW_REPO")
+        head = "" if not text or text.endswith("\n") else "\n"
+        locks.atomic_write_text(env, text + head + section, envfiles.SECRET_MODE)
+        said.append(".env: added a commented Grove section")
+    return said

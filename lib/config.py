@@ -1,0 +1,259 @@
+"""One frozen settings object, from flags, environment, Invoke config, .env files and defaults.
+
+Precedence, highest first (documented in README "Configuration"):
+  1. flags (``--repo``, ``--base`` ...), passed in as ``overrides``;
+  2. the process environment (``ADW_*``);
+  3. Invoke's config (``invoke.yaml`` beside tasks.py, ``INVOKE_GROVE_*``), key ``grove.<name>``;
+  4. the target repo's ``.env``;
+  5. Grove's own ``.env``;
+  6. the defaults below (the same ones ``.env.example`` documents).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .errors import bad_input
+
+GROVE_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, str] = {
+    "ADW_REPO": "",
+    "ADW_REMOTE": "origin",
+    "ADW_BASE_BRANCH": "main",
+    "ADW_TREES_DIR": "trees",
+    "ADW_AGENTS_DIR": "agents",
+    "ADW_PORT_SLOTS": "15",
+    "ADW_BACKEND_PORT_BASE": "9100",
+    "ADW_FRONTEND_PORT_BASE": "9200",
+    "ADW_EXTRA_PORTS": "",
+    "ADW_ENV_FILES": ".env,app/server/.env",
+    "ADW_PATH_CONFIGS": ".mcp.json,playwright-mcp-config.json",
+    "ADW_INSTALL_DIRS": "app/server,app/client",
+    "ADW_DB_RESET": "scripts/reset_db.sh",
+    "ADW_MERGE_STRATEGY": "no-ff",
+    "ADW_MERGE_VALIDATE": "",
+    "ADW_PUSH_RETRIES": "3",
+    "ADW_LOCK_TIMEOUT": "120",
+    "ADW_GIT_TIMEOUT": "120",
+    "ADW_INSTALL_TIMEOUT": "900",
+}
+
+PORT_MIN, PORT_MAX = 1024, 65535
+_PORT_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def field_name(key: str) -> str:
+    """``ADW_PORT_SLOTS`` -> ``port_slots``: the name used in invoke.yaml (``grove.port_slots``)."""
+    return key[len("ADW_"):].lower()
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path
+    remote: str
+    base_branch: str
+    trees_dir: str
+    agents_dir: str
+    port_slots: int
+    port_bases: tuple[tuple[str, int], ...]  # (variable, base), BACKEND_PORT and FRONTEND_PORT first
+    env_files: tuple[str, ...]
+    path_configs: tuple[str, ...]
+    install_dirs: tuple[str, ...]
+    db_reset: str
+    merge_strategy: str
+    merge_validate: str
+    push_retries: int
+    lock_timeout: float
+    git_timeout: float
+    install_timeout: float
+
+    @property
+    def trees_path(self) -> Path:
+        return self.repo / self.trees_dir
+
+    @property
+    def agents_path(self) -> Path:
+        return self.repo / self.agents_dir
+
+    @property
+    def grove_path(self) -> Path:
+        """Registry, lock files and stamps: Grove's own bookkeeping, never an agent's."""
+        return self.agents_path / ".grove"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.agents_path / ".archive"
+
+    def worktree_path(self, adw_id: str) -> Path:
+        return self.trees_path / adw_id
+
+    def state_path(self, adw_id: str) -> Path:
+        return self.agents_path / adw_id / "adw_state.json"
+
+    def lock_path(self, name: str) -> Path:
+        return self.grove_path / f"{name}.lock"
+
+
+def load(
+    overrides: Mapping[str, object] | None = None,
+    invoke_config: Mapping[str, object] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build and validate the settings; raise a bad-input GroveError (exit 2) naming the key."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
+    invoke_config = {k: v for k, v in (invoke_config or {}).items() if v not in (None, "")}
+    grove_env = _read_env(GROVE_DIR / ".env")
+    repo_hint = (
+        overrides.get("repo")
+        or os.environ.get("ADW_REPO")
+        or invoke_config.get("repo")
+        or grove_env.get("ADW_REPO")
+    )
+    repo = find_repo(Path(str(repo_hint)) if repo_hint else (cwd or Path.cwd()))
+    layers = [DEFAULTS, grove_env, _read_env(repo / ".env")]
+    layers.append({f"ADW_{k.upper()}": str(v) for k, v in invoke_config.items()})
+    layers.append({k: v for k, v in os.environ.items() if k in DEFAULTS})
+    layers.append({f"ADW_{k.upper()}": str(v) for k, v in overrides.items()})
+    raw: dict[str, str] = {}
+    for layer in layers:
+        raw.update({k: str(v) for k, v in layer.items() if k in DEFAULTS and v is not None})
+    return _build(repo, raw)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # lazy: keeps `inv --list` lean
+
+    return {k: v for k, v in dotenv_values(path, interpolate=False).items() if k.startswith("ADW_") and v is not None}
+
+
+def find_repo(start: Path) -> Path:
+    """The main checkout of the repository containing ``start``, even from inside a worktree."""
+    from . import proc
+
+    start = Path(start).expanduser()
+    if not start.is_dir():
+        raise bad_input(f"repository path {start} is not a directory", "pass --repo PATH or set ADW_REPO")
+    out = proc.run(
+        ["git", "-C", start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"],
+        check=False,
+    )
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or not lines:
+        raise bad_input(f"{start} is not inside a git repository", "run from a git checkout or pass --repo PATH")
+    common = Path(lines[0])
+    # The common dir of a normal repo is <main checkout>/.git; from inside a linked worktree
+    # --show-toplevel would name the worktree, which is not where trees/ and agents/ live.
+    if common.name == ".git":
+        return common.parent.resolve()
+    if len(lines) > 1:
+        return Path(lines[1]).resolve()
+    raise bad_input(f"{start} is a bare repository", "Grove needs a checkout with a working tree")
+
+
+def _int(raw: Mapping[str, str], key: str, low: int, high: int) -> int:
+    text = raw[key].strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_input(f"{key}={text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise bad_input(f"{key}={value} is outside {low}..{high}")
+    return value
+
+
+def _seconds(raw: Mapping[str, str], key: str) -> float:
+    try:
+        value = float(raw[key])
+    except ValueError:
+        raise bad_input(f"{key}={raw[key]!r} is not a number of seconds") from None
+    if value <= 0:
+        raise bad_input(f"{key} must be positive")
+    return value
+
+
+def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw[key].split(",") if item.strip())
+    for item in items:
+        _check_relative(key, item)
+    return items
+
+
+def _check_relative(key: str, item: str) -> None:
+    parts = Path(item).parts
+    if Path(item).is_absolute() or ".." in parts or not parts:
+        raise bad_input(f"{key}: {item!r} must be a relative path inside the repository")
+
+
+def _dir_inside(repo: Path, key: str, name: str) -> str:
+    _check_relative(key, name)
+    if name in (".", ".git") or Path(name).parts[0] == ".git":
+        raise bad_input(f"{key}={name!r} cannot be the repository itself or .git")
+    # A trees/ or agents/ symlink pointing elsewhere would make Grove write, and later delete, outside the repo.
+    if not (repo / name).resolve().is_relative_to(repo):
+        raise bad_input(f"{key}={name!r} resolves outside the repository ({(repo / name).resolve()})",
+                        "remove the symlink or point it inside the repository")
+    return name
+
+
+def _port_bases(raw: Mapping[str, str], slots: int) -> tuple[tuple[str, int], ...]:
+    bases = [
+        ("BACKEND_PORT", _int(raw, "ADW_BACKEND_PORT_BASE", PORT_MIN, PORT_MAX)),
+        ("FRONTEND_PORT", _int(raw, "ADW_FRONTEND_PORT_BASE", PORT_MIN, PORT_MAX)),
+    ]
+    for item in (i.strip() for i in raw["ADW_EXTRA_PORTS"].split(",") if i.strip()):
+        name, sep, base = item.partition("=")
+        if not sep or not _PORT_VAR.match(name.strip()):
+            raise bad_input(f"ADW_EXTRA_PORTS: {item!r} is not NAME=BASE (e.g. DB_PORT=9300)")
+        bases.append((name.strip(), _int({"ADW_EXTRA_PORTS": base}, "ADW_EXTRA_PORTS", PORT_MIN, PORT_MAX)))
+    names = [name for name, _ in bases]
+    if len(set(names)) != len(names):
+        raise bad_input(f"ADW_EXTRA_PORTS repeats a port variable: {', '.join(names)}")
+    ranges = sorted((base, base + slots - 1, name) for name, base in bases)
+    for low, high, name in ranges:
+        if high > PORT_MAX:
+            raise bad_input(f"{name} range {low}-{high} runs past {PORT_MAX}", "lower the base or ADW_PORT_SLOTS")
+    for (lo1, hi1, n1), (lo2, hi2, n2) in zip(ranges, ranges[1:]):
+        if lo2 <= hi1:
+            raise bad_input(f"port ranges overlap: {n1} {lo1}-{hi1} and {n2} {lo2}-{hi2}",
+                            "move a base or lower ADW_PORT_SLOTS")
+    return tuple(bases)
+
+
+def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
+    slots = _int(raw, "ADW_PORT_SLOTS", 1, 1000)
+    strategy = raw["ADW_MERGE_STRATEGY"].strip()
+    if strategy not in ("no-ff", "squash", "rebase"):
+        raise bad_input(f"ADW_MERGE_STRATEGY={strategy!r} is not one of no-ff, squash, rebase")
+    trees = _dir_inside(repo, "ADW_TREES_DIR", raw["ADW_TREES_DIR"].strip())
+    agents = _dir_inside(repo, "ADW_AGENTS_DIR", raw["ADW_AGENTS_DIR"].strip())
+    if Path(trees) == Path(agents):
+        raise bad_input("ADW_TREES_DIR and ADW_AGENTS_DIR must differ")
+    db_reset = raw["ADW_DB_RESET"].strip()
+    if db_reset:
+        _check_relative("ADW_DB_RESET", db_reset)
+    return Settings(
+        repo=repo,
+        remote=raw["ADW_REMOTE"].strip(),
+        base_branch=raw["ADW_BASE_BRANCH"].strip(),
+        trees_dir=trees,
+        agents_dir=agents,
+        port_slots=slots,
+        port_bases=_port_bases(raw, slots),
+        env_files=_list(raw, "ADW_ENV_FILES"),
+        path_configs=_list(raw, "ADW_PATH_CONFIGS"),
+        install_dirs=_list(raw, "ADW_INSTALL_DIRS"),
+        db_reset=db_reset,
+        merge_strategy=strategy,
+        merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
+        push_retries=_int(raw, "ADW_PUSH_RETRIES", 0, 100),
+        lock_timeout=_seconds(raw, "ADW_LOCK_TIMEOUT"),
+        git_timeout=_seconds(raw, "ADW_GIT_TIMEOUT"),
+        install_timeout=_seconds(raw, "ADW_INSTALL_TIMEOUT"),
+    )

@@ -1,0 +1,190 @@
+"""`inv doctor`: the seed's three-way validation (state, directory, git) for every agent, plus the
+port registry and branches a crash left behind. ``fix`` repairs what is safe and nothing else:
+no unmerged commit and no file that is in no commit is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from . import git, locks, ports, state
+from .config import Settings
+from .errors import GroveError
+
+# Branches Grove names itself: adw/<id> and feature/<epic>/<task>-<id>.
+_GROVE_BRANCH = re.compile(r"^(adw/(?P<a>[A-Za-z0-9_-]+)|feature/[^/]+/.*-(?P<f>[A-Za-z0-9_]+))$")
+
+
+def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
+    return {"kind": kind, "detail": detail, "fix": fix, "fixed": False, **where}
+
+
+def check(settings: Settings, fix: bool = False) -> dict:
+    problems: list[dict] = []
+    entries = {os.path.realpath(w["path"]): w for w in git.worktrees(settings.repo)}
+    trees = os.path.realpath(settings.trees_path)
+    agents, seen_paths = {}, set()
+    for adw_id in _state_dirs(settings):
+        try:
+            agents[adw_id] = state.load(settings, adw_id)
+        except GroveError as exc:
+            problems.append(_problem("corrupt_state", exc.message, None, adw_id=adw_id,
+                                     path=str(settings.state_path(adw_id))))
+    for adw_id, s in agents.items():
+        if s is None:
+            continue
+        real = os.path.realpath(s["worktree_path"])
+        seen_paths.add(real)
+        problems += _check_agent(settings, adw_id, s, real in entries, os.path.isdir(real))
+    for real, w in entries.items():
+        if real.startswith(trees + os.sep) and real not in seen_paths and not Path(real).name.startswith("."):
+            if not os.path.isdir(real):
+                problems.append(_problem("stale_git_entry", f"git lists {w['path']} but the directory is gone",
+                                         "prune this entry", path=w["path"]))
+            else:
+                problems.append(_problem("worktree_without_state", f"{w['path']} is a worktree with no Grove state",
+                                         None, path=w["path"], branch=w["branch"]))
+    if os.path.isdir(trees):
+        for child in sorted(Path(trees).iterdir()):
+            real = os.path.realpath(child)
+            if not child.name.startswith(".") and real not in entries and real not in seen_paths:
+                problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
+                                         "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
+    problems += _check_registry(settings)
+    problems += _orphan_branches(settings, agents, entries)
+    if fix:
+        for p in problems:
+            if p["fix"]:
+                _repair(settings, p)
+    remaining = [p for p in problems if not p["fixed"]]
+    return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining)}
+
+
+def _state_dirs(settings: Settings) -> list[str]:
+    root = settings.agents_path
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: bool) -> list[dict]:
+    path = s["worktree_path"]
+    if _busy(settings, adw_id):
+        return []  # a setup or teardown is running on it right now: its state is in motion
+    if known and exists:
+        done = s.get("steps", {})
+        missing = [n for n in ("worktree", "ports_env", "env", "repoint", "install", "db") if n not in done]
+        if s["status"] == "created" and missing:
+            return [_problem("incomplete_setup", f"{adw_id}: setup stopped before {missing[0]}", None,
+                             adw_id=adw_id, hint=f"run `inv setup --adw-id {adw_id}` again to finish it")]
+        return []
+    if known and not exists:
+        return [_problem("directory_gone", f"{adw_id}: git lists {path} but the directory is gone",
+                         "prune the entry, release the slot, archive the state (the branch stays)",
+                         adw_id=adw_id, path=path)]
+    if exists:
+        return [_problem("directory_unknown_to_git", f"{adw_id}: {path} exists but git does not know it",
+                         "move the directory to agents/.archive/, release the slot, archive the state",
+                         adw_id=adw_id, path=path)]
+    return [_problem("orphaned_state", f"{adw_id}: state says {path} but there is no directory and git has no entry",
+                     "release the slot and archive the state (the branch stays)", adw_id=adw_id, path=path)]
+
+
+def _busy(settings: Settings, adw_id: str) -> bool:
+    try:
+        with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, "busy"):
+            return False
+    except GroveError:
+        return True
+
+
+def _check_registry(settings: Settings) -> list[dict]:
+    try:
+        claims = ports.read_registry(settings)
+    except GroveError as exc:
+        return [_problem("corrupt_registry", exc.message, None, path=str(ports.registry_path(settings)))]
+    out = []
+    for slot, c in claims.items():
+        if ports.claim_is_dead(settings, c):
+            out.append(_problem("dead_claim", f"slot {slot} is claimed by {c.get('adw_id')}, whose process died and "
+                                "which has no worktree and no state", "release the claim", slot=int(slot),
+                                adw_id=c.get("adw_id")))
+    return out
+
+
+def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[dict]:
+    """Branches named like Grove's with no agent, no worktree and no archived record: crash leftovers."""
+    refs = git.git(settings.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/adw/", "refs/heads/feature/")
+    live = {s["branch"] for s in agents.values() if s} | {w["branch"] for w in entries.values() if w["branch"]}
+    recorded = {s.get("branch") for s in state.archived(settings)}
+    out = []
+    for branch in filter(None, refs.split("\n")):
+        m = _GROVE_BRANCH.match(branch)
+        if m and branch not in live and branch not in recorded:
+            out.append(_problem("orphan_branch", f"branch {branch} has no agent, worktree or archived state",
+                                "delete it if merged, else save its tip under refs/grove-backup/ first",
+                                branch=branch))
+    return out
+
+
+def _repair(settings: Settings, p: dict) -> None:
+    from . import worktree
+    from .cleanup import branch_merged
+
+    kind = p["kind"]
+    if kind == "stale_git_entry":
+        with worktree.repo_lock(settings):
+            p["fixed"] = git.prune_entry(settings.repo, Path(p["path"]))
+    elif kind == "dead_claim":
+        ports.release_dead(settings)
+        p["fixed"] = True
+    elif kind == "orphan_branch":
+        with worktree.repo_lock(settings):
+            if not branch_merged(settings, {"branch": p["branch"], "base_branch": settings.base_branch}):
+                p["backup_ref"] = git.save_backup(settings.repo, p["branch"])
+            git.git(settings.repo, "branch", "-D", "--", p["branch"])
+        p["fixed"] = True
+    elif kind in ("directory_gone", "directory_unknown_to_git", "orphaned_state"):
+        adw_id = p["adw_id"]
+        with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is busy"):
+            path = Path(p["path"])
+            if kind == "directory_gone":
+                with worktree.repo_lock(settings):
+                    git.prune_entry(settings.repo, path)
+            if kind == "directory_unknown_to_git" and path.exists():
+                p["moved_to"] = str(_quarantine(settings, adw_id, path))
+            ports.release(settings, adw_id)
+            with locks.locked(state.lock_path(settings, adw_id), settings.lock_timeout, "state busy"):
+                s = state.load(settings, adw_id)
+                s["doctor"] = f"archived by inv doctor --fix: {kind}"
+                p["archive"] = str(state.archive(settings, adw_id, s))
+        p["fixed"] = True
+    elif kind == "unknown_directory":
+        p["moved_to"] = str(_quarantine(settings, Path(p["path"]).name, Path(p["path"])))
+        p["fixed"] = True
+
+
+def _quarantine(settings: Settings, name: str, path: Path) -> Path:
+    """Move a directory out of trees/ into agents/.archive/: its files may be work in no commit."""
+    if os.path.islink(path) or not os.path.realpath(path).startswith(os.path.realpath(settings.trees_path) + os.sep):
+        raise GroveError(f"refusing to move {path}: not a directory inside {settings.trees_path}")
+    target = settings.archive_path / f"{name}-dir-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
+
+
+def print_report(report: dict) -> None:
+    if not report["problems"]:
+        print("healthy: every agent has its state, its directory and git's entry; the registry is clean")
+        return
+    for p in report["problems"]:
+        mark = "fixed" if p["fixed"] else "PROBLEM"
+        hint = p.get("hint") or (f"fix: {p['fix']} (inv doctor --fix)" if p["fix"] else "fix by hand")
+        print(f"{mark:<8} {p['kind']:<26} {p['detail']}")
+        if not p["fixed"]:
+            print(f"{'':<8} {'':<26} {hint}")
+    print("healthy" if report["healthy"] else f"{sum(not p['fixed'] for p in report['problems'])} problem(s) remain")

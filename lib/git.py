@@ -1,0 +1,142 @@
+"""Git, always as argument lists with ``-C`` and porcelain/-z output where it parses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import proc
+from .errors import GroveError, bad_input
+
+
+def git(repo: Path, *args: str | os.PathLike, check: bool = True, timeout: float = 120.0) -> str:
+    """Run ``git -C repo args`` and return stdout (stripped of its final newline)."""
+    out = proc.run(["git", "-C", repo, *args], check=check, timeout=timeout, what=f"git {args[0]}")
+    return out.stdout.rstrip("\n")
+
+
+def ok(repo: Path, *args: str) -> bool:
+    """True when the git command exits 0 (for yes/no questions like ``merge-base --is-ancestor``)."""
+    return proc.run(["git", "-C", repo, *args], check=False).returncode == 0
+
+
+def rev(repo: Path, name: str) -> str | None:
+    """The commit ``name`` points at, or None."""
+    out = proc.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"],
+                   check=False)
+    return out.stdout.strip() or None
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    return rev(repo, f"refs/heads/{branch}") is not None
+
+
+def has_remote(repo: Path, remote: str) -> bool:
+    return remote in git(repo, "remote").split()
+
+
+def check_branch_name(repo: Path, branch: str) -> None:
+    """Refuse a name git would refuse, or one that reads as an option (exit 2, before any change)."""
+    if not branch or branch.startswith("-") or any(c.isspace() or ord(c) < 32 for c in branch):
+        raise bad_input(f"branch name {branch!r} is not allowed", "use letters, digits, '/', '-', '_' and '.'")
+    if not ok(repo, "check-ref-format", "--branch", branch):
+        raise bad_input(f"git refuses the branch name {branch!r} (git check-ref-format --branch)")
+
+
+def worktrees(repo: Path) -> list[dict]:
+    """Every worktree git knows, from one ``git worktree list --porcelain -z``.
+
+    Paths are matched exactly, never by substring (DESIGN.md pitfalls).
+    """
+    raw = git(repo, "worktree", "list", "--porcelain", "-z")
+    entries, current = [], {}
+    for field in raw.split("\0"):
+        if not field:
+            if current:
+                entries.append(current)
+            current = {}
+            continue
+        key, _, value = field.partition(" ")
+        if key == "worktree":
+            current = {"path": value, "head": None, "branch": None, "detached": False,
+                       "bare": False, "locked": None, "prunable": None}
+        elif key == "HEAD":
+            current["head"] = value
+        elif key == "branch":
+            current["branch"] = value.removeprefix("refs/heads/")
+        elif key in ("detached", "bare"):
+            current[key] = True
+        elif key in ("locked", "prunable"):
+            current[key] = value or True
+    if current:
+        entries.append(current)
+    return entries
+
+
+def worktree_for(repo: Path, path: Path) -> dict | None:
+    """The entry git has for exactly ``path``, or None."""
+    target = os.path.realpath(path)
+    return next((w for w in worktrees(repo) if os.path.realpath(w["path"]) == target), None)
+
+
+def prune_entry(repo: Path, path: Path) -> bool:
+    """Forget the stale worktree entry for exactly ``path`` (its directory is gone), and no other.
+
+    ``git worktree prune`` would drop every stale entry, including ones another tool means to keep.
+    """
+    admin_root = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "worktrees"
+    want = os.path.realpath(Path(path) / ".git")
+    for admin in admin_root.glob("*"):
+        gitdir = admin / "gitdir"
+        if gitdir.is_file() and os.path.realpath(gitdir.read_text().strip()) == want:
+            if Path(path).exists() or (admin / "locked").exists():
+                return False
+            import shutil
+
+            shutil.rmtree(admin)
+            return True
+    return False
+
+
+def dirty_files(path: Path) -> list[str]:
+    """Uncommitted changes and untracked (not ignored) files in a checkout."""
+    raw = git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    return [entry[3:] for entry in raw.split("\0") if len(entry) > 3 and entry[2] == " "]
+
+
+def commits_between(repo: Path, base: str, branch: str) -> list[str]:
+    """Commits on ``branch`` not on ``base``, oldest first."""
+    out = git(repo, "rev-list", "--reverse", f"{base}..{branch}", "--")
+    return out.split() if out else []
+
+
+def is_merged(repo: Path, branch: str, base: str) -> bool:
+    """True when ``branch``'s changes are already in ``base``: by ancestry, patch-id or tree.
+
+    Ancestry misses rebase- and squash-merges. ``git cherry`` marks commits whose patch is
+    already upstream with '-' (rebase-merged); a merge that would leave base's tree unchanged
+    means the whole change is there (squash-merged), as worktrunk checks it.
+    """
+    if ok(repo, "merge-base", "--is-ancestor", branch, base):
+        return True
+    cherry = git(repo, "cherry", base, branch).split("\n")
+    if cherry and all(line.startswith("-") for line in cherry if line):
+        return True
+    merged = proc.run(["git", "-C", repo, "merge-tree", "--write-tree", base, branch], check=False)
+    if merged.returncode != 0:
+        return False
+    return merged.stdout.split("\n", 1)[0].strip() == git(repo, "rev-parse", f"{base}^{{tree}}")
+
+
+def save_backup(repo: Path, branch: str) -> str:
+    """Keep a branch's tip reachable under refs/grove-backup/<branch> before it is deleted."""
+    tip = rev(repo, f"refs/heads/{branch}")
+    if tip is None:
+        raise GroveError(f"branch {branch} does not exist")
+    ref = f"refs/grove-backup/{branch}"
+    git(repo, "update-ref", "-m", "grove: backup before branch delete", ref, tip)
+    return ref
+
+
+def common_dir(repo: Path) -> Path:
+    return Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))

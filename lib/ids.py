@@ -1,0 +1,61 @@
+"""Agent ids and branch names: validated before anything touches disk or git."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from .config import Settings
+from .errors import bad_input
+
+# ASCII only, so unicode look-alikes of an existing id cannot exist; no leading '-' (an option to
+# git), '.' (hidden, '..'), or path separators; short enough for any filesystem and port table.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Names Windows refuses as files; a repo shared with Windows users must not get them.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def check_id(adw_id: str) -> str:
+    if not isinstance(adw_id, str) or not _ID.match(adw_id):
+        raise bad_input(f"invalid adw_id {adw_id!r}",
+                        "use 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit")
+    if adw_id.lower() in _RESERVED:
+        raise bad_input(f"invalid adw_id {adw_id!r}: a reserved device name on Windows")
+    return adw_id
+
+
+def check_unique_case(settings: Settings, adw_id: str) -> None:
+    """Refuse an id that differs from an existing agent's only by case (they collide on macOS/Windows)."""
+    taken = set()
+    for root in (settings.agents_path, settings.trees_path):
+        if root.is_dir():
+            taken.update(p.name for p in root.iterdir() if not p.name.startswith("."))
+    clash = [name for name in taken if name != adw_id and name.lower() == adw_id.lower()]
+    if clash:
+        raise bad_input(f"adw_id {adw_id!r} differs from existing agent {clash[0]!r} only by case",
+                        "pick a different id")
+
+
+def new_id() -> str:
+    """8 hex characters, as the ADW tools name their runs."""
+    return secrets.token_hex(4)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A name safe for git refs and file names: lower-case words joined by '-'."""
+    return _SLUG.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def default_branch(adw_id: str, epic_id: str | None = None, task_name: str | None = None) -> str:
+    """``adw/<id>``, or ``feature/<epic>/<task-slug>-<id>`` for grouped agents.
+
+    The id suffix keeps two agents on the same task apart (the seed's names collide).
+    """
+    if epic_id:
+        epic = re.sub(r"[^A-Za-z0-9._-]+", "-", epic_id).strip("-.")
+        task = slug(task_name or "") or "task"
+        if not epic:
+            raise bad_input(f"epic id {epic_id!r} has no usable characters")
+        return f"feature/{epic}/{task}-{adw_id}"
+    return f"adw/{adw_id}"

@@ -1,0 +1,155 @@
+"""Port slots: a stable preferred slot per id, claimed in a registry under a file lock.
+
+Probing a port by binding to it is not a reservation (servers start later), so every hand-out
+is recorded in ``agents/.grove/ports.json`` and checked under the same lock that writes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+
+from . import locks
+from .config import Settings
+from .errors import GroveError
+from .state import now
+
+
+@dataclass(frozen=True)
+class Claim:
+    slot: int
+    ports: dict[str, int]
+    reused: bool  # this id already held the slot
+
+
+def preferred_slot(adw_id: str, slots: int) -> int:
+    """sha256 of the id modulo the slot count: the same on every machine and every run
+    (Python's ``hash()`` is salted per process)."""
+    return int.from_bytes(hashlib.sha256(adw_id.encode()).digest()[:8], "big") % slots
+
+
+def ports_for(settings: Settings, slot: int) -> dict[str, int]:
+    return {name: base + slot for name, base in settings.port_bases}
+
+
+def env_lines(ports: dict[str, int]) -> dict[str, str]:
+    """The variables of ``.ports.env``: every port, then the URL the client uses for the backend."""
+    values = {name: str(port) for name, port in ports.items()}
+    values["VITE_BACKEND_URL"] = f"http://localhost:{ports['BACKEND_PORT']}"
+    return values
+
+
+def registry_path(settings: Settings):
+    return settings.grove_path / "ports.json"
+
+
+def _registry_lock(settings: Settings):
+    return locks.locked(settings.lock_path("ports"), settings.lock_timeout, "port registry is busy")
+
+
+def read_registry(settings: Settings) -> dict[str, dict]:
+    data = locks.read_json(registry_path(settings), "port registry")
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("claims"), dict):
+        raise GroveError(f"port registry {registry_path(settings)} is not a Grove registry",
+                         hint="fix or move it aside; `inv doctor` lists what it held")
+    return data["claims"]
+
+
+def _write_registry(settings: Settings, claims: dict[str, dict]) -> None:
+    ordered = dict(sorted(claims.items(), key=lambda item: int(item[0])))
+    locks.atomic_write_json(registry_path(settings), {"version": 1, "claims": ordered})
+
+
+def port_busy(port: int) -> bool:
+    """True when something listens on (or holds) ``port`` on 127.0.0.1 or ::1."""
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 on this machine
+        try:
+            # SO_REUSEADDR: a port in TIME_WAIT from a stopped server is free to use.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE or exc.errno == errno.EACCES:
+                return True
+        finally:
+            sock.close()
+    return False
+
+
+def pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_is_dead(settings: Settings, claim: dict) -> bool:
+    """A claim whose process died before its agent existed: no live owner, no worktree, no state."""
+    adw_id = str(claim.get("adw_id", ""))
+    return (
+        not pid_alive(claim.get("pid"))
+        and not (adw_id and settings.worktree_path(adw_id).exists())
+        and not (adw_id and settings.state_path(adw_id).exists())
+    )
+
+
+def claim(settings: Settings, adw_id: str) -> Claim:
+    """Claim a slot for ``adw_id``: its own if it has one, else the preferred one, else the next free."""
+    with _registry_lock(settings):
+        claims = read_registry(settings)
+        for slot_text, held in claims.items():
+            if held.get("adw_id") == adw_id and int(slot_text) < settings.port_slots:
+                return Claim(int(slot_text), ports_for(settings, int(slot_text)), True)
+        start = preferred_slot(adw_id, settings.port_slots)
+        busy = []
+        for step in range(settings.port_slots):
+            slot = (start + step) % settings.port_slots
+            held = claims.get(str(slot))
+            if held and not claim_is_dead(settings, held):
+                continue
+            ports = ports_for(settings, slot)
+            in_use = [port for port in ports.values() if port_busy(port)]
+            if in_use:
+                busy.append(f"slot {slot} (port {in_use[0]} in use)")
+                continue
+            claims[str(slot)] = {"adw_id": adw_id, "pid": os.getpid(), "claimed_at": now()}
+            _write_registry(settings, claims)
+            return Claim(slot, ports, False)
+    holders = [f"slot {s}: {c.get('adw_id')}" for s, c in sorted(claims.items(), key=lambda i: int(i[0]))]
+    raise GroveError(
+        f"no free slot: all {settings.port_slots} port slots are taken ({'; '.join(holders + busy)})",
+        hint="tear down a finished agent (`inv teardown --adw-id ID`) or raise ADW_PORT_SLOTS",
+    )
+
+
+def release(settings: Settings, adw_id: str) -> list[int]:
+    """Drop every claim ``adw_id`` holds; returns the freed slots."""
+    with _registry_lock(settings):
+        claims = read_registry(settings)
+        freed = [int(s) for s, c in claims.items() if c.get("adw_id") == adw_id]
+        if freed:
+            _write_registry(settings, {s: c for s, c in claims.items() if c.get("adw_id") != adw_id})
+        return freed
+
+
+def release_dead(settings: Settings) -> list[dict]:
+    """Drop claims whose owner died and left no worktree and no state (crash leftovers)."""
+    with _registry_lock(settings):
+        claims = read_registry(settings)
+        dead = {s: c for s, c in claims.items() if claim_is_dead(settings, c)}
+        if dead:
+            _write_registry(settings, {s: c for s, c in claims.items() if s not in dead})
+        return [dict(c, slot=int(s)) for s, c in dead.items()]

@@ -1,0 +1,74 @@
+"""The one door for subprocesses: argument lists, a clean environment, captured output, a timeout.
+
+Nothing here takes a shell string; user text never reaches a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .errors import GroveError
+
+# Inherited from a hook or an outer git command, these would point every call at the wrong
+# repository (pre-commit strips them for the same reason).
+_GIT_LEAKS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+)
+
+DEFAULT_TIMEOUT = 120.0
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LEAKS}
+    # Never let git stop and ask for a password or an editor in the middle of a chain.
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    env["GIT_EDITOR"] = "true"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    args: Sequence[str | os.PathLike],
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    check: bool = True,
+    what: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``."""
+    argv = [os.fspath(a) for a in args]
+    label = what or " ".join(argv[:3])
+    try:
+        result = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=clean_env(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except FileNotFoundError as exc:
+        raise GroveError(f"{argv[0]}: command not found", hint="install it or put it on PATH") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise GroveError(f"{label}: timed out after {timeout:.0f}s", hint=f"in {cwd or os.getcwd()}") from exc
+    if check and result.returncode != 0:
+        raise GroveError(f"{label} failed (exit {result.returncode}): {tail(result.stderr or result.stdout)}")
+    return result
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last few non-empty lines of some output, joined on one line."""
+    kept = [line.strip() for line in (text or "").strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) or "(no output)"

@@ -1,0 +1,36 @@
+"""Read-only views: the agents Grove knows, joined with what git knows, in one git call."""
+
+from __future__ import annotations
+
+import os
+
+from . import git, state
+from .config import Settings
+
+
+def list_agents(settings: Settings, epic_id: str | None = None, status: str | None = None,
+                archived: bool = False) -> list[dict]:
+    """States (or archived states), filtered, most recent first, each with ``git`` and ``exists``."""
+    if archived:
+        rows = state.archived(settings)
+    else:
+        known = {os.path.realpath(w["path"]) for w in git.worktrees(settings.repo)}
+        rows = []
+        for adw_id in state.all_ids(settings):
+            s = state.load(settings, adw_id)
+            real = os.path.realpath(s["worktree_path"])
+            rows.append(dict(s, git=real in known, exists=os.path.isdir(real)))
+    rows = [r for r in rows if (epic_id is None or r.get("epic_id") == epic_id)
+            and (status is None or r.get("status") == status)]
+    return sorted(rows, key=lambda r: (r.get("created_at") or "", r["adw_id"]), reverse=True)
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("no agents")
+        return
+    print(f"{'ADW_ID':<12} {'STATUS':<12} {'BRANCH':<36} {'PORTS':<12} PATH")
+    for r in rows:
+        ports = f"{r.get('backend_port')}/{r.get('frontend_port')}"
+        flag = "" if r.get("git", True) and r.get("exists", True) else "  (!) run inv doctor"
+        print(f"{r['adw_id']:<12} {r['status']:<12} {r['branch']:<36} {ports:<12} {r['worktree_path']}{flag}")

@@ -1,0 +1,79 @@
+"""Progress on stderr: one line per step with its duration; a live elapsed line on a terminal.
+
+stdout is kept for results (``--json`` prints exactly one document there).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False, prefix: str = "", stream=None):
+        self.quiet = quiet
+        self.prefix = prefix
+        self.stream = stream or sys.stderr
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty() and not quiet
+
+    def for_agent(self, adw_id: str) -> "Reporter":
+        return Reporter(self.quiet, f"[{adw_id}] ", self.stream)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"{self.prefix}{text}", file=self.stream, flush=True)
+
+    def warn(self, text: str) -> None:
+        # Warnings show even with --quiet: they tell the user about something Grove did not do.
+        print(f"{self.prefix}warning: {text}", file=self.stream, flush=True)
+
+    @contextmanager
+    def step(self, name: str, op: str, outcomes: dict | None = None, long: bool = False) -> Iterator[dict]:
+        """Time one step, print its line, record ``{"outcome", "seconds"}`` in ``outcomes``.
+
+        The body may set ``info["outcome"]`` ("skipped", "reused" ...) and ``info["detail"]``.
+        """
+        fault(op, "before", name)
+        info = {"outcome": "done", "detail": ""}
+        start = time.monotonic()
+        ticker = self._ticker(name, start) if long and self.live else None
+        try:
+            yield info
+        except BaseException:
+            info["outcome"] = "failed"
+            raise
+        finally:
+            if ticker:
+                ticker.set()
+            seconds = round(time.monotonic() - start, 3)
+            if outcomes is not None:
+                outcomes[name] = {"outcome": info["outcome"], "seconds": seconds}
+            detail = f"  {info['detail']}" if info["detail"] else ""
+            self.say(f"{'✗' if info['outcome'] == 'failed' else '✓'} {name:<10} {info['outcome']:<8} {seconds:6.2f}s{detail}")
+        fault(op, "after", name)
+
+    def _ticker(self, name: str, start: float) -> threading.Event:
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(0.5):
+                self.stream.write(f"\r{self.prefix}… {name:<10} {time.monotonic() - start:6.1f}s")
+                self.stream.flush()
+            self.stream.write("\r\033[K")
+
+        threading.Thread(target=tick, daemon=True).start()
+        return stop
+
+
+def fault(op: str, when: str, step: str) -> None:
+    """Test-only crash hook: GROVE_FAULT=setup:after:worktree makes this process die by SIGKILL there.
+
+    The torture tests use it to prove that every crash point can be recovered.
+    """
+    if os.environ.get("GROVE_FAULT") == f"{op}:{when}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,208 @@
+"""The per-agent state file ``agents/<adw_id>/adw_state.json``: lifecycle, locked updates, archive.
+
+Every change is a read-modify-write under the agent's state lock, written atomically, so two
+agents updating one state at once never lose an update and readers never see a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import locks
+from .config import Settings
+from .errors import GroveError, bad_input
+
+STATUSES = ("created", "assigned", "in_progress", "completed", "failed", "merged", "cleaned", "conflict")
+TERMINAL = ("completed", "failed", "merged", "conflict")
+
+# Where each status may go next. Re-setting the current status is always allowed (to update
+# agent_id or error_message). `created` is reachable again only from `failed`: a setup re-run.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "created": ("assigned", "in_progress", "completed", "failed", "cleaned"),
+    "assigned": ("in_progress", "completed", "failed", "cleaned"),
+    "in_progress": ("assigned", "completed", "failed", "cleaned"),
+    "completed": ("in_progress", "merged", "conflict", "failed", "cleaned"),
+    "failed": ("created", "assigned", "in_progress", "completed", "cleaned"),
+    "conflict": ("in_progress", "completed", "merged", "failed", "cleaned"),
+    "merged": ("cleaned",),
+    "cleaned": (),
+}
+STAMPS = {"assigned": "assigned_at", "completed": "completed_at", "merged": "merged_at", "cleaned": "cleaned_at"}
+HISTORY_LIMIT = 50
+
+
+def now() -> str:
+    """ISO 8601 in UTC, to the second, e.g. 2026-11-22T10:00:00Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def new(settings: Settings, adw_id: str, branch: str, base: str, **fields) -> dict:
+    stamp = now()
+    state = {
+        "adw_id": adw_id,
+        "branch": branch,
+        "base_branch": base,
+        "base_commit": None,
+        "worktree_path": str(settings.worktree_path(adw_id)),
+        "slot": None,
+        "backend_port": None,
+        "frontend_port": None,
+        "ports": {},
+        "status": "created",
+        "created_at": stamp,
+        "updated_at": stamp,
+        "assigned_at": None,
+        "completed_at": None,
+        "merged_at": None,
+        "cleaned_at": None,
+        "steps": {},
+        "error_message": None,
+        "epic_id": None,
+        "task_name": None,
+        "agent_id": None,
+        "commits": [],
+        "conflict_files": [],
+        "history": [{"status": "created", "at": stamp, "by": _who()}],
+    }
+    state.update(fields)
+    return state
+
+
+def _who() -> str:
+    return f"{os.environ.get('USER') or 'pid'}@{os.getpid()}"
+
+
+def lock_path(settings: Settings, adw_id: str) -> Path:
+    return settings.lock_path(f"state-{adw_id}")
+
+
+def load(settings: Settings, adw_id: str) -> dict | None:
+    path = settings.state_path(adw_id)
+    data = locks.read_json(path, "state file")
+    if data is not None and (not isinstance(data, dict) or data.get("adw_id") != adw_id):
+        raise GroveError(f"state file {path} does not hold the state of {adw_id}",
+                         hint="fix or move the file aside; Grove will not overwrite it")
+    return data
+
+
+def require(settings: Settings, adw_id: str) -> dict:
+    data = load(settings, adw_id)
+    if data is None:
+        raise bad_input(f"no agent {adw_id!r}: {settings.state_path(adw_id)} does not exist",
+                        "see `inv list` for the agents Grove knows")
+    return data
+
+
+def save(settings: Settings, state: dict) -> None:
+    """Write a state; the caller holds the state lock."""
+    state["updated_at"] = now()
+    locks.atomic_write_json(settings.state_path(state["adw_id"]), state)
+
+
+def update(settings: Settings, adw_id: str, change: Callable[[dict], None], *, create: dict | None = None) -> dict:
+    """Locked read-modify-write of one state; ``create`` is the state to start from when none exists."""
+    with locks.locked(lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
+        state = load(settings, adw_id)
+        if state is None:
+            if create is None:
+                raise bad_input(f"no agent {adw_id!r}: {settings.state_path(adw_id)} does not exist")
+            state = create
+        change(state)
+        save(settings, state)
+        return state
+
+
+def check_transition(current: str, target: str) -> None:
+    if target not in STATUSES:
+        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(STATUSES)}")
+    if target != current and target not in TRANSITIONS.get(current, ()):
+        allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"
+        raise bad_input(f"cannot go from {current} to {target}", f"from {current} the allowed statuses are: {allowed}")
+
+
+def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None, **fields) -> None:
+    """Validate and apply a transition in memory: timestamp, history, fields."""
+    check_transition(state["status"], target)
+    stamp = now()
+    state["status"] = target
+    if target in STAMPS:
+        state[STAMPS[target]] = stamp
+    if error is not None or target in ("failed", "conflict"):
+        state["error_message"] = error
+    elif target not in ("failed", "conflict"):
+        state["error_message"] = None
+    state.update({k: v for k, v in fields.items() if v is not None})
+    history = state.setdefault("history", [])
+    history.append({"status": target, "at": stamp, "by": by or state.get("agent_id") or _who()})
+    del history[:-HISTORY_LIMIT]
+
+
+def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None = None,
+               error: str | None = None, **fields) -> dict:
+    """The locked transition behind ``inv status --set`` and ``update_worktree_status``."""
+    if target not in STATUSES:
+        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(STATUSES)}")
+    refresh = _commit_refresher(settings)
+    return update(settings, adw_id, lambda s: (apply_status(s, target, by=by, error=error, **fields), refresh(s)))
+
+
+def _commit_refresher(settings: Settings) -> Callable[[dict], None]:
+    from . import git
+
+    def refresh(state: dict) -> None:
+        # `commits` follows the branch on every status change (issue 3).
+        base = state.get("base_commit")
+        if base and git.branch_exists(settings.repo, state["branch"]):
+            state["commits"] = git.commits_between(settings.repo, base, f"refs/heads/{state['branch']}")
+
+    return refresh
+
+
+def all_ids(settings: Settings) -> list[str]:
+    """Ids that have a state directory (hidden entries like .grove and .archive are Grove's own)."""
+    root = settings.agents_path
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "adw_state.json").exists())
+
+
+def archive(settings: Settings, adw_id: str, state: dict) -> Path:
+    """Move the state to agents/.archive/<adw_id>-<utc timestamp>.json, then drop its directory."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = settings.archive_path / f"{adw_id}-{stamp}.json"
+    n = 1
+    while target.exists():
+        n += 1
+        target = settings.archive_path / f"{adw_id}-{stamp}-{n}.json"
+    locks.atomic_write_json(target, state)
+    path = settings.state_path(adw_id)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # something else lives there (an agent's own files): leave it
+    return target
+
+
+def archived(settings: Settings) -> list[dict]:
+    out = []
+    for path in sorted(settings.archive_path.glob("*.json")):
+        data = locks.read_json(path, "archived state")
+        if isinstance(data, dict):
+            data["archive_file"] = str(path)
+            out.append(data)
+    return out
+

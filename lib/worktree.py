@@ -1,0 +1,168 @@
+"""The git steps of the chain: fetch the base, add the worktree, keep generated files out of git.
+
+Every mutation of refs, config or the worktree list runs under one short repo-wide lock
+(DESIGN.md pitfalls: parallel `worktree add` fails on .git/config; parallel fetch fails on
+refs and on half-created worktrees). Checkouts, installs and env work run outside it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from . import git, locks, proc
+from .config import Settings
+from .errors import GroveError, bad_input
+
+
+@contextmanager
+def repo_lock(settings: Settings) -> Iterator[None]:
+    with locks.locked(settings.lock_path("repo"), settings.lock_timeout, "another Grove process holds the repo lock"):
+        yield
+
+
+def _fetch_stamp(settings: Settings) -> Path:
+    return settings.grove_path / f"fetch-{settings.remote}-{settings.base_branch.replace('/', '_')}.stamp"
+
+
+def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[str, str]:
+    """Fetch ``base`` when a remote exists and resolve it to a commit: (sha, where it came from)."""
+    remote, tracking = settings.remote, f"refs/remotes/{settings.remote}/{base}"
+    if fetch and remote and git.has_remote(settings.repo, remote):
+        if _fetch(settings, base, report):
+            return git.rev(settings.repo, tracking), f"{remote}/{base}"
+    local = git.rev(settings.repo, f"refs/heads/{base}")
+    if local:
+        return local, base
+    known = git.rev(settings.repo, tracking)
+    if known:
+        return known, f"{remote}/{base} (last fetched)"
+    raise bad_input(f"base branch {base!r} does not exist locally or on {remote or 'any remote'}",
+                    "pass --base NAME or set ADW_BASE_BRANCH")
+
+
+def _fetch(settings: Settings, base: str, report) -> bool:
+    """Fetch the base under the repo lock; False when offline (the caller falls back to local).
+
+    Coalescing: a fetch that started after we asked for the lock is as fresh as ours would be,
+    so 30 agents starting together cost one or two fetches, not 30 in a row.
+    """
+    asked = time.time()
+    stamp = _fetch_stamp(settings)
+    refspec = f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}"
+    with repo_lock(settings):
+        try:
+            if float(stamp.read_text()) >= asked and base == settings.base_branch:
+                return True
+        except (OSError, ValueError):
+            pass
+        started = time.time()
+        out = proc.run(["git", "-C", settings.repo, "fetch", "--no-tags", "--quiet", settings.remote, refspec],
+                       check=False, timeout=settings.git_timeout)
+        if out.returncode == 0:
+            if base == settings.base_branch:
+                locks.atomic_write_text(stamp, f"{started}\n")
+            return True
+    if "couldn't find remote ref" in out.stderr:
+        raise bad_input(f"base branch {base!r} does not exist on {settings.remote}",
+                        "pass --base NAME or set ADW_BASE_BRANCH")
+    report.warn(f"fetch from {settings.remote} failed ({proc.tail(out.stderr, 1)}); using the local {base}")
+    return False
+
+
+def add(settings: Settings, adw_id: str, branch: str, base_commit: str) -> bool:
+    """Create the worktree on ``branch``; True when this call created the branch.
+
+    ``--no-track`` keeps git from writing upstream config (the config.lock race); ``--no-checkout``
+    keeps the file checkout out of the lock, it happens right after in the worktree alone.
+    """
+    path = settings.worktree_path(adw_id)
+    settings.trees_path.mkdir(parents=True, exist_ok=True)
+    with repo_lock(settings):
+        created = not git.branch_exists(settings.repo, branch)
+        if created:
+            args = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path, base_commit]
+        else:
+            args = ["worktree", "add", "--quiet", "--no-checkout", path, branch]
+        git.git(settings.repo, *args, timeout=settings.git_timeout)
+    git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+    return created
+
+
+def existing(settings: Settings, adw_id: str, branch: str) -> bool:
+    """True when the worktree is already in place on ``branch``; an error when something else is there."""
+    path = settings.worktree_path(adw_id)
+    entry = git.worktree_for(settings.repo, path)
+    if entry is None:
+        if path.exists() and any(path.iterdir()):
+            raise GroveError(f"{path} exists but git does not know it as a worktree",
+                             hint="run `inv doctor` to see it, then move it aside or `inv doctor --fix`")
+        return False
+    if entry["branch"] != branch:
+        raise GroveError(f"{path} is a worktree on {entry['branch'] or 'a detached HEAD'}, not {branch}",
+                         hint="tear it down first (`inv teardown --adw-id ...`)")
+    if not path.is_dir():
+        raise GroveError(f"git knows the worktree {path} but its directory is gone",
+                         hint="run `inv doctor --fix` to prune the stale entry")
+    # A crash between `worktree add --no-checkout` and the checkout leaves no index: finish it.
+    if not Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index")).exists():
+        git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+    return True
+
+
+def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> None:
+    """Keep files Grove wrote into a worktree out of `git add -A`, so no port or absolute path is committed.
+
+    Tracked files get skip-worktree in the worktree's own index; untracked ones that are not
+    ignored get a line in the repo's info/exclude (git's local, never-committed ignore file).
+    """
+    if not relpaths:
+        return
+    tracked = set(filter(None, git.git(worktree, "ls-files", "-z", "--", *relpaths).split("\0")))
+    if tracked:
+        git.git(worktree, "update-index", "--skip-worktree", "--", *sorted(tracked))
+    rest = [p for p in relpaths if p not in tracked]
+    if not rest:
+        return
+    out = proc.run(["git", "-C", worktree, "check-ignore", "--no-index", "--", *rest], check=False)
+    ignored = set(out.stdout.split("\n"))
+    needed = [f"/{p}" for p in rest if p not in ignored]
+    if needed:
+        _exclude(settings, needed)
+
+
+def _exclude(settings: Settings, patterns: list[str]) -> None:
+    exclude = git.common_dir(settings.repo) / "info" / "exclude"
+    with repo_lock(settings):
+        text = exclude.read_text() if exclude.exists() else ""
+        lines = set(text.splitlines())
+        new = [p for p in patterns if p not in lines]
+        if new:
+            head = "" if not text or text.endswith("\n") else "\n"
+            marker = "" if "# grove: generated files" in lines else "# grove: generated files\n"
+            locks.atomic_write_text(exclude, text + head + marker + "".join(f"{p}\n" for p in new))
+
+
+def ignore_warnings(settings: Settings) -> list[str]:
+    """Which of trees/, agents/ and .ports.env the repo's ignore rules miss."""
+    probes = {f"{settings.trees_dir}/x": f"{settings.trees_dir}/", f"{settings.agents_dir}/x": f"{settings.agents_dir}/",
+              ".ports.env": ".ports.env"}
+    out = proc.run(["git", "-C", settings.repo, "check-ignore", "--no-index", "--", *probes], check=False)
+    ignored = set(out.stdout.split("\n"))
+    return [name for probe, name in probes.items() if probe not in ignored]
+
+
+def safe_rmtree(settings: Settings, path: Path) -> None:
+    """Delete ``path`` only when it provably lies inside trees/, never following a symlink out."""
+    import shutil
+
+    trees = settings.trees_path.resolve()
+    if os.path.islink(path):
+        raise GroveError(f"refusing to delete {path}: it is a symlink")
+    real = Path(os.path.realpath(path))
+    if real == trees or not real.is_relative_to(trees):
+        raise GroveError(f"refusing to delete {path}: it is not inside {trees}")
+    shutil.rmtree(real)  # rmtree unlinks symlinks inside the tree, it never follows them

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build Grove's own environment from nothing: .venv with the pinned packages (uv among them),
+# and bun from the npm registry into .tools/. Needs only python3, git, make and npm.
+# Idempotent: a stamp per part skips what is already current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_bun=0
+[ "${1:-}" = "--with-bun" ] && want_bun=1
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  touch .venv/.installed
+fi
+
+# bun is needed by the demo and the install tests; use one on PATH when there is one.
+if [ "$want_bun" = 1 ] && ! command -v bun >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/bun ]; then
+  command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm is needed to install bun (apt-get install npm)" >&2; exit 1; }
+  mkdir -p .tools
+  npm install --silent --no-audit --no-fund --prefix .tools bun@1.4.5 >/dev/null
+fi
