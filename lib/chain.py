@@ -57,6 +57,8 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None]:
     base = req.base or (current or {}).get("base_branch") or settings.base_branch
     git.check_branch_name(settings.repo, branch)
     git.check_branch_name(settings.repo, base)
+    if current is None:
+        worktree.check_base(settings, base, req.fetch)
     if current and current["branch"] != branch:
         raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
                         "drop --branch, or tear the agent down first")

@@ -28,6 +28,20 @@ def _fetch_stamp(settings: Settings) -> Path:
     return settings.grove_path / f"fetch-{settings.remote}-{settings.base_branch.replace('/', '_')}.stamp"
 
 
+def check_base(settings: Settings, base: str, fetch: bool) -> None:
+    """Refuse a base branch that exists nowhere, before any lock or file is created (exit 2)."""
+    remote = settings.remote
+    if git.rev(settings.repo, f"refs/heads/{base}") or git.rev(settings.repo, f"refs/remotes/{remote}/{base}"):
+        return
+    if fetch and remote and git.has_remote(settings.repo, remote):
+        probe = proc.run(["git", "-C", settings.repo, "ls-remote", "--exit-code", "--heads", remote, base],
+                         check=False, timeout=settings.git_timeout)
+        if probe.returncode == 0:
+            return
+    raise bad_input(f"base branch {base!r} does not exist locally or on {remote or 'any remote'}",
+                    "pass --base NAME or set ADW_BASE_BRANCH")
+
+
 def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[str, str]:
     """Fetch ``base`` when a remote exists and resolve it to a commit: (sha, where it came from)."""
     remote, tracking = settings.remote, f"refs/remotes/{settings.remote}/{base}"

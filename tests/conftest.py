@@ -1,0 +1,121 @@
+"""Shared fixtures: sealed git, real temporary repos with a bare origin, and `inv` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GROVE = Path(__file__).resolve().parent.parent
+INV = Path(sys.executable).parent / "inv"
+sys.path.insert(0, str(GROVE))
+
+
+def pytest_configure(config):
+    # Tests run sealed (worktrunk, pre-commit): no user or system git config, pinned identity and
+    # dates, a private HOME, and no ADW_* setting leaking in from the machine.
+    home = Path(os.environ.get("PYTEST_GROVE_HOME") or __import__("tempfile").mkdtemp(prefix="grove-home-"))
+    for key in list(os.environ):
+        if key.startswith(("ADW_", "GIT_", "INVOKE_")) or key == "GROVE_FAULT":
+            del os.environ[key]
+    os.environ.update({
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Grove Test",
+        "GIT_AUTHOR_EMAIL": "test@grove.invalid",
+        "GIT_COMMITTER_NAME": "Grove Test",
+        "GIT_COMMITTER_EMAIL": "test@grove.invalid",
+        "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+        # Each test's repo uses its own port range (see `repo`); keep uv and bun caches across tests.
+        "UV_CACHE_DIR": str(Path(os.environ.get("XDG_CACHE_HOME", "/tmp")) / "grove-test-uv-cache"),
+        "BUN_INSTALL_CACHE_DIR": str(Path("/tmp") / "grove-test-bun-cache"),
+    })
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_file(cwd: Path, name: str, text: str, message: str | None = None) -> str:
+    path = cwd / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    git(cwd, "add", "--", name)
+    git(cwd, "commit", "-q", "-m", message or f"change {name}")
+    return git(cwd, "rev-parse", "HEAD")
+
+
+_port_base = [20000]
+
+
+def make_repo(root: Path, *, gitignore: bool = True, remote: bool = True) -> Path:
+    """A checkout at root/app on main with one commit, pushed to a bare root/origin.git."""
+    app = root / "app"
+    app.mkdir(parents=True)
+    git(app, "init", "-q", "-b", "main")
+    if gitignore:
+        (app / ".gitignore").write_text("/trees/\n/agents/\n.ports.env\nnode_modules/\n.venv/\n*.db\n")
+    (app / "README.md").write_text("sample app\n")
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "initial")
+    if remote:
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], check=True)
+        git(app, "remote", "add", "origin", str(root / "origin.git"))
+        git(app, "push", "-q", "origin", "main")
+    return app
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch) -> Path:
+    # A port range of its own per test, so one test's servers never make another test's slot busy.
+    _port_base[0] += 100
+    monkeypatch.setenv("ADW_BACKEND_PORT_BASE", str(_port_base[0]))
+    monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", str(_port_base[0] + 50))
+    return make_repo(tmp_path)
+
+
+def inv(repo: Path, *args: str, env: dict | None = None, timeout: float = 120, check: bool | None = None):
+    """Run `inv -r <grove> ARGS` in ``repo`` as a user would; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    out = subprocess.run([str(INV), "-r", str(GROVE), *args], cwd=repo, env=full_env, capture_output=True,
+                         text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"inv {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def inv_json(repo: Path, *args: str, **kw):
+    out = inv(repo, *args, "--json", check=True, **kw)
+    return json.loads(out.stdout)
+
+
+def settings_for(repo: Path, **overrides):
+    from lib import config
+
+    return config.load({"repo": repo, **overrides})
+
+
+def snapshot(repo: Path) -> dict:
+    """What a failed or refused command must leave unchanged: refs, worktrees, registry, files."""
+    files = sorted(
+        str(p.relative_to(repo)) for p in repo.rglob("*")
+        if ".git" not in p.parts and not (p.suffix == ".lock" and ".grove" in p.parts)
+    )
+    registry = repo / "agents" / ".grove" / "ports.json"
+    return {
+        "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        "worktrees": git(repo, "worktree", "list", "--porcelain"),
+        "registry": json.loads(registry.read_text())["claims"] if registry.exists() else {},
+        "files": files,
+        "exclude": _read(repo / ".git" / "info" / "exclude"),
+    }
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
