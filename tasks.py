@@ -234,9 +234,7 @@ def run(c, adw_id=None, repo=None):
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(c.remainder or "")
     if not argv:
         raise bad_input("no command given", "inv run --adw-id X -- CMD ARGS...")
-    code = agentrun.run_in(_settings(c, repo), _one(adw_id), argv)
-    if code:
-        raise Exit(code=code)
+    agentrun.exec_in(_settings(c, repo), _one(adw_id), argv)
 
 
 @task(help={"repo": REPO, "json": JSON})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import shutil
+import sys
 from pathlib import Path
 
 from . import envfiles, locks, state
@@ -23,18 +24,25 @@ def agent_env(worktree: Path) -> dict[str, str]:
     return env
 
 
-def run_in(settings: Settings, adw_id: str, argv: list[str]) -> int:
-    """Run ``argv`` (no shell) in the agent's worktree with its env; return the command's exit code."""
+def exec_in(settings: Settings, adw_id: str, argv: list[str]) -> None:
+    """Replace this process with ``argv`` (no shell) in the agent's worktree, with its env.
+
+    exec, not a child: signals reach the command itself (stopping `inv run` stops the server),
+    and the exit code is the command's own.
+    """
     s = state.require(settings, adw_id)
     path = Path(s["worktree_path"])
     if not path.is_dir():
         raise GroveError(f"{adw_id} has no worktree at {path}", hint="run `inv doctor`, or set it up again")
     env = agent_env(path)
     env["ADW_ID"], env["ADW_WORKTREE"] = adw_id, str(path)
-    try:
-        return subprocess.run(argv, cwd=path, env=env).returncode
-    except FileNotFoundError:
-        raise GroveError(f"{argv[0]}: command not found in {path}", code=127) from None
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+    if program is None or not os.access(os.path.join(path, program), os.X_OK):
+        raise GroveError(f"{argv[0]}: command not found (cwd {path})", code=127)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(path)
+    os.execve(program, argv, env)
 
 
 def init_repo(settings: Settings) -> list[str]:
