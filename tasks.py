@@ -237,6 +237,45 @@ def run(c, adw_id=None, repo=None):
     agentrun.exec_in(_settings(c, repo), _one(adw_id), argv)
 
 
+@task(
+    iterable=["adw_id"],
+    help={
+        "adw_id": ID + "; repeatable, merged in the order given",
+        "epic": "every completed agent of this epic, oldest first",
+        "all": "every completed agent, oldest first",
+        "strategy": "no-ff (default, ADW_MERGE_STRATEGY), squash, or rebase",
+        "validate": "shell command run on each merged result before the base moves (ADW_MERGE_VALIDATE)",
+        "push": "push the new base; a rejected push is redone on the remote's new tip (ADW_PUSH_RETRIES)",
+        "cleanup": "tear down merged agents afterwards, deleting their branches",
+        "dry_run": "predict every outcome in order with git merge-tree; change nothing",
+        "base": "base branch to merge into (default ADW_BASE_BRANCH)",
+        "repo": REPO,
+        "json": JSON,
+        "quiet": QUIET,
+    },
+)
+@_guard
+def merge(c, adw_id=None, epic=None, all=False, strategy=None, validate=None, push=False, cleanup=False,
+          dry_run=False, base=None, repo=None, json=False, quiet=False):
+    """Merge finished agents' branches into the base one at a time: validated, never half-applied.
+
+    Merges happen in a Grove-owned integration worktree, never in your checkout; the base moves
+    by compare-and-swap only after every merge (and the push) succeeded. A conflict or failed
+    validation marks that agent and the queue goes on. Exit 0 only if every requested branch merged.
+    """
+    from lib import merge as merging
+
+    settings = _settings(c, repo, base_branch=base, merge_strategy=strategy)
+    queue, skipped = merging.select(settings, list(adw_id or []), epic, all)
+    plan = merging.Plan(base=settings.base_branch, strategy=settings.merge_strategy,
+                        validate=settings.merge_validate if validate is None else validate,
+                        push=push, dry_run=dry_run, queue=queue, skipped=skipped)
+    summary = merging.run(settings, plan, cleanup=cleanup, report=_reporter(quiet))
+    _emit(summary, json, merging.print_summary)
+    if any(r["outcome"] != "merged" for r in summary["results"]):
+        raise Exit(code=1)
+
+
 @task(help={"repo": REPO, "json": JSON})
 @_guard
 def git_worktrees(c, repo=None, json=False):
@@ -412,7 +451,7 @@ def _namespace(name, *tasks):
 
 
 ns = Collection()
-for _t in (setup, teardown, status, path, run, git_worktrees, cleanup_epic, gc, doctor, init):
+for _t in (setup, teardown, status, path, run, merge, git_worktrees, cleanup_epic, gc, doctor, init):
     ns.add_task(_t)
 ns.add_task(list_, name="list")
 ns.add_collection(_namespace("git", git_fetch))

@@ -1,0 +1,194 @@
+"""The merge queue, in real repos with a bare origin (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import GROVE, INV, commit_file, git, inv, inv_json, settings_for
+
+from lib import chain, state
+from lib.report import Reporter
+
+
+def agent(repo: Path, adw_id: str, files: dict[str, str], status: str = "completed") -> Path:
+    """An agent set up in-process (fast), with one commit per file, marked ``status``."""
+    settings = settings_for(repo)
+    chain.setup(settings, chain.Request(adw_id, install=False, db=False), Reporter(quiet=True))
+    wt = repo / "trees" / adw_id
+    for name, text in files.items():
+        commit_file(wt, name, text, f"{adw_id}: {name}")
+    if status != "created":
+        state.set_status(settings, adw_id, status)
+    return wt
+
+
+def read_state(repo: Path, adw_id: str) -> dict:
+    return json.loads((repo / "agents" / adw_id / "adw_state.json").read_text())
+
+
+def test_three_clean_branches_merge_in_order_and_checkout_follows(repo):
+    for i in (1, 2, 3):
+        agent(repo, f"a{i}", {f"f{i}.txt": f"{i}\n"})
+    before = git(repo, "rev-parse", "main")
+    summary = inv_json(repo, "merge", "--adw-id", "a3", "--adw-id", "a1", "--adw-id", "a2")
+    assert [r["adw_id"] for r in summary["results"]] == ["a3", "a1", "a2"]
+    assert all(r["outcome"] == "merged" and len(r["commits"]) == 1 for r in summary["results"])
+    assert summary["base_before"] == before and summary["base_after"] == git(repo, "rev-parse", "main")
+    subjects = git(repo, "log", "--first-parent", "--format=%s", "main").split("\n")
+    assert subjects[:3] == ["Merge adw/a2 (adw a2)", "Merge adw/a1 (adw a1)", "Merge adw/a3 (adw a3)"]
+    # main was checked out and clean here, so it came along: index and files match the new tip.
+    assert all((repo / f"f{i}.txt").exists() for i in (1, 2, 3)) and git(repo, "status", "--porcelain") == ""
+    for i in (1, 2, 3):
+        s = read_state(repo, f"a{i}")
+        assert s["status"] == "merged" and s["merged_at"] and len(s["commits"]) == 1
+    assert git(repo, "rev-parse", "origin/main") == before, "no push without --push"
+
+
+def test_conflict_in_the_middle_is_skipped_and_the_rest_merge(repo):
+    agent(repo, "c1", {"shared.txt": "from c1\n"})
+    agent(repo, "c2", {"shared.txt": "from c2\n"})
+    agent(repo, "c3", {"other.txt": "c3\n"})
+    out = inv(repo, "merge", "--adw-id", "c1", "--adw-id", "c2", "--adw-id", "c3", "--json")
+    assert out.returncode == 1, "exit 0 only if every requested branch merged"
+    outcomes = {r["adw_id"]: r for r in json.loads(out.stdout)["results"]}
+    assert [outcomes[i]["outcome"] for i in ("c1", "c2", "c3")] == ["merged", "conflict", "merged"]
+    assert outcomes["c2"]["conflict_files"] == ["shared.txt"]
+    s = read_state(repo, "c2")
+    assert s["status"] == "conflict" and "shared.txt" in s["error_message"] and s["conflict_files"] == ["shared.txt"]
+    assert (repo / "shared.txt").read_text() == "from c1\n"
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+def test_a_lone_conflict_leaves_base_and_checkout_byte_for_byte(repo):
+    commit_file(repo, "shared.txt", "base\n")
+    git(repo, "push", "-q", "origin", "main")
+    agent(repo, "x1", {"shared.txt": "agent\n"})
+    commit_file(repo, "shared.txt", "main moved\n")
+    before_ref, before_bytes = git(repo, "rev-parse", "main"), (repo / "shared.txt").read_bytes()
+    before_index = (repo / ".git" / "index").read_bytes()
+    out = inv(repo, "merge", "--adw-id", "x1")
+    assert out.returncode == 1 and "conflict" in out.stdout
+    assert git(repo, "rev-parse", "main") == before_ref
+    assert (repo / "shared.txt").read_bytes() == before_bytes
+    assert (repo / ".git" / "index").read_bytes() == before_index
+
+
+def test_validation_failure_rolls_back(repo):
+    agent(repo, "v1", {"good.txt": "ok\n"})
+    agent(repo, "v2", {"bad.txt": "breaks the build\n"})
+    before = git(repo, "rev-parse", "main")
+    out = inv(repo, "merge", "--adw-id", "v2", "--adw-id", "v1", "--validate", "test ! -f bad.txt || { echo broken; exit 7; }",
+              "--json")
+    results = {r["adw_id"]: r for r in json.loads(out.stdout)["results"]}
+    assert out.returncode == 1
+    assert results["v2"]["outcome"] == "validation_failed" and results["v2"]["exit_code"] == 7
+    assert results["v1"]["outcome"] == "merged"
+    s = read_state(repo, "v2")
+    assert s["status"] == "failed" and "exited 7" in s["error_message"] and "broken" in s["error_message"]
+    assert not (repo / "bad.txt").exists() and (repo / "good.txt").exists()
+    assert git(repo, "merge-base", "--is-ancestor", before, "main") == ""
+
+
+def test_strategies_produce_the_expected_history(repo):
+    for strategy in ("no-ff", "squash", "rebase"):
+        wt = agent(repo, f"s-{strategy}", {f"{strategy}-1.txt": "1\n", f"{strategy}-2.txt": "2\n"})
+        commit_file(repo, f"main-{strategy}.txt", "main moves on\n")  # so rebase has something to do
+        before = git(repo, "rev-parse", "main")
+        inv_json(repo, "merge", "--adw-id", f"s-{strategy}", "--strategy", strategy)
+        new = git(repo, "rev-list", f"{before}..main").split()
+        parents = [len(git(repo, "rev-list", "--parents", "-n1", c).split()) - 1 for c in new]
+        if strategy == "no-ff":
+            assert len(new) == 3 and sorted(parents) == [1, 1, 2]
+        elif strategy == "squash":
+            assert len(new) == 1 and parents == [1]
+        else:
+            assert len(new) == 2 and parents == [1, 1]
+            assert git(repo, "rev-parse", "main~2") == before, "rebased linearly onto the moved main"
+        assert (repo / f"{strategy}-2.txt").exists()
+        assert read_state(repo, f"s-{strategy}")["status"] == "merged"
+        # A squash- or rebase-merged branch counts as merged: teardown may delete it without --force.
+        inv(repo, "teardown", "--adw-id", f"s-{strategy}", "--delete-branch", check=True)
+        assert not wt.exists()
+
+
+def test_dirty_main_checkout_on_base_is_refused_untouched(repo):
+    agent(repo, "d1", {"d.txt": "d\n"})
+    (repo / "README.md").write_text("my unsaved edit\n")
+    before = git(repo, "rev-parse", "main")
+    out = inv(repo, "merge", "--adw-id", "d1")
+    assert out.returncode == 1 and "uncommitted changes" in out.stderr and "nothing was merged" in out.stderr
+    assert (repo / "README.md").read_text() == "my unsaved edit\n"
+    assert git(repo, "rev-parse", "main") == before and read_state(repo, "d1")["status"] == "completed"
+
+
+def test_user_on_another_branch_is_not_touched(repo):
+    agent(repo, "o1", {"o.txt": "o\n"})
+    git(repo, "checkout", "-q", "-b", "mine")
+    (repo / "scratch.txt").write_text("untracked work\n")
+    inv_json(repo, "merge", "--adw-id", "o1")
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "mine" and not (repo / "o.txt").exists()
+    assert git(repo, "show", "main:o.txt") == "o"
+
+
+def test_generated_files_never_enter_a_merge(repo):
+    wt = agent(repo, "leak", {}, status="created")
+    git(wt, "add", "-f", ".ports.env")
+    git(wt, "commit", "-q", "-m", "oops")
+    state.set_status(settings_for(repo), "leak", "completed")
+    out = inv(repo, "merge", "--adw-id", "leak", "--json")
+    result = json.loads(out.stdout)["results"][0]
+    assert result["outcome"] == "validation_failed" and ".ports.env" in result["reason"]
+    assert "ports.env" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_two_merges_started_together_both_land(repo):
+    agent(repo, "p1", {"p1.txt": "1\n"})
+    agent(repo, "p2", {"p2.txt": "2\n"})
+    procs = [subprocess.Popen([str(INV), "-r", str(GROVE), "merge", "--adw-id", i, "--json"], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in ("p1", "p2")]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0], [p.stderr.read() for p in procs]
+    files = git(repo, "ls-tree", "--name-only", "main")
+    assert "p1.txt" in files and "p2.txt" in files
+
+
+def test_dry_run_predicts_real_outcomes_and_changes_nothing(repo):
+    agent(repo, "r1", {"shared.txt": "r1\n"})
+    agent(repo, "r2", {"shared.txt": "r2\n"})
+    agent(repo, "r3", {"r3.txt": "r3\n"})
+    refs = git(repo, "for-each-ref")
+    predicted = inv(repo, "merge", "--all", "--dry-run", "--json")
+    assert git(repo, "for-each-ref") == refs and read_state(repo, "r1")["status"] == "completed"
+    real = inv(repo, "merge", "--all", "--json")
+    pick = lambda out: [(r["adw_id"], r["outcome"], r["conflict_files"]) for r in json.loads(out.stdout)["results"]]
+    assert pick(predicted) == pick(real) == [("r1", "merged", []), ("r2", "conflict", ["shared.txt"]),
+                                             ("r3", "merged", [])]
+
+
+def test_two_clones_merge_and_push_at_once_and_nothing_is_lost(repo, tmp_path):
+    other = tmp_path / "clone2"
+    git(tmp_path, "clone", "-q", str(tmp_path / "origin.git"), str(other))
+    for name in ("x1", "x2"):
+        agent(repo, name, {f"{name}.txt": name})
+    for name in ("y1", "y2"):
+        agent(other, name, {f"{name}.txt": name})
+    procs = [subprocess.Popen([str(INV), "-r", str(GROVE), "merge", "--all", "--push", "--json"], cwd=where,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for where in (repo, other)]
+    codes = [p.wait(timeout=180) for p in procs]
+    assert codes == [0, 0], [p.stderr.read() for p in procs]
+    origin = tmp_path / "origin.git"
+    files = git(origin, "ls-tree", "--name-only", "main").split()
+    assert {"x1.txt", "x2.txt", "y1.txt", "y2.txt"} <= set(files)
+    # Each clone's local main ends equal to what the remote accepted from it (or later).
+    for where in (repo, other):
+        assert git(origin, "merge-base", "--is-ancestor", git(where, "rev-parse", "main"), "main") == ""
+
+
+def test_merge_cleanup_tears_down_merged_agents(repo):
+    agent(repo, "m1", {"m1.txt": "1\n"})
+    summary = inv_json(repo, "merge", "--adw-id", "m1", "--cleanup")
+    assert summary["results"][0]["cleanup"]["branch_action"] == "deleted"
+    assert not (repo / "trees/m1").exists() and "adw/m1" not in git(repo, "branch")
