@@ -89,10 +89,8 @@ def build(root: Path, uv: str | None = None, bun: str | None = None) -> Path:
         (app / name).write_text(text)
     os.chmod(app / "scripts/reset_db.sh", 0o755)
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    if uv:
+    if uv:  # without uv there is no lock file, so setup treats app/server as no uv project
         subprocess.run([uv, "lock", "--quiet"], cwd=app / "app/server", check=True, env=env)
-    else:
-        (app / "app/server/uv.lock").write_text("version = 1\n")
     if bun:
         subprocess.run([bun, "install", "--silent"], cwd=app / "app/client", check=True, env=env)
     _git(app, "init", "-q", "-b", "main")
