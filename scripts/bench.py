@@ -113,7 +113,7 @@ def main() -> int:
     grove = [INV, "-r", str(GROVE)]
     m: dict[str, list[float]] = {k: [] for k in (
         "bare_inv", "inv_list", "script", "setup", "api", "script_x10", "setup_x10", "one_noinstall",
-        "thirty_noinstall", "list_100")}
+        "thirty_noinstall", "thirty_bare_inv", "list_100")}
     from lib import worktree_manager
 
     for run in range(runs):
@@ -136,6 +136,7 @@ def main() -> int:
         reset(app)
         m["one_noinstall"].append(timed([*grove, "setup", "--adw-id", f"one{run}", "--no-install", "--quiet"], app))
         reset(app)
+        m["thirty_bare_inv"].append(parallel([[INV, "-r", str(empty), "noop"]] * 30, app))
         m["thirty_noinstall"].append(parallel([[*grove, "setup", "--adw-id", f"c{run}-{i}", "--no-install",
                                                 "--quiet"] for i in range(30)], app))
         reset(app)
@@ -160,6 +161,8 @@ def main() -> int:
          med["inv_list"] <= 1.5 * med["bare_inv"]),
         ("30 concurrent --no-install / one", med["thirty_noinstall"], med["one_noinstall"],
          med["thirty_noinstall"] / med["one_noinstall"], "<= 3", med["thirty_noinstall"] <= 3 * med["one_noinstall"]),
+        ("30 bare `inv noop` in parallel / one (the floor)", med["thirty_bare_inv"], med["bare_inv"],
+         med["thirty_bare_inv"] / med["bare_inv"], "(reference)", True),
         ("inv list --json, 100 worktrees", med["list_100"], 0.3, med["list_100"] / 0.3, "< 0.3 s",
          med["list_100"] < 0.3),
         ("disk: each extra worktree's deps / first's", disk["extra_each"], disk["first"], disk["ratio"], "< 5%",
