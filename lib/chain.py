@@ -1,6 +1,6 @@
 """The setup chain: from nothing to a ready, isolated agent worktree, one small step at a time.
 
-Order: validate, fetch, ports (claim), worktree, ports_env, env, repoint, install, db; the state
+Order: validate, fetch, ports (claim), worktree, include, ports_env, env, repoint, install, db; the state
 is written once the claim is held and again when the chain ends. Ports are claimed before any
 git work so an agent that cannot get a slot fails fast and leaves nothing behind.
 
@@ -137,7 +137,8 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         info["detail"] = str(path)
     values = ports.env_lines(claim.ports)
     written: list[str] = []
-    for name, step in (("ports_env", write_ports_env), ("env", merge_env), ("repoint", repoint_configs)):
+    for name, step in (("include", copy_included), ("ports_env", write_ports_env), ("env", merge_env),
+                       ("repoint", repoint_configs)):
         with report.step(name, OP, steps) as info:
             if not req.files:
                 info["outcome"] = "skipped"
@@ -153,6 +154,12 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
 
 
 # Each step below works alone too (the single-step tasks call them): (outcome, detail, files written).
+
+def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
+    from . import include
+
+    return include.copy_into(settings, path)
+
 
 def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
     changed = envfiles.write_if_changed(path / envfiles.PORTS_FILE, envfiles.ports_text(values), 0o644)

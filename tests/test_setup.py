@@ -260,3 +260,28 @@ def test_ignore_warning_points_at_init(tmp_path, monkeypatch):
     text = (bare / ".gitignore").read_text()
     assert text.count("/trees/") == 1 and text.count(".ports.env") == 1
     assert (bare / ".env").read_text().count("# --- Grove") == 1
+
+
+def test_worktreeinclude_copies_exactly_what_it_lists(repo):
+    (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "local/\n*.key\nbig/\n")
+    (repo / ".worktreeinclude").write_text("local/\n*.key\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "include list")
+    git(repo, "push", "-q", "origin", "main")
+    (repo / "local").mkdir()
+    (repo / "local/tool.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(repo / "local/tool.sh", 0o755)
+    os.symlink("tool.sh", repo / "local/link")
+    (repo / "dev.key").write_text("k\n")
+    (repo / "big").mkdir()
+    (repo / "big/blob.bin").write_text("not listed\n")
+    (repo / "untracked-not-ignored.key.txt").write_text("not ignored\n")
+    state = inv_json(repo, "setup", "--adw-id", "inc", "--no-install")
+    wt = repo / "trees/inc"
+    assert state["steps"]["include"]["outcome"] == "done"
+    assert (wt / "local/tool.sh").read_text() == "#!/bin/sh\necho hi\n"
+    assert os.access(wt / "local/tool.sh", os.X_OK), "exec bit kept"
+    assert os.readlink(wt / "local/link") == "tool.sh", "symlink kept as a symlink"
+    assert (wt / "dev.key").exists() and not (wt / "big").exists()
+    assert not (wt / "untracked-not-ignored.key.txt").exists() and not (wt / "trees").exists()
+    assert git(wt, "status", "--porcelain") == ""
