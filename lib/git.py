@@ -48,7 +48,7 @@ def worktrees(repo: Path) -> list[dict]:
 
     Paths are matched exactly, never by substring (DESIGN.md pitfalls).
     """
-    raw = git(repo, "worktree", "list", "--porcelain", "-z")
+    raw = _worktree_list(repo)
     entries, current = [], {}
     for field in raw.split("\0"):
         if not field:
@@ -71,6 +71,22 @@ def worktrees(repo: Path) -> list[dict]:
     if current:
         entries.append(current)
     return entries
+
+
+def _worktree_list(repo: Path, attempts: int = 20) -> str:
+    """``git worktree list`` reads every entry's admin dir; one that a concurrent ``worktree add``
+    is still writing fails with "failed to read .git/worktrees/<id>/commondir" (seen in `make bench`
+    with 100 agents). Writers hold the repo lock, readers do not: a short retry is the cure."""
+    import time
+
+    for attempt in range(attempts):
+        out = proc.run(["git", "-C", repo, "worktree", "list", "--porcelain", "-z"], check=False)
+        if out.returncode == 0:
+            return out.stdout
+        if "worktrees/" not in out.stderr or attempt == attempts - 1:
+            raise GroveError(f"git worktree list failed (exit {out.returncode}): {proc.tail(out.stderr)}")
+        time.sleep(0.02)
+    raise AssertionError("unreachable")
 
 
 def worktree_for(repo: Path, path: Path) -> dict | None:
