@@ -442,6 +442,16 @@ def db_reset(c, adw_id=None, repo=None, json=False):
     _emit(_step(c, adw_id, repo, "db"), json, lambda d: None)
 
 
+@task(help={"epic": "only this epic's archived agents", "repo": REPO, "json": JSON})
+@_guard
+def state_archived(c, epic=None, repo=None, json=False):
+    """List archived (cleaned) agent states from agents/.archive/, most recent first."""
+    from lib import queries
+
+    rows = queries.list_agents(_settings(c, repo), epic_id=epic, archived=True)
+    _emit(rows, json, queries.print_table)
+
+
 def _namespace(name, *tasks):
     """A namespace whose tasks drop the namespace prefix: ports.claim, not ports.ports-claim."""
     ns = Collection(name)
@@ -460,6 +470,9 @@ ns.add_collection(_namespace("ports", ports_claim, ports_release, ports_show))
 ns.add_collection(_namespace("env", env_ports, env_merge, env_repoint))
 ns.add_collection(_namespace("deps", deps_install))
 ns.add_collection(_namespace("db", db_reset))
+state_ns = _namespace("state", state_archived)
+state_ns.add_task(status, name="show")  # the same task as `inv status`: show, or --set
+ns.add_collection(state_ns)
 # Defaults live in lib/config.py; these None keys only make invoke.yaml (grove.port_slots: 20) and
 # INVOKE_GROVE_PORT_SLOTS=20 visible to Grove: Invoke loads env vars only for keys it already has.
 ns.configure({"grove": {field_name(key): None for key in DEFAULTS}})
