@@ -43,7 +43,7 @@ def _settings(c, repo=None, **flags):
     return config.load({"repo": repo, **flags}, invoke_config=dict(grove))
 
 
-def _reporter(quiet=False, json=False):
+def _reporter(quiet=False):
     from lib.report import Reporter
 
     return Reporter(quiet=quiet)
@@ -150,7 +150,7 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, repo=N
     Only paths proven to lie inside trees/ are deleted. The state moves to
     agents/.archive/<id>-<utc timestamp>.json with status cleaned.
     """
-    from lib import cleanup, state
+    from lib import cleanup
 
     settings = _settings(c, repo)
     report = _reporter(quiet)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json, settings_for, snapshot
+from conftest import GROVE, commit_file, git, inv, inv_json, snapshot
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
