@@ -137,8 +137,7 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         info["detail"] = str(path)
     values = ports.env_lines(claim.ports)
     written: list[str] = []
-    for name, step in (("include", copy_included), ("ports_env", write_ports_env), ("env", merge_env),
-                       ("repoint", repoint_configs)):
+    for name, step in FILE_STEPS.items():
         with report.step(name, OP, steps) as info:
             if not req.files:
                 info["outcome"] = "skipped"
@@ -187,6 +186,10 @@ def repoint_configs(settings: Settings, path: Path, values: dict[str, str] | Non
         written.append(name)
         written.extend(str(d.relative_to(path)) for d in made)
     return "done", "; ".join(notes), written
+
+
+# The steps that write files into the worktree, in chain order; the single-step tasks use it too.
+FILE_STEPS = {"include": copy_included, "ports_env": write_ports_env, "env": merge_env, "repoint": repoint_configs}
 
 
 def _record_claim(s: dict, claim: ports.Claim) -> None:

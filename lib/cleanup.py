@@ -66,7 +66,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result["freed_slots"] = ports.release(settings, adw_id)
         fault(OP, "after", "ports")
         if s is not None:
-            result["archive"] = str(_archive(settings, adw_id))
+            result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}"
                    + (f" (tip saved as {result['backup_ref']})" if result["backup_ref"] else ""))
@@ -109,13 +109,9 @@ def _remove_worktree(settings: Settings, path: Path, entry: dict | None, force: 
         worktree.safe_rmtree(settings, path)
 
 
-def _archive(settings: Settings, adw_id: str) -> Path:
-    with locks.locked(state.lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
-        s = state.load(settings, adw_id)
-        if s["status"] != "cleaned":
-            state.apply_status(s, "cleaned", by="grove teardown", error=s.get("error_message"))
-        s["updated_at"] = state.now()
-        return state.archive(settings, adw_id, s)
+def _mark_cleaned(s: dict) -> None:
+    if s["status"] != "cleaned":
+        state.apply_status(s, "cleaned", by="grove teardown", error=s.get("error_message"))
 
 
 def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = False,

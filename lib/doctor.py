@@ -157,10 +157,8 @@ def _repair(settings: Settings, p: dict) -> None:
             if kind == "directory_unknown_to_git" and path.exists():
                 p["moved_to"] = str(_quarantine(settings, adw_id, path))
             ports.release(settings, adw_id)
-            with locks.locked(state.lock_path(settings, adw_id), settings.lock_timeout, "state busy"):
-                s = state.load(settings, adw_id)
-                s["doctor"] = f"archived by inv doctor --fix: {kind}"
-                p["archive"] = str(state.archive(settings, adw_id, s))
+            note = f"archived by inv doctor --fix: {kind}"
+            p["archive"] = str(state.archive_locked(settings, adw_id, lambda s: s.update(doctor=note)))
         p["fixed"] = True
     elif kind == "unknown_directory":
         p["moved_to"] = str(_quarantine(settings, Path(p["path"]).name, Path(p["path"])))

@@ -79,14 +79,16 @@ def _worktree_list(repo: Path, attempts: int = 20) -> str:
     with 100 agents). Writers hold the repo lock, readers do not: a short retry is the cure."""
     import time
 
-    for attempt in range(attempts):
+    for _ in range(attempts - 1):
         out = proc.run(["git", "-C", repo, "worktree", "list", "--porcelain", "-z"], check=False)
-        if out.returncode == 0:
-            return out.stdout
-        if "worktrees/" not in out.stderr or attempt == attempts - 1:
-            raise GroveError(f"git worktree list failed (exit {out.returncode}): {proc.tail(out.stderr)}")
+        if out.returncode == 0 or "worktrees/" not in out.stderr:
+            break
         time.sleep(0.02)
-    raise AssertionError("unreachable")
+    else:
+        out = proc.run(["git", "-C", repo, "worktree", "list", "--porcelain", "-z"], check=False)
+    if out.returncode != 0:
+        raise GroveError(f"git worktree list failed (exit {out.returncode}): {proc.tail(out.stderr)}")
+    return out.stdout
 
 
 def worktree_for(repo: Path, path: Path) -> dict | None:

@@ -92,19 +92,19 @@ def _checkout_of_base(settings: Settings, base: str) -> Path | None:
     return Path(entry["path"]) if entry else None
 
 
-def _start_tip(settings: Settings, plan: Plan) -> tuple[str, str | None]:
-    """(tip to build on, remote tip or None). With --push the remote's tip counts."""
+def _start_tip(settings: Settings, plan: Plan) -> tuple[str, str | None, str]:
+    """(tip to build on, remote tip or None, local base). With --push the remote's tip counts."""
     local = git.rev(settings.repo, f"refs/heads/{plan.base}")
     if local is None:
         raise bad_input(f"base branch {plan.base!r} does not exist locally")
     if not plan.push:
-        return local, None
+        return local, None, local
     _fetch(settings, plan.base)
     remote = git.rev(settings.repo, f"refs/remotes/{settings.remote}/{plan.base}")
     if remote is None or git.ok(settings.repo, "merge-base", "--is-ancestor", remote, local):
-        return local, remote
+        return local, remote, local
     if git.ok(settings.repo, "merge-base", "--is-ancestor", local, remote):
-        return remote, remote
+        return remote, remote, local
     raise GroveError(f"local {plan.base} and {settings.remote}/{plan.base} have diverged; nothing was merged",
                      hint=f"reconcile them (git pull --rebase on {plan.base}), then merge again")
 
@@ -116,10 +116,10 @@ def _fetch(settings: Settings, base: str) -> None:
 
 
 def _merge_and_publish(settings: Settings, plan: Plan, checkout: Path | None, report: Reporter) -> dict:
-    before = git.rev(settings.repo, f"refs/heads/{plan.base}")
+    before = None
     for attempt in range(1, settings.push_retries + 2):
-        start, remote = _start_tip(settings, plan)
-        local = git.rev(settings.repo, f"refs/heads/{plan.base}")
+        start, remote, local = _start_tip(settings, plan)
+        before = before or local
         tip, results = _build(settings, plan, start, report)
         fault(OP, "before", "publish")
         if plan.push and tip != remote:
@@ -181,10 +181,9 @@ def _build(settings: Settings, plan: Plan, tip: str, report: Reporter) -> tuple[
     results = []
     for s in plan.queue:
         began = time.monotonic()
-        branch = f"refs/heads/{s['branch']}"
-        commits = git.commits_between(settings.repo, tip, branch)
-        if not commits or git.is_merged(settings.repo, branch, tip):
-            results.append(_result(s, "merged", reason="already in the base", seconds=0.0))
+        commits = _new_commits(settings, s, tip)
+        if not commits:
+            results.append(_result(s, "merged", reason="already in the base"))
             continue
         fault(OP, "before", s["adw_id"])
         outcome, new_tip, extra = _merge_one(settings, plan, wt, s, tip)
@@ -193,10 +192,19 @@ def _build(settings: Settings, plan: Plan, tip: str, report: Reporter) -> tuple[
         report.say(f"{'✓' if outcome == 'merged' else '✗'} {s['adw_id']:<12} {outcome:<18} {s['branch']}"
                    + (f"  {extra.get('reason')}" if extra.get("reason") else ""))
         if outcome == "merged":
-            tip = new_tip
-        git.git(wt, "checkout", "--quiet", "--detach", "--force", tip)
-        git.git(wt, "clean", "-ffdq")
+            tip = new_tip  # HEAD is already there
+        else:  # an aborted rebase or a failed validation leaves HEAD elsewhere
+            git.git(wt, "checkout", "--quiet", "--detach", "--force", tip)
+            git.git(wt, "clean", "-ffdq")
     return tip, results
+
+
+def _new_commits(settings: Settings, s: dict, tip: str) -> list[str]:
+    """The branch's commits not yet in ``tip``; [] when its changes are already there
+    (by ancestry, patch-id or tree: squash- and rebase-merged branches count)."""
+    branch = f"refs/heads/{s['branch']}"
+    commits = git.commits_between(settings.repo, tip, branch)
+    return commits if commits and not git.is_merged(settings.repo, branch, tip) else []
 
 
 def _merge_one(settings: Settings, plan: Plan, wt: Path, s: dict, tip: str) -> tuple[str, str, dict]:
@@ -257,12 +265,16 @@ def _record(settings: Settings, results: list[dict]) -> None:
 
 def _dry_run(settings: Settings, plan: Plan) -> dict:
     """Predict every outcome in order with `git merge-tree --write-tree`; no ref or file changes."""
-    tip, _ = _start_tip(settings, plan) if not plan.push else _dry_start(settings, plan)
+    # No fetch in a dry run: with --push, predict against the remote tip as last fetched.
+    tracking = git.rev(settings.repo, f"refs/remotes/{settings.remote}/{plan.base}") if plan.push else None
+    tip = tracking or git.rev(settings.repo, f"refs/heads/{plan.base}")
+    if tip is None:
+        raise bad_input(f"base branch {plan.base!r} does not exist locally")
     before, results = tip, []
     for s in plan.queue:
         branch = f"refs/heads/{s['branch']}"
-        commits = git.commits_between(settings.repo, tip, branch)
-        if not commits or git.is_merged(settings.repo, branch, tip):
+        commits = _new_commits(settings, s, tip)
+        if not commits:
             results.append(_result(s, "merged", reason="already in the base"))
             continue
         out = proc.run(["git", "-C", settings.repo, "merge-tree", "--write-tree", "--name-only", "--no-messages",
@@ -280,12 +292,6 @@ def _dry_run(settings: Settings, plan: Plan) -> dict:
         results.append(_result(s, "merged", commits=commits))
     return {"base": plan.base, "strategy": plan.strategy, "dry_run": True, "base_before": before,
             "base_after": before, "pushed": False, "attempts": 0, "results": plan.skipped + results}
-
-
-def _dry_start(settings: Settings, plan: Plan) -> tuple[str, None]:
-    remote = git.rev(settings.repo, f"refs/remotes/{settings.remote}/{plan.base}")
-    local = git.rev(settings.repo, f"refs/heads/{plan.base}")
-    return (remote or local), None
 
 
 def print_summary(summary: dict) -> None:

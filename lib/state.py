@@ -197,6 +197,15 @@ def archive(settings: Settings, adw_id: str, state: dict) -> Path:
     return target
 
 
+def archive_locked(settings: Settings, adw_id: str, change: Callable[[dict], None]) -> Path:
+    """Under the state lock: apply a last change to the state, then archive it."""
+    with locks.locked(lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
+        state = load(settings, adw_id)
+        change(state)
+        state["updated_at"] = now()
+        return archive(settings, adw_id, state)
+
+
 def archived(settings: Settings) -> list[dict]:
     out = []
     for path in sorted(settings.archive_path.glob("*.json")):

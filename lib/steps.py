@@ -38,9 +38,8 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
     values = ports.env_lines(s["ports"])
     outcomes: dict = {}
     with report.step(name, "step", outcomes) as info:
-        if name in ("ports_env", "env", "repoint"):
-            step = {"ports_env": chain.write_ports_env, "env": chain.merge_env, "repoint": chain.repoint_configs}[name]
-            info["outcome"], info["detail"], written = step(settings, path, values)
+        if name in chain.FILE_STEPS:
+            info["outcome"], info["detail"], written = chain.FILE_STEPS[name](settings, path, values)
             from . import worktree
 
             worktree.hide(settings, path, written)
