@@ -2,17 +2,28 @@
 SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
+SEED ?=
+RUNS ?= 300
 
-.PHONY: help tools test demo bench clean-worktrees clean
+.PHONY: help venv tools test typecheck fuzz demo bench clean-worktrees clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-tools:  ## build .venv (invoke, python-dotenv, filelock, pytest, uv) and .tools (bun)
+venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, hypothesis, mypy, and Grove (editable)
+	@scripts/bootstrap.sh
+
+tools:  ## venv, plus bun in .tools (for the demo and the install tests)
 	@scripts/bootstrap.sh --with-bun
 
-test: tools  ## run the whole test suite (what CI runs)
+test: tools typecheck  ## run the type check and the whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests
+
+typecheck: venv  ## mypy over the package (the public API is typed; py.typed ships)
+	$(VENV)/bin/mypy
+
+fuzz: tools  ## long model-based run of the safety invariants: make fuzz SEED=123 RUNS=300
+	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) $(VENV)/bin/python -m pytest -q tests/test_model.py -p no:cacheprovider
 
 demo: tools  ## set up 3 agents in a sample app, prove they are isolated, tear down
 	$(VENV)/bin/python scripts/demo.py
@@ -20,8 +31,8 @@ demo: tools  ## set up 3 agents in a sample app, prove they are isolated, tear d
 bench: tools  ## measure Grove against the bare git/uv/bun commands; writes bench/results.json
 	$(VENV)/bin/python scripts/bench.py
 
-clean-worktrees: tools  ## tear down every Grove worktree of ADW_REPO (or this repo); keeps unmerged work
-	$(VENV)/bin/inv teardown --all
+clean-worktrees: venv  ## tear down every Grove worktree of ADW_REPO (or this repo); keeps unmerged work
+	$(VENV)/bin/grove teardown --all
 
 clean:  ## remove Grove's own build products (.venv, .tools, .demo)
 	rm -rf $(VENV) .tools .demo

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 GROVE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(GROVE))
+sys.path.insert(0, str(GROVE / "lib"))
 sys.path.insert(0, str(GROVE / "scripts"))
 
 import sample_app  # noqa: E402
 
-from lib.deps import find_tool  # noqa: E402
+from grove.deps import find_tool  # noqa: E402
 
 FIXTURES = GROVE / "bench" / "fixtures"
 INV = str(Path(sys.executable).parent / "inv")
@@ -124,7 +124,7 @@ def main() -> int:
     m: dict[str, list[float]] = {k: [] for k in (
         "bare_inv", "inv_list", "script", "setup", "api", "script_x10", "setup_x10", "one_noinstall",
         "thirty_noinstall", "thirty_bare_inv", "list_100")}
-    from lib import worktree_manager
+    from grove import worktree_manager
 
     for run in range(runs):
         print(f"» run {run + 1}/{runs}", flush=True)

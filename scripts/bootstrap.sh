@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build Grove's own environment from nothing: .venv with the pinned packages (uv among them),
-# and bun from the npm registry into .tools/. Needs only python3, git, make and npm.
+# Build Grove's own environment from nothing: .venv with the pinned packages (uv among them) and
+# Grove itself installed editable (so .venv/bin/grove and .venv/bin/inv both exist), and, with
+# --with-bun, bun from the npm registry into .tools/. Needs only python3, git and make (npm for bun).
 # Idempotent: a stamp per part skips what is already current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +12,9 @@ want_bun=0
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
+if [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
   touch .venv/.installed
 fi
 

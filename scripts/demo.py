@@ -16,12 +16,12 @@ import urllib.request
 from pathlib import Path
 
 GROVE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(GROVE))
+sys.path.insert(0, str(GROVE / "lib"))
 sys.path.insert(0, str(GROVE / "scripts"))
 
 import sample_app  # noqa: E402
 
-from lib.deps import find_tool  # noqa: E402
+from grove.deps import find_tool  # noqa: E402
 
 INV = [str(Path(sys.executable).parent / "inv"), "-r", str(GROVE)]
 IDS = ["demo-a", "demo-b", "demo-c"]

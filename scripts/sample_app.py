@@ -105,7 +105,7 @@ def build(root: Path, uv: str | None = None, bun: str | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from lib.deps import find_tool
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
+    from grove.deps import find_tool
 
     print(build(Path(sys.argv[1]), find_tool("uv"), find_tool("bun")))

@@ -11,8 +11,27 @@ from pathlib import Path
 import pytest
 
 GROVE = Path(__file__).resolve().parent.parent
+LIB = GROVE / "lib"
 INV = Path(sys.executable).parent / "inv"
-sys.path.insert(0, str(GROVE))
+GROVE_BIN = Path(sys.executable).parent / "grove"
+sys.path.insert(0, str(LIB))
+# Each test drives Grove through one of its two front doors, `inv -r <checkout>` or the installed
+# `grove` command, chosen per test from a hash of its id: over the suite both are exercised on
+# every kind of call. GROVE_TEST_CLI=inv or =grove pins one for a whole run.
+_cli = ["inv"]
+
+
+@pytest.fixture(autouse=True)
+def _front_door(request):
+    pinned = os.environ.get("GROVE_TEST_CLI")
+    digest = __import__("hashlib").sha256(request.node.nodeid.encode()).digest()[0]
+    _cli[0] = pinned or ("grove" if digest % 2 else "inv")
+    yield
+
+
+def cli() -> list[str]:
+    """The argv prefix of the front door this test uses."""
+    return [str(GROVE_BIN)] if _cli[0] == "grove" else [str(INV), "-r", str(GROVE)]
 
 
 def pytest_configure(config):
@@ -81,9 +100,9 @@ def repo(tmp_path: Path, monkeypatch) -> Path:
 
 
 def inv(repo: Path, *args: str, env: dict | None = None, timeout: float = 120, check: bool | None = None):
-    """Run `inv -r <grove> ARGS` in ``repo`` as a user would; returns the CompletedProcess."""
+    """Run `inv -r <grove> ARGS` (or `grove ARGS`) in ``repo`` as a user would; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
-    out = subprocess.run([str(INV), "-r", str(GROVE), *args], cwd=repo, env=full_env, capture_output=True,
+    out = subprocess.run([*cli(), *args], cwd=repo, env=full_env, capture_output=True,
                          text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"inv {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
@@ -96,7 +115,7 @@ def inv_json(repo: Path, *args: str, **kw):
 
 
 def settings_for(repo: Path, **overrides):
-    from lib import config
+    from grove import config
 
     return config.load({"repo": repo, **overrides})
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from conftest import GROVE, INV, commit_file, inv, inv_json
+from conftest import GROVE, cli, commit_file, inv, inv_json
 
-from lib.config import DEFAULTS
+from grove.config import DEFAULTS
 
 
 def documented_blocks() -> dict[str, list]:
@@ -62,7 +62,7 @@ def test_json_shapes_match_real_output(repo):
 
 
 def inv_tasks() -> dict[str, str]:
-    out = subprocess.run([str(INV), "-r", str(GROVE), "--list"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*cli(), "--list"], capture_output=True, text=True, check=True).stdout
     # Task names sit at a two-space indent; wrapped summaries are indented further.
     return {line.split()[0]: line for line in out.splitlines()[2:] if re.match(r"^  \S", line)}
 
@@ -73,7 +73,7 @@ def test_every_task_has_a_summary_and_help_for_every_flag():
                  "git-worktrees", "cleanup-epic", "ports.claim", "deps.install", "db.reset", "env.merge"):
         assert name in tasks, name
     for name in tasks:
-        out = subprocess.run([str(INV), "-r", str(GROVE), "--help", name], capture_output=True, text=True).stdout
+        out = subprocess.run([*cli(), "--help", name], capture_output=True, text=True).stdout
         flags = re.findall(r"^\s+(?:-\w(?: \w+)?, )?(--[\w\[\]-]+)(?:=\w+)?\s*(.*)$", out, flags=re.M)
         assert flags, name
         for flag, text in flags:
@@ -90,7 +90,7 @@ def test_readme_names_only_real_tasks_and_flags():
             continue
         assert name in tasks, f"README names `inv {name}`, which does not exist"
         if name not in helps:
-            helps[name] = subprocess.run([str(INV), "-r", str(GROVE), "--help", name], capture_output=True,
+            helps[name] = subprocess.run([*cli(), "--help", name], capture_output=True,
                                          text=True).stdout
         for flag in re.findall(r"(--[a-z][\w-]*)", rest.split(" -- ")[0]):
             negated = flag.replace("--no-", "--[no-]")
@@ -106,7 +106,7 @@ def test_every_config_key_is_in_env_example_with_its_default():
 
 def test_completion_script_prints_for_each_shell():
     for shell in ("bash", "zsh", "fish"):
-        out = subprocess.run([str(INV), "-r", str(GROVE), "--print-completion-script", shell],
+        out = subprocess.run([*cli(), "--print-completion-script", shell],
                              capture_output=True, text=True)
         assert out.returncode == 0 and "inv" in out.stdout, shell
 
@@ -114,12 +114,12 @@ def test_completion_script_prints_for_each_shell():
 @pytest.mark.parametrize("layer", ["invoke_yaml", "invoke_env", "repo_env", "process_env", "flag"])
 def test_config_precedence(repo, tmp_path, layer, monkeypatch):
     """flags > process env > invoke.yaml / INVOKE_GROVE_* > target .env > Grove .env > defaults."""
-    from lib import config
+    from grove import config
 
     monkeypatch.delenv("ADW_BASE_BRANCH", raising=False)
     invoke_cfg = {"base_branch": "from-yaml"} if layer in ("invoke_yaml", "repo_env", "process_env", "flag") else {}
     if layer == "invoke_env":
-        out = subprocess.run([str(INV), "-r", str(GROVE), "git.fetch", "--json"], cwd=repo, capture_output=True,
+        out = subprocess.run([*cli(), "git.fetch", "--json"], cwd=repo, capture_output=True,
                              text=True, env={**__import__("os").environ, "INVOKE_GROVE_BASE_BRANCH": "nope-env"})
         assert out.returncode == 2 and "nope-env" in out.stdout
         return

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json, settings_for
+from conftest import LIB, commit_file, git, inv, inv_json, settings_for
 
-from lib import chain, git as grove_git, state, worktree_manager as wm
-from lib.errors import GroveError
-from lib.report import Reporter
+from grove import chain, git as grove_git, state, worktree_manager as wm
+from grove.errors import GroveError
+from grove.report import Reporter
 
 
 def make_agent(repo, adw_id, **kw):
@@ -52,9 +52,9 @@ def test_bad_transition_via_inv_exits_2_and_names_allowed(repo):
 
 def test_twenty_processes_updating_one_state_lose_nothing(repo):
     make_agent(repo, "busy")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from lib import worktree_manager as wm; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from grove import worktree_manager as wm; "
             "wm.update_worktree_status('busy', 'in_progress', project_root=sys.argv[2], agent_id=sys.argv[3])")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(GROVE), str(repo), f"agent-{i}"]) for i in range(20)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(LIB), str(repo), f"agent-{i}"]) for i in range(20)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 20
     history = json.loads((repo / "agents/busy/adw_state.json").read_text())["history"]
     assert sorted(h["by"] for h in history if h["by"].startswith("agent-")) == sorted(f"agent-{i}" for i in range(20))

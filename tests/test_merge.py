@@ -6,10 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import GROVE, INV, commit_file, git, inv, inv_json, settings_for
+from conftest import cli, commit_file, git, inv, inv_json, settings_for
 
-from lib import chain, state
-from lib.report import Reporter
+from grove import chain, state
+from grove.report import Reporter
 
 
 def agent(repo: Path, adw_id: str, files: dict[str, str], status: str = "completed") -> Path:
@@ -146,7 +146,7 @@ def test_generated_files_never_enter_a_merge(repo):
 def test_two_merges_started_together_both_land(repo):
     agent(repo, "p1", {"p1.txt": "1\n"})
     agent(repo, "p2", {"p2.txt": "2\n"})
-    procs = [subprocess.Popen([str(INV), "-r", str(GROVE), "merge", "--adw-id", i, "--json"], cwd=repo,
+    procs = [subprocess.Popen([*cli(), "merge", "--adw-id", i, "--json"], cwd=repo,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in ("p1", "p2")]
     codes = [p.wait(timeout=120) for p in procs]
     assert codes == [0, 0], [p.stderr.read() for p in procs]
@@ -174,7 +174,7 @@ def test_two_clones_merge_and_push_at_once_and_nothing_is_lost(repo, tmp_path):
         agent(repo, name, {f"{name}.txt": name})
     for name in ("y1", "y2"):
         agent(other, name, {f"{name}.txt": name})
-    procs = [subprocess.Popen([str(INV), "-r", str(GROVE), "merge", "--all", "--push", "--json"], cwd=where,
+    procs = [subprocess.Popen([*cli(), "merge", "--all", "--push", "--json"], cwd=where,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for where in (repo, other)]
     codes = [p.wait(timeout=180) for p in procs]
     assert codes == [0, 0], [p.stderr.read() for p in procs]

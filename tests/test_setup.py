@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json, snapshot
+from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from lib import deps, ports  # noqa: E402
+from grove import deps, ports  # noqa: E402
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_all_slots_taken_exits_1_naming_holders(repo):
 
 def test_thirty_concurrent_setups_get_distinct_ports(repo):
     env = dict(os.environ, ADW_PORT_SLOTS="30")
-    procs = [subprocess.Popen([str(Path(sys.executable).parent / "inv"), "-r", str(GROVE), "setup", "--adw-id",
+    procs = [subprocess.Popen([*cli(), "setup", "--adw-id",
                                f"c{i:02d}", "--no-install", "--quiet"], cwd=repo, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(30)]
     results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from . import git, locks, proc
 from .config import Settings
-from .errors import GroveError, bad_input
+from .errors import BAD_INPUT, GroveError, bad_input
 
 
 @contextmanager
@@ -24,8 +24,9 @@ def repo_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def _fetch_stamp(settings: Settings) -> Path:
-    return settings.grove_path / f"fetch-{settings.remote}-{settings.base_branch.replace('/', '_')}.stamp"
+def _fetch_stamp(settings: Settings, base: str) -> Path:
+    # One stamp per remote branch; '/' cannot appear in a file name, '%' cannot appear in a ref.
+    return settings.grove_path / f"fetch-{settings.remote}-{base.replace('%', '%25').replace('/', '%2F')}.stamp"
 
 
 def check_base(settings: Settings, base: str, fetch: bool) -> None:
@@ -43,11 +44,19 @@ def check_base(settings: Settings, base: str, fetch: bool) -> None:
 
 
 def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[str, str]:
-    """Fetch ``base`` when a remote exists and resolve it to a commit: (sha, where it came from)."""
+    """Fetch ``base`` when a remote exists and resolve it to a commit: (sha, where it came from).
+
+    Offline, or a fetch that fails, falls back to the local base (said as a warning).
+    """
     remote, tracking = settings.remote, f"refs/remotes/{settings.remote}/{base}"
     if fetch and remote and git.has_remote(settings.repo, remote):
-        if _fetch(settings, base, report):
+        try:
+            fetch_base(settings, base)
             return git.rev(settings.repo, tracking), f"{remote}/{base}"
+        except GroveError as exc:
+            if exc.code == BAD_INPUT:
+                raise
+            report.warn(f"{exc.message}; using the local {base}")
     local = git.rev(settings.repo, f"refs/heads/{base}")
     if local:
         return local, base
@@ -58,33 +67,32 @@ def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[st
                     "pass --base NAME or set ADW_BASE_BRANCH")
 
 
-def _fetch(settings: Settings, base: str, report) -> bool:
-    """Fetch the base under the repo lock; False when offline (the caller falls back to local).
+def fetch_base(settings: Settings, base: str) -> None:
+    """Fetch ``base`` into refs/remotes/<remote>/<base> under the repo lock: the one fetch Grove does.
 
     Coalescing: a fetch that started after we asked for the lock is as fresh as ours would be,
     so 30 agents starting together cost one or two fetches, not 30 in a row.
+    Raises bad input when the remote has no such branch, a failure (exit 1) when the fetch fails.
     """
     asked = time.time()
-    stamp = _fetch_stamp(settings)
+    stamp = _fetch_stamp(settings, base)
     refspec = f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}"
     with repo_lock(settings):
         try:
-            if float(stamp.read_text()) >= asked and base == settings.base_branch:
-                return True
+            if float(stamp.read_text()) >= asked:
+                return
         except (OSError, ValueError):
             pass
         started = time.time()
         out = proc.run(["git", "-C", settings.repo, "fetch", "--no-tags", "--quiet", settings.remote, refspec],
                        check=False, timeout=settings.git_timeout)
         if out.returncode == 0:
-            if base == settings.base_branch:
-                locks.atomic_write_text(stamp, f"{started}\n")
-            return True
+            locks.atomic_write_text(stamp, f"{started}\n")
+            return
     if "couldn't find remote ref" in out.stderr:
         raise bad_input(f"base branch {base!r} does not exist on {settings.remote}",
                         "pass --base NAME or set ADW_BASE_BRANCH")
-    report.warn(f"fetch from {settings.remote} failed ({proc.tail(out.stderr, 1)}); using the local {base}")
-    return False
+    raise GroveError(f"fetch from {settings.remote} failed ({proc.tail(out.stderr, 1)})")
 
 
 def add(settings: Settings, adw_id: str, branch: str, base_commit: str) -> bool:
@@ -167,6 +175,22 @@ def ignore_warnings(settings: Settings) -> list[str]:
     out = proc.run(["git", "-C", settings.repo, "check-ignore", "--no-index", "--", *probes], check=False)
     ignored = set(out.stdout.split("\n"))
     return [name for probe, name in probes.items() if probe not in ignored]
+
+
+def remove(settings: Settings, path: Path, *, force: bool, entry: dict | None = None) -> None:
+    """Remove the worktree at ``path``: git's entry (exactly this one), then whatever is left on disk.
+
+    The caller has already saved or refused what the worktree holds (DESIGN.md safety model).
+    """
+    with repo_lock(settings):
+        entry = entry or git.worktree_for(settings.repo, path)
+        if entry is not None and path.is_dir():
+            git.git(settings.repo, "worktree", "remove", *(["--force"] if force else []), path,
+                    timeout=settings.git_timeout)
+        elif entry is not None:
+            git.prune_entry(settings.repo, path)
+    if path.exists() or os.path.islink(path):
+        safe_rmtree(settings, path)
 
 
 def safe_rmtree(settings: Settings, path: Path) -> None:

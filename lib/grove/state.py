@@ -15,8 +15,8 @@ from typing import Callable
 from . import locks
 from .config import Settings
 from .errors import GroveError, bad_input
+from .models import STATUSES
 
-STATUSES = ("created", "assigned", "in_progress", "completed", "failed", "merged", "cleaned", "conflict")
 TERMINAL = ("completed", "failed", "merged", "conflict")
 
 # Where each status may go next. Re-setting the current status is always allowed (to update

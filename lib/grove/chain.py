@@ -10,11 +10,8 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from . import db, deps, envfiles, git, ids, locks, ports, repoint, state, worktree
+from . import git, ids, locks, ports, state, steps, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .report import Reporter
@@ -112,14 +109,14 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
 
 def _chain(settings, req, report, branch, base, current, undo) -> dict:
     path = settings.worktree_path(req.adw_id)
-    steps = undo.steps
-    with report.step("fetch", OP, steps) as info:
+    done = undo.steps
+    with report.step("fetch", OP, done) as info:
         if current and current.get("base_commit") and path.is_dir():
             base_commit, info["outcome"] = current["base_commit"], "reused"
         else:
             base_commit, info["detail"] = worktree.resolve_base(settings, base, req.fetch, report)
             info["outcome"] = "done" if req.fetch else "skipped"
-    with report.step("ports", OP, steps) as info:
+    with report.step("ports", OP, done) as info:
         claim = ports.claim(settings, req.adw_id)
         undo.claim = not claim.reused
         info["outcome"] = "reused" if claim.reused else "done"
@@ -127,8 +124,8 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
     undo.state = current is None
     fresh = state.new(settings, req.adw_id, branch, base, base_commit=base_commit, epic_id=req.epic_id,
                       task_name=req.task_name, agent_id=req.agent_id)
-    state.update(settings, req.adw_id, lambda s: _record_claim(s, claim), create=fresh)
-    with report.step("worktree", OP, steps) as info:
+    state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
+    with report.step("worktree", OP, done) as info:
         if worktree.existing(settings, req.adw_id, branch):
             info["outcome"] = "reused"
         else:
@@ -137,95 +134,23 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         info["detail"] = str(path)
     values = ports.env_lines(claim.ports)
     written: list[str] = []
-    for name, step in FILE_STEPS.items():
-        with report.step(name, OP, steps) as info:
+    for name, step in steps.FILE_STEPS.items():
+        with report.step(name, OP, done) as info:
             if not req.files:
                 info["outcome"] = "skipped"
                 continue
             info["outcome"], info["detail"], files = step(settings, path, values)
             written.extend(files)
     worktree.hide(settings, path, written)
-    with report.step("install", OP, steps, long=True) as info:
-        info["outcome"], info["detail"] = install(settings, path, req.install)
-    with report.step("db", OP, steps, long=True) as info:
-        info["outcome"], info["detail"] = reset_db(settings, path, values, req.db)
-    return state.update(settings, req.adw_id, lambda s: _finish(s, steps))
+    with report.step("install", OP, done, long=True) as info:
+        info["outcome"], info["detail"] = steps.install(settings, path, req.install)
+    with report.step("db", OP, done, long=True) as info:
+        info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db)
+    return state.update(settings, req.adw_id, lambda s: _finish(s, done))
 
 
-# Each step below works alone too (the single-step tasks call them): (outcome, detail, files written).
-
-def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
-    from . import include
-
-    return include.copy_into(settings, path)
-
-
-def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
-    changed = envfiles.write_if_changed(path / envfiles.PORTS_FILE, envfiles.ports_text(values), 0o644)
-    return ("done" if changed else "unchanged"), envfiles.PORTS_FILE, [envfiles.PORTS_FILE]
-
-
-def merge_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
-    notes, written = [], []
-    for name in settings.env_files:
-        note = envfiles.merge_one(settings.repo / name, path / name, values)
-        notes.append(f"{name}: {note}")
-        if not note.startswith("skipped"):
-            written.append(name)
-    return "done", "; ".join(notes), written
-
-
-def repoint_configs(settings: Settings, path: Path, values: dict[str, str] | None = None) -> tuple[str, str, list[str]]:
-    notes, written = [], []
-    for name in settings.path_configs:
-        if not (path / name).is_file():
-            notes.append(f"{name}: absent")
-            continue
-        changed, made = repoint.repoint_file(path / name, settings.repo, settings.trees_path, path)
-        notes.append(f"{name}: {'rewritten' if changed else 'unchanged'}")
-        written.append(name)
-        written.extend(str(d.relative_to(path)) for d in made)
-    return "done", "; ".join(notes), written
-
-
-# The steps that write files into the worktree, in chain order; the single-step tasks use it too.
-FILE_STEPS = {"include": copy_included, "ports_env": write_ports_env, "env": merge_env, "repoint": repoint_configs}
-
-
-def _record_claim(s: dict, claim: ports.Claim) -> None:
-    s.update(slot=claim.slot, backend_port=claim.ports["BACKEND_PORT"],
-             frontend_port=claim.ports["FRONTEND_PORT"], ports=dict(claim.ports))
-    if s["status"] == "failed":  # a setup re-run after a kept failure starts over as created
-        state.apply_status(s, "created")
-
-
-def install(settings: Settings, path: Path, enabled: bool = True) -> tuple[str, str]:
-    if not enabled:
-        return "skipped", "--no-install"
-    notes = []
-    for name in settings.install_dirs:
-        directory = path / name
-        if not directory.is_dir():
-            notes.append(f"{name}: missing, skipped")
-            continue
-        ran = deps.install(directory, settings.install_timeout)
-        notes.append(f"{name}: {'+'.join(ran) if ran else 'no project'}")
-    return "done", "; ".join(notes)
-
-
-def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True) -> tuple[str, str]:
-    if not enabled:
-        return "skipped", "--no-db"
-    if not settings.db_reset:
-        return "skipped", "ADW_DB_RESET is empty"
-    env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
-    if not db.reset(path, settings.db_reset, env, settings.install_timeout):
-        return "skipped", f"{settings.db_reset} absent"
-    return "done", settings.db_reset
-
-
-def _finish(s: dict, steps: dict) -> None:
-    s["steps"].update(steps)
+def _finish(s: dict, done: dict) -> None:
+    s["steps"].update(done)
     s["error_message"] = None
 
 
@@ -247,7 +172,7 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
             return
     path = settings.worktree_path(req.adw_id)
     if undo.worktree:
-        _quietly(report, "remove the worktree", lambda: _remove_worktree(settings, path))
+        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, force=True))
     if undo.branch:
         def drop_branch() -> None:
             with worktree.repo_lock(settings):
@@ -259,14 +184,6 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
         _quietly(report, "release the port claim", lambda: ports.release(settings, req.adw_id))
     if isinstance(exc, GroveError):
         exc.message = f"setup of {req.adw_id} failed at {step}: {exc.message} (rolled back)"
-
-
-def _remove_worktree(settings: Settings, path: Path) -> None:
-    with worktree.repo_lock(settings):
-        if git.worktree_for(settings.repo, path):
-            git.git(settings.repo, "worktree", "remove", "--force", path)
-    if path.exists():
-        worktree.safe_rmtree(settings, path)
 
 
 def _remove_state(settings: Settings, adw_id: str) -> None:

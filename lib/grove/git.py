@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from . import proc
 from .errors import GroveError, bad_input
+
+
+MIN_VERSION = (2, 38)  # `git merge-tree --write-tree` (merge queue, dry runs, conflict forecasts)
+_version_ok = False
+
+
+def require_version() -> None:
+    """Refuse to run on a git older than MIN_VERSION, once per process, with a clear message (exit 1)."""
+    global _version_ok
+    if _version_ok:
+        return
+    text = proc.run(["git", "--version"], what="git --version").stdout.strip()
+    found = tuple(int(n) for n in re.findall(r"\d+", text)[:2])
+    if found < MIN_VERSION:
+        wanted = ".".join(map(str, MIN_VERSION))
+        raise GroveError(f"Grove needs git {wanted} or newer; this is {text}",
+                         hint=f"install git >= {wanted} (merge-tree --write-tree) and put it first on PATH")
+    _version_ok = True
 
 
 def git(repo: Path, *args: str | os.PathLike, check: bool = True, timeout: float = 120.0) -> str:

@@ -5,13 +5,13 @@ stdout is kept for results (``--json`` prints exactly one document there).
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
+
+from .faults import fault
 
 
 class Reporter:
@@ -69,11 +69,3 @@ class Reporter:
         threading.Thread(target=tick, daemon=True).start()
         return stop
 
-
-def fault(op: str, when: str, step: str) -> None:
-    """Test-only crash hook: GROVE_FAULT=setup:after:worktree makes this process die by SIGKILL there.
-
-    The torture tests use it to prove that every crash point can be recovered.
-    """
-    if os.environ.get("GROVE_FAULT") == f"{op}:{when}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)

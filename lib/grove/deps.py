@@ -19,11 +19,10 @@ HOW_TO_GET = {
 
 def find_tool(name: str) -> str | None:
     """PATH first, then Grove's own .venv/bin and its local tools directory."""
-    for candidate in (
-        shutil.which(name),
-        GROVE_DIR / ".venv" / "bin" / name,
-        GROVE_DIR / ".tools" / "node_modules" / ".bin" / name,
-    ):
+    candidates: list[str | Path | None] = [shutil.which(name)]
+    if GROVE_DIR:
+        candidates += [GROVE_DIR / ".venv" / "bin" / name, GROVE_DIR / ".tools" / "node_modules" / ".bin" / name]
+    for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK) and Path(candidate).is_file():
             return str(candidate)
     return None

@@ -19,7 +19,18 @@ from typing import Mapping
 
 from .errors import bad_input
 
-GROVE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _checkout() -> Path | None:
+    """Grove's own checkout (lib/grove/ inside it), or None when Grove is installed as a package.
+
+    A checkout has its own .env, .venv and .tools; an installed Grove has none of them.
+    """
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "lib" / "grove").is_dir() else None
+
+
+GROVE_DIR = _checkout()
 
 DEFAULTS: dict[str, str] = {
     "ADW_REPO": "",
@@ -107,7 +118,7 @@ def load(
     """Build and validate the settings; raise a bad-input GroveError (exit 2) naming the key."""
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
     invoke_config = {k: v for k, v in (invoke_config or {}).items() if v not in (None, "")}
-    grove_env = _read_env(GROVE_DIR / ".env")
+    grove_env = _read_env(GROVE_DIR / ".env") if GROVE_DIR else {}
     repo_hint = (
         overrides.get("repo")
         or os.environ.get("ADW_REPO")
@@ -135,8 +146,9 @@ def _read_env(path: Path) -> dict[str, str]:
 
 def find_repo(start: Path) -> Path:
     """The main checkout of the repository containing ``start``, even from inside a worktree."""
-    from . import proc
+    from . import git, proc
 
+    git.require_version()
     start = Path(start).expanduser()
     if not start.is_dir():
         raise bad_input(f"repository path {start} is not a directory", "pass --repo PATH or set ADW_REPO")

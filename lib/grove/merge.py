@@ -17,7 +17,8 @@ from pathlib import Path
 from . import git, locks, proc, state, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
-from .report import Reporter, fault
+from .faults import fault
+from .report import Reporter
 
 OP = "merge"
 INTEGRATION = ".grove-merge"
@@ -99,7 +100,7 @@ def _start_tip(settings: Settings, plan: Plan) -> tuple[str, str | None, str]:
         raise bad_input(f"base branch {plan.base!r} does not exist locally")
     if not plan.push:
         return local, None, local
-    _fetch(settings, plan.base)
+    worktree.fetch_base(settings, plan.base)
     remote = git.rev(settings.repo, f"refs/remotes/{settings.remote}/{plan.base}")
     if remote is None or git.ok(settings.repo, "merge-base", "--is-ancestor", remote, local):
         return local, remote, local
@@ -107,12 +108,6 @@ def _start_tip(settings: Settings, plan: Plan) -> tuple[str, str | None, str]:
         return remote, remote, local
     raise GroveError(f"local {plan.base} and {settings.remote}/{plan.base} have diverged; nothing was merged",
                      hint=f"reconcile them (git pull --rebase on {plan.base}), then merge again")
-
-
-def _fetch(settings: Settings, base: str) -> None:
-    with worktree.repo_lock(settings):
-        git.git(settings.repo, "fetch", "--no-tags", "--quiet", settings.remote,
-                f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}", timeout=settings.git_timeout)
 
 
 def _merge_and_publish(settings: Settings, plan: Plan, checkout: Path | None, report: Reporter) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 from . import git, ids, locks, ports, state, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
-from .report import Reporter, fault
+from .faults import fault
+from .report import Reporter
 
 OP = "teardown"
 
@@ -52,7 +53,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, discard)
         fault(OP, "before", "worktree")
         if entry is not None or path.exists():
-            _remove_worktree(settings, path, entry, discard)
+            worktree.remove(settings, path, force=discard, entry=entry)
         fault(OP, "after", "worktree")
         result = {"adw_id": adw_id, "worktree_removed": str(path), "branch": branch, "branch_action": "kept",
                   "backup_ref": None, "freed_slots": [], "archive": None}
@@ -96,17 +97,6 @@ def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, discar
                                   "or pass --force to delete it with its tip saved under refs/grove-backup/")
         plan = {"delete": True, "backup": not merged}
     return plan
-
-
-def _remove_worktree(settings: Settings, path: Path, entry: dict | None, force: bool) -> None:
-    with worktree.repo_lock(settings):
-        if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", *(["--force"] if force else []), path,
-                    timeout=settings.git_timeout)
-        elif entry is not None:
-            git.prune_entry(settings.repo, path)
-    if path.exists() or os.path.islink(path):
-        worktree.safe_rmtree(settings, path)
 
 
 def _mark_cleaned(s: dict) -> None:

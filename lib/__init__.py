@@ -1,1 +1,0 @@
-"""Grove: isolated, ready-to-run git worktrees for many coding agents at once."""

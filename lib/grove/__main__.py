@@ -1,0 +1,5 @@
+"""`python -m grove ...` is the `grove` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""The setup chain's steps, in one place: the chain calls them in order, and the single-step
+tasks (for CI jobs that run the chain one task at a time) call them on an existing agent."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import db, deps, envfiles, ports, repoint, state
+from .config import Settings
+from .errors import GroveError
+from .report import Reporter
+
+
+# The chain's steps. Each works alone too (the single-step tasks call them).
+# File steps return (outcome, detail, files written); install and db return (outcome, detail).
+
+def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
+    from . import include
+
+    return include.copy_into(settings, path)
+
+
+def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
+    changed = envfiles.write_if_changed(path / envfiles.PORTS_FILE, envfiles.ports_text(values), 0o644)
+    return ("done" if changed else "unchanged"), envfiles.PORTS_FILE, [envfiles.PORTS_FILE]
+
+
+def merge_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
+    notes, written = [], []
+    for name in settings.env_files:
+        note = envfiles.merge_one(settings.repo / name, path / name, values)
+        notes.append(f"{name}: {note}")
+        if not note.startswith("skipped"):
+            written.append(name)
+    return "done", "; ".join(notes), written
+
+
+def repoint_configs(settings: Settings, path: Path, values: dict[str, str] | None = None) -> tuple[str, str, list[str]]:
+    notes, written = [], []
+    for name in settings.path_configs:
+        if not (path / name).is_file():
+            notes.append(f"{name}: absent")
+            continue
+        changed, made = repoint.repoint_file(path / name, settings.repo, settings.trees_path, path)
+        notes.append(f"{name}: {'rewritten' if changed else 'unchanged'}")
+        written.append(name)
+        written.extend(str(d.relative_to(path)) for d in made)
+    return "done", "; ".join(notes), written
+
+
+# The steps that write files into the worktree, in chain order; the single-step tasks use it too.
+FILE_STEPS = {"include": copy_included, "ports_env": write_ports_env, "env": merge_env, "repoint": repoint_configs}
+
+
+def record_claim(s: dict, claim: ports.Claim) -> None:
+    s.update(slot=claim.slot, backend_port=claim.ports["BACKEND_PORT"],
+             frontend_port=claim.ports["FRONTEND_PORT"], ports=dict(claim.ports))
+    if s["status"] == "failed":  # a setup re-run after a kept failure starts over as created
+        state.apply_status(s, "created")
+
+
+def install(settings: Settings, path: Path, enabled: bool = True) -> tuple[str, str]:
+    if not enabled:
+        return "skipped", "--no-install"
+    notes = []
+    for name in settings.install_dirs:
+        directory = path / name
+        if not directory.is_dir():
+            notes.append(f"{name}: missing, skipped")
+            continue
+        ran = deps.install(directory, settings.install_timeout)
+        notes.append(f"{name}: {'+'.join(ran) if ran else 'no project'}")
+    return "done", "; ".join(notes)
+
+
+def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True) -> tuple[str, str]:
+    if not enabled:
+        return "skipped", "--no-db"
+    if not settings.db_reset:
+        return "skipped", "ADW_DB_RESET is empty"
+    env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
+    if not db.reset(path, settings.db_reset, env, settings.install_timeout):
+        return "skipped", f"{settings.db_reset} absent"
+    return "done", settings.db_reset
+
+
+
+def claim_ports(settings: Settings, adw_id: str) -> dict:
+    """Claim (or re-find) the agent's slot and record it in its state when it has one."""
+    from . import ids
+
+    ids.check_id(adw_id)
+    claim = ports.claim(settings, adw_id)
+    if settings.state_path(adw_id).exists():
+        state.update(settings, adw_id, lambda s: record_claim(s, claim))
+    return {"adw_id": adw_id, "slot": claim.slot, "ports": claim.ports, "reused": claim.reused}
+
+
+def registry_rows(settings: Settings) -> list[dict]:
+    return [{"slot": int(slot), "adw_id": c.get("adw_id"), "pid": c.get("pid"), "claimed_at": c.get("claimed_at"),
+             "ports": ports.ports_for(settings, int(slot))}
+            for slot, c in sorted(ports.read_registry(settings).items(), key=lambda item: int(item[0]))]
+
+
+def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> dict:
+    """Run one of ports_env, env, repoint, install, db for ``adw_id`` and record it in the state."""
+    s = state.require(settings, adw_id)
+    path = settings.worktree_path(adw_id)
+    if not path.is_dir():
+        raise GroveError(f"{adw_id} has no worktree at {path}", hint=f"run `inv worktree.add --adw-id {adw_id}` first")
+    if not s.get("ports"):
+        raise GroveError(f"{adw_id} has no port claim", hint=f"run `inv ports.claim --adw-id {adw_id}` first")
+    values = ports.env_lines(s["ports"])
+    outcomes: dict = {}
+    with report.step(name, "step", outcomes) as info:
+        if name in FILE_STEPS:
+            info["outcome"], info["detail"], written = FILE_STEPS[name](settings, path, values)
+            from . import worktree
+
+            worktree.hide(settings, path, written)
+        elif name == "install":
+            info["outcome"], info["detail"] = install(settings, path)
+        else:
+            info["outcome"], info["detail"] = reset_db(settings, path, values)
+    state.update(settings, adw_id, lambda st: st["steps"].update(outcomes))
+    return {"adw_id": adw_id, "step": name, **outcomes[name], "detail": info["detail"], "at": time.time()}

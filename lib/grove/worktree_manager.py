@@ -1,0 +1,146 @@
+"""The Worktree Manager seed's Python API, over the same state, locks and steps as the tasks.
+
+An orchestrator and `inv` can be mixed freely: both read and write agents/<id>/adw_state.json.
+Errors follow the seed: ``ValueError`` for bad input (a bad transition, a non-terminal cleanup
+without ``force``), ``RuntimeError`` when git or a step fails. ``worktree_name`` is the adw_id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from . import cleanup, config, git, queries, state
+from .errors import BAD_INPUT, GroveError
+from .models import MergeSummary, WorktreeMetadata, format_time
+from .report import Reporter
+
+T = TypeVar("T")
+PathLike = Union[str, Path]
+# What `update_worktree_status(..., **kwargs)` may set: the seed's editable fields. Identity fields
+# (branch, path, base_branch ...) are Grove's records; letting a caller rewrite them would let a
+# later cleanup act on a branch Grove never created (issue 10, defect 9).
+UPDATABLE = ("agent_id", "task_name", "github_sub_issue", "assigned_at", "completed_at", "merged_at", "cleaned_at")
+
+
+def _settings(project_root: Optional[PathLike], base_branch: Optional[str] = None) -> config.Settings:
+    return config.load({"repo": project_root, "base_branch": base_branch})
+
+
+def _seed_errors(action: Callable[[], T]) -> T:
+    """GroveError becomes the seed's exceptions: ValueError for bad input, RuntimeError otherwise."""
+    try:
+        return action()
+    except GroveError as exc:
+        kind = ValueError if exc.code == BAD_INPUT else RuntimeError
+        raise kind(str(exc)) from exc
+
+
+def _meta(settings: config.Settings, data: dict) -> WorktreeMetadata:
+    return WorktreeMetadata.from_dict(data, data.get("archive_file") or str(settings.state_path(data["adw_id"])))
+
+
+def create_worktree_for_agent(epic_id: str, task_name: str, base_branch: Optional[str] = None,
+                              project_root: Optional[PathLike] = None, *, adw_id: Optional[str] = None,
+                              agent_id: Optional[str] = None, install: bool = True,
+                              db: bool = True) -> WorktreeMetadata:
+    """Set up an agent for ``task_name`` of ``epic_id``: the whole chain, as `inv setup --epic --task`.
+
+    The branch is feature/<epic>/<task-slug>-<id>, unique even for the same task twice.
+    ``base_branch=None`` takes the configuration (ADW_BASE_BRANCH, default main).
+    """
+    from . import chain, ids
+
+    settings = _seed_errors(lambda: _settings(project_root, base_branch))
+    req = chain.Request(adw_id or ids.new_id(), base=settings.base_branch, epic_id=epic_id, task_name=task_name,
+                        agent_id=agent_id, install=install, db=db)
+    return _meta(settings, _seed_errors(lambda: chain.setup(settings, req, Reporter(quiet=True))))
+
+
+def list_worktrees(epic_id: Optional[str] = None, status: Optional[str] = None,
+                   project_root: Optional[PathLike] = None) -> list[WorktreeMetadata]:
+    """Agents, most recent first, optionally of one epic and/or one status."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    rows = _seed_errors(lambda: queries.list_agents(settings, epic_id=epic_id, status=status))
+    return [_meta(settings, r) for r in rows]
+
+
+def get_worktree_metadata(worktree_name: str, project_root: Optional[PathLike] = None) -> Optional[WorktreeMetadata]:
+    """One agent's metadata, or None when there is no such agent."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    data = _seed_errors(lambda: state.load(settings, worktree_name))
+    return _meta(settings, data) if data else None
+
+
+def update_worktree_status(worktree_name: str, status: str, error_message: Optional[str] = None,
+                           project_root: Optional[PathLike] = None, **kwargs: Any) -> None:
+    """A validated, locked status change; the seed's editable fields (UPDATABLE) are recorded too.
+
+    A naive datetime is UTC (the seed's own example passes ``datetime.utcnow()``).
+    Any other keyword is a ValueError, before anything changes.
+    """
+    unknown = sorted(set(kwargs) - set(UPDATABLE))
+    if unknown:
+        raise ValueError(f"update_worktree_status: cannot set {', '.join(unknown)}; "
+                         f"the fields it takes are: {', '.join(UPDATABLE)}")
+    settings = _seed_errors(lambda: _settings(project_root))
+    extra = {k: (format_time(v) if isinstance(v, datetime) else v) for k, v in kwargs.items()}
+    _seed_errors(lambda: state.set_status(settings, worktree_name, status, by=extra.get("agent_id"),
+                                          error=error_message, **extra))
+
+
+def cleanup_worktree(worktree_name: str, delete_branch: bool = False, force: bool = False,
+                     project_root: Optional[PathLike] = None) -> None:
+    """Remove a finished agent's worktree and archive its state (ValueError if unfinished without force)."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    _seed_errors(lambda: cleanup.teardown(settings, worktree_name, delete_branch=delete_branch, force=force))
+
+
+def cleanup_epic_worktrees(epic_id: str, delete_branches: bool = False, project_root: Optional[PathLike] = None) -> int:
+    """Clean every finished agent of ``epic_id``; returns how many were cleaned."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    return _seed_errors(lambda: cleanup.cleanup_epic(settings, epic_id, delete_branches=delete_branches))["count"]
+
+
+def get_all_git_worktrees(project_root: Optional[PathLike] = None) -> list[dict]:
+    """What git itself knows (path, branch, head, locked, prunable), bypassing Grove's state."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    return _seed_errors(lambda: git.worktrees(settings.repo))
+
+
+def cleanup_abandoned_worktrees(max_age_days: float = 7, project_root: Optional[PathLike] = None) -> int:
+    """Remove unfinished agents idle for ``max_age_days``; their branches stay. Returns the count."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    return len(_seed_errors(lambda: cleanup.gc(settings, max_age_days))["removed"])
+
+
+def list_archived_worktrees(epic_id: Optional[str] = None,
+                            project_root: Optional[PathLike] = None) -> list[WorktreeMetadata]:
+    """Archived (cleaned) agents, most recent first."""
+    settings = _seed_errors(lambda: _settings(project_root))
+    rows = _seed_errors(lambda: queries.list_agents(settings, epic_id=epic_id, archived=True))
+    return [_meta(settings, r) for r in rows]
+
+
+def merge_worktrees(worktree_names: Optional[list[str]] = None, *, epic_id: Optional[str] = None,
+                    all_completed: bool = False, base_branch: Optional[str] = None, strategy: Optional[str] = None,
+                    validate: Optional[str] = None, push: bool = False, cleanup: bool = False,
+                    dry_run: bool = False, project_root: Optional[PathLike] = None) -> MergeSummary:
+    """The merge queue, as `inv merge`: named agents in order, or an epic's / all completed agents.
+
+    Returns a MergeSummary whatever the outcomes; raises only when nothing could be attempted.
+    """
+    from . import merge as merging
+
+    settings = _seed_errors(lambda: config.load({"repo": project_root, "base_branch": base_branch,
+                                                 "merge_strategy": strategy}))
+
+    def run() -> dict:
+        queue, skipped = merging.select(settings, list(worktree_names or []), epic_id, all_completed)
+        plan = merging.Plan(base=settings.base_branch, strategy=settings.merge_strategy,
+                            validate=settings.merge_validate if validate is None else validate,
+                            push=push, dry_run=dry_run, queue=queue, skipped=skipped)
+        return merging.run(settings, plan, cleanup=cleanup, report=Reporter(quiet=True))
+
+    return MergeSummary.from_dict(_seed_errors(run))
