@@ -162,7 +162,8 @@ def doctor(repo, *flags):
 
 def test_doctor_healthy_repo(repo):
     make_agent(repo, "h1")
-    assert doctor(repo) == (0, {"healthy": True, "problems": [], "fixed": 0})
+    code, report = doctor(repo)
+    assert code == 0 and report["healthy"] and report["problems"] == [] and report["fixed"] == 0
 
 
 def test_doctor_directory_without_git(repo):
@@ -198,18 +199,34 @@ def test_doctor_metadata_out_of_sync(repo):
     assert json.loads((repo / "agents/.grove/ports.json").read_text())["claims"] == {}
 
 
-def test_doctor_orphan_branch_and_branch_already_exists(repo):
-    git(repo, "branch", "adw/ghost")
-    wt_tip = commit_file(repo, "x.txt", "x\n")
-    git(repo, "branch", "adw/ghost2", wt_tip)
+def test_doctor_never_touches_user_branches_named_like_grove_s(repo):
+    """Issue 10, defect 1: ownership comes from Grove's journal, never from a branch's name."""
+    tip = commit_file(repo, "x.txt", "x\n")
     git(repo, "reset", "-q", "--hard", "HEAD~1")
-    assert inv(repo, "setup", "--adw-id", "ghost").returncode == 2, "branch already exists: refused"
+    for branch in ("feature/auth/login-form", "feature/ui/new-button", "adw/legacy-thing", "adw/ghost"):
+        git(repo, "branch", branch, tip)
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+    assert inv(repo, "setup", "--adw-id", "ghost").returncode == 2, "branch exists and is not Grove's: refused"
+    for args in ((), ("--fix",)):
+        code, report = doctor(repo, *args)
+        assert code == 0 and report["problems"] == [], report
+    assert git(repo, "for-each-ref", "--format=%(refname) %(objectname)") == refs, "byte-identical refs"
+
+
+def test_doctor_fixes_a_grove_branch_a_crash_orphaned(repo):
+    inv(repo, "setup", "--adw-id", "ghost", "--no-install", check=True)
+    tip = commit_file(repo / "trees/ghost", "work.txt", "agent work\n")
+    # A crash lost the worktree and the state but not the branch Grove made.
+    git(repo, "worktree", "remove", "--force", str(repo / "trees/ghost"))
+    shutil.rmtree(repo / "agents/ghost")
     code, report = doctor(repo)
-    assert sorted(p["branch"] for p in report["problems"]) == ["adw/ghost", "adw/ghost2"]
+    orphans = [p for p in report["problems"] if p["kind"] == "orphan_branch"]
+    assert code == 1 and [p["branch"] for p in orphans] == ["adw/ghost"]
     code, report = doctor(repo, "--fix")
     assert code == 0
-    assert git(repo, "rev-parse", "refs/grove-backup/adw/ghost2") == wt_tip, "unmerged tip saved"
-    assert "ghost" not in git(repo, "branch")
+    backup = next(p for p in report["problems"] if p["kind"] == "orphan_branch")["backup_ref"]
+    assert backup.startswith("refs/grove-backup/adw/ghost/") and git(repo, "rev-parse", backup) == tip
+    assert backup in [b["ref"] for b in report["backups"]], "doctor lists backup refs"
     inv(repo, "setup", "--adw-id", "ghost", "--no-install", check=True)
 
 

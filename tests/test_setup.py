@@ -205,8 +205,8 @@ def test_teardown_keeps_unmerged_branch_and_backs_up_when_forced(repo):
     assert out.returncode == 1 and "not in" in out.stderr
     assert (repo / "trees/t1").is_dir(), "refused before changing anything"
     result = inv_json(repo, "teardown", "--adw-id", "t1", "--delete-branch", "--force")
-    assert result["backup_ref"] == "refs/grove-backup/adw/t1"
-    assert git(repo, "rev-parse", "refs/grove-backup/adw/t1") == tip
+    assert result["backup_ref"].startswith("refs/grove-backup/adw/t1/")
+    assert git(repo, "rev-parse", result["backup_ref"]) == tip
     assert not (repo / "trees/t1").exists() and not (repo / "agents/t1").exists()
     archived = json.loads(Path(result["archive"]).read_text())
     assert archived["status"] == "cleaned" and archived["cleaned_at"]
@@ -236,6 +236,8 @@ def test_teardown_never_follows_a_symlink_out_of_trees(repo, tmp_path):
 def test_clean_worktrees_keeps_unmerged_work(repo):
     inv(repo, "setup", "--adw-id", "w1", "--adw-id", "w2", "--no-install", check=True)
     tip = commit_file(repo / "trees/w1", "work.txt", "unmerged\n")
+    for agent in ("w1", "w2"):
+        inv(repo, "status", "--adw-id", agent, "--set", "completed", check=True)
     out = subprocess.run(["make", "-s", "-C", str(GROVE), "clean-worktrees"], env=dict(os.environ, ADW_REPO=str(repo)),
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

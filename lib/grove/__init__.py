@@ -23,10 +23,12 @@ _WHERE = {name: module for module, names in _API.items() for name in names}
 __all__ = ["__version__", *_WHERE]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
-    from .models import MergeResult, MergeSummary, WorktreeExecutionResult, WorktreeMetadata
-    from .worktree_manager import (cleanup_abandoned_worktrees, cleanup_epic_worktrees, cleanup_worktree,
-                                   create_worktree_for_agent, get_all_git_worktrees, get_worktree_metadata,
-                                   list_archived_worktrees, list_worktrees, merge_worktrees, update_worktree_status)
+    from .models import (MergeResult, MergeSummary, WorktreeExecutionResult,  # noqa: F401
+                         WorktreeMetadata)
+    from .worktree_manager import (cleanup_abandoned_worktrees, cleanup_epic_worktrees,  # noqa: F401
+                                   cleanup_worktree, create_worktree_for_agent, get_all_git_worktrees,
+                                   get_worktree_metadata, list_archived_worktrees, list_worktrees,
+                                   merge_worktrees, update_worktree_status)
 
 
 def __getattr__(name: str) -> Any:

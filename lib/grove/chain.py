@@ -11,12 +11,13 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from . import git, ids, locks, ports, state, steps, worktree
+from . import git, ids, locks, owned, ports, state, steps, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .report import Reporter
 
 OP = "setup"
+DONE = ("done", "kept")  # step outcomes that mean "this worktree has it"
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Request:
     files: bool = True  # .ports.env, env merge, repoint (worktree.add alone skips them)
     install: bool = True
     db: bool = True
+    reset_db: bool = False  # reset the database even though an earlier run already did
     keep: bool = False
 
 
@@ -60,8 +62,11 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None]:
         raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
                         "drop --branch, or tear the agent down first")
     if current is None and git.branch_exists(settings.repo, branch):
-        raise bad_input(f"branch {branch} already exists and belongs to no Grove agent of this id",
-                        "pick another --branch, or delete that branch if it is yours")
+        record = owned.owner(settings, "branch", branch)
+        if record is None or record.get("adw_id") != req.adw_id:
+            raise bad_input(f"branch {branch} already exists and belongs to no Grove agent of this id",
+                            "pick another --branch, or delete that branch if it is yours")
+        # Grove made it for this id (e.g. a teardown kept it): setup resumes on it (issue 10, defect 10).
     return branch, base, current
 
 
@@ -116,6 +121,9 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         else:
             base_commit, info["detail"] = worktree.resolve_base(settings, base, req.fetch, report)
             info["outcome"] = "done" if req.fetch else "skipped"
+            tip = git.rev(settings.repo, f"refs/heads/{branch}")
+            if tip:  # resuming on a kept branch: its commits are counted from where it left the base
+                base_commit = git.git(settings.repo, "merge-base", base_commit, tip) or base_commit
     with report.step("ports", OP, done) as info:
         claim = ports.claim(settings, req.adw_id)
         undo.claim = not claim.reused
@@ -142,10 +150,19 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
             info["outcome"], info["detail"], files = step(settings, path, values)
             written.extend(files)
     worktree.hide(settings, path, written)
+    # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
+    # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
+    before = {name: info.get("outcome") for name, info in (current or {}).get("steps", {}).items()}
     with report.step("install", OP, done, long=True) as info:
-        info["outcome"], info["detail"] = steps.install(settings, path, req.install)
+        if before.get("install") in DONE and req.install:
+            info["outcome"], info["detail"] = "kept", "installed by an earlier run"
+        else:
+            info["outcome"], info["detail"] = steps.install(settings, path, req.install)
     with report.step("db", OP, done, long=True) as info:
-        info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db)
+        if before.get("db") in DONE and req.db and not req.reset_db:
+            info["outcome"], info["detail"] = "kept", "reset by an earlier run; --reset-db resets it again"
+        else:
+            info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db)
     return state.update(settings, req.adw_id, lambda s: _finish(s, done))
 
 
@@ -172,7 +189,7 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
             return
     path = settings.worktree_path(req.adw_id)
     if undo.worktree:
-        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, force=True))
+        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
     if undo.branch:
         def drop_branch() -> None:
             with worktree.repo_lock(settings):

@@ -1,7 +1,9 @@
-"""Teardown, bulk cleanup and gc: remove worktrees without ever making a commit unreachable.
+"""Teardown, bulk cleanup and gc: remove worktrees without ever losing a commit or an edit.
 
-Every precondition is checked before the first change. A branch that is not merged is kept,
-or, when the user insists, its tip is saved under refs/grove-backup/<branch> first.
+Every precondition is checked before the first change. Then, before anything is removed, what it
+holds is saved (lib/grove/preserve.py): uncommitted work as a salvage ref, a HEAD or branch tip
+that nothing else reaches as a backup ref. A branch is deleted only when Grove's ownership journal
+says Grove created it, never when it is the base or checked out in another worktree.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import os
 import time
 from pathlib import Path
 
-from . import git, ids, locks, ports, state, worktree
+from . import git, ids, locks, owned, ports, preserve, state, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .faults import fault
 from .report import Reporter
 
 OP = "teardown"
+# What bulk cleanups take (the seed's cleanup_epic_worktrees): `conflict` stays, it is where a
+# conflict gets resolved; an explicit teardown of one agent still takes it (issue 10, defect 12).
+BULK = ("completed", "merged", "failed")
 
 
 def _base_ref(settings: Settings, s: dict | None) -> str:
@@ -28,17 +33,19 @@ def _base_ref(settings: Settings, s: dict | None) -> str:
 
 
 def branch_merged(settings: Settings, s: dict) -> bool:
+    """The branch's changes are in the base (by ancestry, patch-id or tree)."""
     return git.is_merged(settings.repo, f"refs/heads/{s['branch']}", _base_ref(settings, s))
 
 
 def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
-             discard: bool | None = None, report: Reporter | None = None) -> dict:
+             salvage: bool | None = None, report: Reporter | None = None) -> dict:
     """Remove one agent's worktree, free its slot and archive its state; returns what was done.
 
-    ``force`` passes a non-terminal status and an unmerged ``delete_branch`` (tip backed up);
-    ``discard`` (default: same as ``force``) lets uncommitted changes go with the worktree.
+    ``force`` passes a non-terminal status and an unmerged ``delete_branch`` (its tip is backed up).
+    ``salvage`` (default: same as ``force``) lets a worktree with uncommitted work go, after that
+    work is committed under refs/grove-salvage/; without it such a worktree is refused.
     """
-    discard = force if discard is None else discard
+    salvage = force if salvage is None else salvage
     report = report or Reporter(quiet=True)
     ids.check_id(adw_id)
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is being set up or torn down right now"):
@@ -50,18 +57,20 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
                             "see `inv list` and `inv git-worktrees`")
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
-        plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, discard)
+        plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
+        result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
+                  "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "head_backup_ref": None,
+                  "moved_to": None, "freed_slots": [], "archive": None}
         fault(OP, "before", "worktree")
-        if entry is not None or path.exists():
-            worktree.remove(settings, path, force=discard, entry=entry)
+        if entry is not None:
+            saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
+            result.update(worktree_removed=str(path), **saved)
+        elif path.exists() or os.path.islink(path):
+            # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
+            result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
-        result = {"adw_id": adw_id, "worktree_removed": str(path), "branch": branch, "branch_action": "kept",
-                  "backup_ref": None, "freed_slots": [], "archive": None}
         if plan["delete"]:
-            with worktree.repo_lock(settings):
-                if plan["backup"]:
-                    result["backup_ref"] = git.save_backup(settings.repo, branch)
-                git.git(settings.repo, "branch", "-D", "--", branch)
+            result["backup_ref"] = _delete_branch(settings, branch, plan["base"])
             result["branch_action"] = "deleted"
         fault(OP, "after", "branch")
         result["freed_slots"] = ports.release(settings, adw_id)
@@ -69,34 +78,77 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         if s is not None:
             result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
+        saved_refs = [r for r in (result["salvage_ref"], result["head_backup_ref"], result["backup_ref"]) if r]
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}"
-                   + (f" (tip saved as {result['backup_ref']})" if result["backup_ref"] else ""))
+                   + (f" (saved: {', '.join(saved_refs)})" if saved_refs else ""))
         return result
 
 
-def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, discard) -> dict:
-    """Refuse before changing anything: live status, uncommitted work, unmerged branch."""
+def _delete_branch(settings: Settings, branch: str, base_ref: str) -> str | None:
+    """Delete a Grove-owned branch; its tip is backed up first unless the base already contains it.
+
+    Tree equivalence is not enough (an empty commit, a change and its revert): only ancestry is.
+    """
+    with worktree.repo_lock(settings):
+        tip = git.rev(settings.repo, f"refs/heads/{branch}")
+        if tip is None:
+            return None
+        backup = None
+        if not git.ok(settings.repo, "merge-base", "--is-ancestor", tip, base_ref):
+            backup = preserve.backup(settings.repo, branch, tip, f"before deleting {branch}")
+        owned.forget(settings, "branch", branch)
+        git.git(settings.repo, "branch", "-D", "--", branch)
+        return backup
+
+
+def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage) -> dict:
+    """Refuse before changing anything: not Grove's, live status, uncommitted work, unmerged branch."""
+    if s is None and entry is not None and not _owns_worktree(settings, adw_id, entry):
+        raise GroveError(f"{path} is a worktree Grove has no record of creating (no state, branch not Grove's)",
+                         hint=f"remove it with git yourself: git worktree remove {path}")
     if s is not None and s["status"] not in state.TERMINAL and s["status"] != "cleaned" and not force:
         raise bad_input(f"{adw_id} is {s['status']}, not finished",
                         f"mark it {'/'.join(state.TERMINAL)} first (`inv status --set`), or pass --force")
-    if entry is not None and path.is_dir() and not discard:
+    if entry is not None and path.is_dir() and not salvage:
         dirty = git.dirty_files(path)
         if dirty:
             shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
             raise GroveError(f"{path} has uncommitted changes: {shown}",
-                             hint="commit them in the worktree, or pass --force to discard them")
-    if entry is None and path.exists() and not discard:
-        raise GroveError(f"{path} exists but git does not know it as a worktree; its files are not in any commit",
-                         hint="move what you need out of it, then pass --force to delete it")
-    plan = {"delete": False, "backup": False}
-    if delete_branch and branch and git.branch_exists(settings.repo, branch):
-        merged = branch_merged(settings, s or {"branch": branch})
-        if not merged and not force:
-            raise GroveError(f"branch {branch} has commits that are not in {_base_ref(settings, s)}",
-                             hint="merge it first (`inv merge`), keep it (drop --delete-branch), "
-                                  "or pass --force to delete it with its tip saved under refs/grove-backup/")
-        plan = {"delete": True, "backup": not merged}
+                             hint="commit them in the worktree, or pass --force: they are saved under "
+                                  "refs/grove-salvage/ first")
+    plan = {"delete": False, "note": None, "base": _base_ref(settings, s)}
+    if not (delete_branch and branch and git.branch_exists(settings.repo, branch)):
+        return plan
+    refusal = _not_deletable(settings, adw_id, s, branch, path)
+    if refusal:
+        plan["note"] = refusal
+        return plan
+    if not branch_merged(settings, s or {"branch": branch}) and not force:
+        raise GroveError(f"branch {branch} has commits that are not in {plan['base']}",
+                         hint="merge it first (`inv merge`), keep it (drop --delete-branch), "
+                              "or pass --force to delete it with its tip saved under refs/grove-backup/")
+    plan["delete"] = True
     return plan
+
+
+def _owns_worktree(settings: Settings, adw_id: str, entry: dict) -> bool:
+    record = owned.owner(settings, "branch", entry["branch"]) if entry.get("branch") else None
+    return bool(record and record.get("adw_id") == adw_id)
+
+
+def _not_deletable(settings: Settings, adw_id: str, s: dict | None, branch: str, path: Path) -> str | None:
+    """Why ``branch`` must stay, or None: not Grove's, the base, or in use by another worktree."""
+    bases = {settings.base_branch, (s or {}).get("base_branch")}
+    if branch in bases:
+        return f"branch {branch} is the base branch: never deleted"
+    record = owned.owner(settings, "branch", branch)
+    if record is None or record.get("adw_id") != adw_id:
+        return f"branch {branch} was not created by Grove for {adw_id}: kept"
+    elsewhere = [w["path"] for w in git.worktrees(settings.repo)
+                 if w["branch"] == branch and os.path.realpath(w["path"]) != os.path.realpath(path)]
+    if elsewhere:
+        return f"branch {branch} is checked out in {elsewhere[0]}: kept"
+    return None
 
 
 def _mark_cleaned(s: dict) -> None:
@@ -106,14 +158,14 @@ def _mark_cleaned(s: dict) -> None:
 
 def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = False,
                  report: Reporter | None = None) -> dict:
-    """Tear down every finished agent of ``epic_id``; unmerged branches are kept, not deleted."""
+    """Tear down every completed, merged or failed agent of ``epic_id``; unmerged branches are kept."""
     report = report or Reporter(quiet=True)
     cleaned, kept = [], []
     for adw_id in state.all_ids(settings):
         s = state.load(settings, adw_id)
-        if s.get("epic_id") != epic_id:
+        if s is None or s.get("epic_id") != epic_id:
             continue
-        if s["status"] not in state.TERMINAL:
+        if s["status"] not in BULK:
             kept.append({"adw_id": adw_id, "reason": f"status {s['status']}"})
             continue
         has_branch = git.branch_exists(settings.repo, s["branch"])
@@ -172,9 +224,9 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
         if dry_run:
             continue
         try:
-            # The branch is never deleted here, so every commit on it stays reachable; a worktree
-            # with uncommitted changes is kept and reported rather than discarded.
-            teardown(settings, adw_id, delete_branch=False, force=True, discard=False, report=report)
+            # The branch is never deleted here, so every commit on it stays reachable; uncommitted
+            # work is salvaged under refs/grove-salvage/ before the worktree goes.
+            teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, report=report)
             removed.append(entry)
         except GroveError as exc:
             kept.append(dict(entry, reason=exc.message))
@@ -182,9 +234,10 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
 
 
 def teardown_all(settings: Settings, *, report: Reporter | None = None) -> dict:
-    """`make clean-worktrees`: tear down every agent, keeping dirty worktrees and unmerged branches.
+    """`make clean-worktrees`: tear down every completed, merged or failed agent.
 
-    Merged branches are deleted; an unmerged branch stays (so no commit is lost) and is listed.
+    Uncommitted work is salvaged first; merged Grove branches are deleted, unmerged ones stay.
+    Unfinished and `conflict` agents, and directories Grove did not create, are kept and listed.
     """
     report = report or Reporter(quiet=True)
     candidates = set(state.all_ids(settings))
@@ -194,9 +247,15 @@ def teardown_all(settings: Settings, *, report: Reporter | None = None) -> dict:
     for adw_id in sorted(candidates):
         try:
             s = state.load(settings, adw_id)
-            has_branch = bool(s) and git.branch_exists(settings.repo, s["branch"])
+            if s is None:
+                kept.append({"adw_id": adw_id, "reason": "no Grove state: not torn down (see `inv doctor`)"})
+                continue
+            if s["status"] not in BULK:
+                kept.append({"adw_id": adw_id, "reason": f"status {s['status']}"})
+                continue
+            has_branch = git.branch_exists(settings.repo, s["branch"])
             merged = has_branch and branch_merged(settings, s)
-            torn.append(teardown(settings, adw_id, delete_branch=merged, force=True, discard=False, report=report))
+            torn.append(teardown(settings, adw_id, delete_branch=merged, salvage=True, report=report))
             if has_branch and not merged:
                 kept.append({"adw_id": adw_id, "reason": f"branch {s['branch']} has unmerged commits: kept"})
         except GroveError as exc:

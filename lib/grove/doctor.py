@@ -6,16 +6,12 @@ no unmerged commit and no file that is in no commit is ever deleted.
 from __future__ import annotations
 
 import os
-import re
-import time
 from pathlib import Path
 
-from . import git, locks, ports, state
+from . import git, locks, owned, ports, preserve, state, worktree
 from .config import Settings
 from .errors import GroveError
 
-# Branches Grove names itself: adw/<id> and feature/<epic>/<task>-<id>.
-_GROVE_BRANCH = re.compile(r"^(adw/(?P<a>[A-Za-z0-9_-]+)|feature/[^/]+/.*-(?P<f>[A-Za-z0-9_]+))$")
 
 
 def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
@@ -23,7 +19,9 @@ def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
 
 
 def check(settings: Settings, fix: bool = False) -> dict:
-    problems: list[dict] = []
+    # A worktree add killed midway breaks `git rev-list --all` for everyone: repaired first, so the
+    # rest of the checks see the repository as git will after the fix.
+    problems: list[dict] = _stillborn(settings, fix)
     entries = {os.path.realpath(w["path"]): w for w in git.worktrees(settings.repo)}
     trees = os.path.realpath(settings.trees_path)
     agents, seen_paths = {}, set()
@@ -60,7 +58,27 @@ def check(settings: Settings, fix: bool = False) -> dict:
             if p["fix"]:
                 _repair(settings, p)
     remaining = [p for p in problems if not p["fixed"]]
-    return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining)}
+    return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining),
+            "backups": preserve.listing(settings.repo, preserve.BACKUP),
+            "salvages": preserve.listing(settings.repo, preserve.SALVAGE)}
+
+
+def _stillborn(settings: Settings, fix: bool) -> list[dict]:
+    """Worktrees left "locked initializing" by a killed `git worktree add` (issue 10, defect 11)."""
+    out = []
+    for w in git.worktrees(settings.repo):
+        if not worktree.is_stillborn(w):
+            continue
+        p = _problem("stillborn_worktree", f"{w['path']}: `git worktree add` was killed midway (locked "
+                     "'initializing', no HEAD); `git rev-list --all` and `git gc` fail until it is removed",
+                     "remove the entry and its empty directory (it holds nothing but .git)", path=w["path"])
+        if fix:
+            p["fixed"] = worktree.repair_stillborn(settings, Path(w["path"]))
+            if not p["fixed"]:
+                p["fix"] = None
+                p["hint"] = "it is outside trees/ or holds files: look at it and remove it by hand"
+        out.append(p)
+    return out
 
 
 def _state_dirs(settings: Settings) -> list[str]:
@@ -116,68 +134,59 @@ def _check_registry(settings: Settings) -> list[dict]:
 
 
 def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[dict]:
-    """Branches named like Grove's with no agent, no worktree and no archived record: crash leftovers."""
-    refs = git.git(settings.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/adw/", "refs/heads/feature/")
+    """Branches Grove's journal says it created, with no agent, no worktree and no archived state.
+
+    Only recorded branches count: a user's `adw/legacy` or `feature/auth/login-form` is never
+    reported or touched (issue 10, defect 1). A branch kept by teardown has an archived state.
+    """
     live = {s["branch"] for s in agents.values() if s} | {w["branch"] for w in entries.values() if w["branch"]}
     recorded = {s.get("branch") for s in state.archived(settings)}
     out = []
-    for branch in filter(None, refs.split("\n")):
-        m = _GROVE_BRANCH.match(branch)
-        if m and branch not in live and branch not in recorded:
-            out.append(_problem("orphan_branch", f"branch {branch} has no agent, worktree or archived state",
-                                "delete it if merged, else save its tip under refs/grove-backup/ first",
-                                branch=branch))
+    for branch, info in sorted(owned.entries(settings, "branch").items()):
+        if branch in live or branch in recorded or not git.branch_exists(settings.repo, branch):
+            continue
+        out.append(_problem("orphan_branch", f"branch {branch} (made by Grove for {info.get('adw_id')}) has no "
+                            "agent, worktree or archived state", "delete it, its tip saved under refs/grove-backup/ "
+                            "first unless the base contains it", branch=branch, adw_id=info.get("adw_id")))
     return out
 
 
 def _repair(settings: Settings, p: dict) -> None:
-    from . import worktree
-    from .cleanup import branch_merged
+    from .cleanup import _base_ref, _delete_branch
 
     kind = p["kind"]
     if kind == "stale_git_entry":
-        with worktree.repo_lock(settings):
-            p["fixed"] = git.prune_entry(settings.repo, Path(p["path"]))
+        p["head_backup_ref"] = worktree.remove(settings, Path(p["path"]), salvage=False)["head_backup_ref"]
+        p["fixed"] = True
     elif kind == "dead_claim":
         ports.release_dead(settings)
         p["fixed"] = True
     elif kind == "orphan_branch":
-        with worktree.repo_lock(settings):
-            if not branch_merged(settings, {"branch": p["branch"], "base_branch": settings.base_branch}):
-                p["backup_ref"] = git.save_backup(settings.repo, p["branch"])
-            git.git(settings.repo, "branch", "-D", "--", p["branch"])
+        p["backup_ref"] = _delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True
     elif kind in ("directory_gone", "directory_unknown_to_git", "orphaned_state"):
         adw_id = p["adw_id"]
         with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is busy"):
             path = Path(p["path"])
             if kind == "directory_gone":
-                with worktree.repo_lock(settings):
-                    git.prune_entry(settings.repo, path)
+                p["head_backup_ref"] = worktree.remove(settings, path, salvage=False)["head_backup_ref"]
             if kind == "directory_unknown_to_git" and path.exists():
-                p["moved_to"] = str(_quarantine(settings, adw_id, path))
+                p["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
             ports.release(settings, adw_id)
             note = f"archived by inv doctor --fix: {kind}"
             p["archive"] = str(state.archive_locked(settings, adw_id, lambda s: s.update(doctor=note)))
         p["fixed"] = True
     elif kind == "unknown_directory":
-        p["moved_to"] = str(_quarantine(settings, Path(p["path"]).name, Path(p["path"])))
+        p["moved_to"] = str(worktree.quarantine(settings, Path(p["path"]).name, Path(p["path"])))
         p["fixed"] = True
 
 
-def _quarantine(settings: Settings, name: str, path: Path) -> Path:
-    """Move a directory out of trees/ into agents/.archive/: its files may be work in no commit."""
-    if os.path.islink(path) or not os.path.realpath(path).startswith(os.path.realpath(settings.trees_path) + os.sep):
-        raise GroveError(f"refusing to move {path}: not a directory inside {settings.trees_path}")
-    target = settings.archive_path / f"{name}-dir-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
-    return target
-
-
 def print_report(report: dict) -> None:
+    saved = f"{len(report['backups'])} backup ref(s), {len(report['salvages'])} salvage ref(s)"
+    for row in report["backups"] + report["salvages"]:
+        print(f"{'saved':<8} {row['ref']}  {row['date']}")
     if not report["problems"]:
-        print("healthy: every agent has its state, its directory and git's entry; the registry is clean")
+        print(f"healthy: every agent has its state, its directory and git's entry; the registry is clean; {saved}")
         return
     for p in report["problems"]:
         mark = "fixed" if p["fixed"] else "PROBLEM"

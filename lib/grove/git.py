@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from . import proc
@@ -116,23 +117,26 @@ def worktree_for(repo: Path, path: Path) -> dict | None:
     return next((w for w in worktrees(repo) if os.path.realpath(w["path"]) == target), None)
 
 
+def admin_dir(repo: Path, path: Path) -> Path | None:
+    """The .git/worktrees/<name> directory that belongs to the worktree at exactly ``path``."""
+    want = os.path.realpath(Path(path) / ".git")
+    for admin in (common_dir(repo) / "worktrees").glob("*"):
+        gitdir = admin / "gitdir"
+        if gitdir.is_file() and os.path.realpath(gitdir.read_text().strip()) == want:
+            return admin
+    return None
+
+
 def prune_entry(repo: Path, path: Path) -> bool:
     """Forget the stale worktree entry for exactly ``path`` (its directory is gone), and no other.
 
     ``git worktree prune`` would drop every stale entry, including ones another tool means to keep.
     """
-    admin_root = Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "worktrees"
-    want = os.path.realpath(Path(path) / ".git")
-    for admin in admin_root.glob("*"):
-        gitdir = admin / "gitdir"
-        if gitdir.is_file() and os.path.realpath(gitdir.read_text().strip()) == want:
-            if Path(path).exists() or (admin / "locked").exists():
-                return False
-            import shutil
-
-            shutil.rmtree(admin)
-            return True
-    return False
+    admin = admin_dir(repo, path)
+    if admin is None or Path(path).exists() or (admin / "locked").exists():
+        return False
+    shutil.rmtree(admin)
+    return True
 
 
 def dirty_files(path: Path) -> list[str]:
@@ -163,16 +167,6 @@ def is_merged(repo: Path, branch: str, base: str) -> bool:
     if merged.returncode != 0:
         return False
     return merged.stdout.split("\n", 1)[0].strip() == git(repo, "rev-parse", f"{base}^{{tree}}")
-
-
-def save_backup(repo: Path, branch: str) -> str:
-    """Keep a branch's tip reachable under refs/grove-backup/<branch> before it is deleted."""
-    tip = rev(repo, f"refs/heads/{branch}")
-    if tip is None:
-        raise GroveError(f"branch {branch} does not exist")
-    ref = f"refs/grove-backup/{branch}"
-    git(repo, "update-ref", "-m", "grove: backup before branch delete", ref, tip)
-    return ref
 
 
 def common_dir(repo: Path) -> Path:

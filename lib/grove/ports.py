@@ -97,21 +97,31 @@ def pid_alive(pid: object) -> bool:
 
 
 def claim_is_dead(settings: Settings, claim: dict) -> bool:
-    """A claim whose process died before its agent existed: no live owner, no worktree, no state."""
+    """A setup's claim whose process died before its agent existed: no live owner, no worktree, no state.
+
+    An explicit claim (`inv ports.claim`) is never dead: it holds until released (issue 10, defect 8).
+    """
     adw_id = str(claim.get("adw_id", ""))
     return (
-        not pid_alive(claim.get("pid"))
+        not claim.get("explicit")
+        and not pid_alive(claim.get("pid"))
         and not (adw_id and settings.worktree_path(adw_id).exists())
         and not (adw_id and settings.state_path(adw_id).exists())
     )
 
 
-def claim(settings: Settings, adw_id: str) -> Claim:
-    """Claim a slot for ``adw_id``: its own if it has one, else the preferred one, else the next free."""
+def claim(settings: Settings, adw_id: str, explicit: bool = False) -> Claim:
+    """Claim a slot for ``adw_id``: its own if it has one, else the preferred one, else the next free.
+
+    ``explicit`` marks a claim made on its own (not by a setup): it holds until released.
+    """
     with _registry_lock(settings):
         claims = read_registry(settings)
         for slot_text, held in claims.items():
             if held.get("adw_id") == adw_id and int(slot_text) < settings.port_slots:
+                if explicit and not held.get("explicit"):
+                    claims[slot_text] = dict(held, explicit=True)
+                    _write_registry(settings, claims)
                 return Claim(int(slot_text), ports_for(settings, int(slot_text)), True)
         start = preferred_slot(adw_id, settings.port_slots)
         busy = []
@@ -125,7 +135,8 @@ def claim(settings: Settings, adw_id: str) -> Claim:
             if in_use:
                 busy.append(f"slot {slot} (port {in_use[0]} in use)")
                 continue
-            claims[str(slot)] = {"adw_id": adw_id, "pid": os.getpid(), "claimed_at": now()}
+            claims[str(slot)] = {"adw_id": adw_id, "pid": os.getpid(), "claimed_at": now(),
+                                 **({"explicit": True} if explicit else {})}
             _write_registry(settings, claims)
             return Claim(slot, ports, False)
     holders = [f"slot {s}: {c.get('adw_id')}" for s, c in sorted(claims.items(), key=lambda i: int(i[0]))]

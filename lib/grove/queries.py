@@ -22,7 +22,8 @@ def list_agents(settings: Settings, epic_id: str | None = None, status: str | No
             rows.append(dict(s, git=real in known, exists=os.path.isdir(real)))
     rows = [r for r in rows if (epic_id is None or r.get("epic_id") == epic_id)
             and (status is None or r.get("status") == status)]
-    return sorted(rows, key=lambda r: (r.get("created_at") or "", r["adw_id"]), reverse=True)
+    return sorted(rows, key=lambda r: (r.get("created_at") or "", r.get("created_ns") or 0, r["adw_id"]),
+                  reverse=True)
 
 
 def print_table(rows: list[dict]) -> None:

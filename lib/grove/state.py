@@ -63,6 +63,8 @@ def new(settings: Settings, adw_id: str, branch: str, base: str, **fields) -> di
         "ports": {},
         "status": "created",
         "created_at": stamp,
+        # created_at is to the second; this orders agents made within one second (issue 10, defect 12).
+        "created_ns": time.time_ns(),
         "updated_at": stamp,
         "assigned_at": None,
         "completed_at": None,

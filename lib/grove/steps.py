@@ -92,7 +92,7 @@ def claim_ports(settings: Settings, adw_id: str) -> dict:
     from . import ids
 
     ids.check_id(adw_id)
-    claim = ports.claim(settings, adw_id)
+    claim = ports.claim(settings, adw_id, explicit=True)
     if settings.state_path(adw_id).exists():
         state.update(settings, adw_id, lambda s: record_claim(s, claim))
     return {"adw_id": adw_id, "slot": claim.slot, "ports": claim.ports, "reused": claim.reused}
@@ -100,7 +100,7 @@ def claim_ports(settings: Settings, adw_id: str) -> dict:
 
 def registry_rows(settings: Settings) -> list[dict]:
     return [{"slot": int(slot), "adw_id": c.get("adw_id"), "pid": c.get("pid"), "claimed_at": c.get("claimed_at"),
-             "ports": ports.ports_for(settings, int(slot))}
+             "explicit": bool(c.get("explicit")), "ports": ports.ports_for(settings, int(slot))}
             for slot, c in sorted(ports.read_registry(settings).items(), key=lambda item: int(item[0]))]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json as _json
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
@@ -82,7 +83,8 @@ def _one(adw_id):
         "base": "base branch (default ADW_BASE_BRANCH, main)",
         "agent_id": "who will work in it (recorded in the state)",
         "install": "install dependencies (uv, bun); --no-install skips",
-        "db": "reset the database; --no-db skips",
+        "db": "reset the database on first setup; --no-db skips",
+        "reset_db": "reset the database again on a re-run (a re-run otherwise keeps it, with the agent's rows)",
         "fetch": "fetch the base from the remote first; --no-fetch uses the local base",
         "keep": "on failure leave everything in place, state marked failed, for debugging",
         "repo": REPO,
@@ -92,7 +94,7 @@ def _one(adw_id):
 )
 @_guard
 def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None, agent_id=None, install=True,
-          db=True, fetch=True, keep=False, repo=None, json=False, quiet=False):
+          db=True, reset_db=False, fetch=True, keep=False, repo=None, json=False, quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
 
     Runs validate, fetch, ports, worktree, ports_env, env, repoint, install and db in order.
@@ -115,7 +117,7 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     if branch and len(wanted) > 1:
         raise bad_input("--branch names one branch; it cannot be used with several agents")
     reqs = [chain.Request(a, branch=branch, base=base, epic_id=epic, task_name=task, agent_id=agent_id,
-                          fetch=fetch, install=install, db=db, keep=keep) for a in wanted]
+                          fetch=fetch, install=install, db=db, reset_db=reset_db, keep=keep) for a in wanted]
     states, errors = chain.setup_many(settings, reqs, _reporter(quiet))
     if len(reqs) == 1 and states:
         _emit(states[0], json, _print_ready)
@@ -134,10 +136,10 @@ def _print_ready(s):
     iterable=["adw_id"],
     help={
         "adw_id": ID + "; repeatable",
-        "all": "every agent: finished or not; dirty worktrees and unmerged branches are kept and listed",
-        "delete_branch": "also delete the branch; refused when unmerged unless --force",
-        "force": "allow an unfinished status, discard uncommitted changes, and delete an unmerged "
-                 "branch after saving its tip under refs/grove-backup/",
+        "all": "every completed, merged or failed agent (uncommitted work salvaged first); others are listed",
+        "delete_branch": "also delete the branch Grove made; refused when unmerged unless --force",
+        "force": "do not ask: allow an unfinished status, remove a dirty worktree after saving its work under "
+                 "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
@@ -147,8 +149,9 @@ def _print_ready(s):
 def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, repo=None, json=False, quiet=False):
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
-    Only paths proven to lie inside trees/ are deleted. The state moves to
-    agents/.archive/<id>-<utc timestamp>.json with status cleaned.
+    Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
+    deleted branch tip no other ref holds under refs/grove-backup/. Only paths proven to lie
+    inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
     """
     from . import cleanup
 
@@ -331,6 +334,33 @@ def doctor(c, fix=False, repo=None, json=False):
         raise Exit(code=1)
 
 
+@task(help={"adw_id": "only this agent's salvages; with --restore, the worktree to restore into",
+            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work",
+            "repo": REPO, "json": JSON})
+@_guard
+def salvage(c, adw_id=None, restore=None, repo=None, json=False):
+    """List salvaged uncommitted work (refs/grove-salvage/), or --restore one into a worktree.
+
+    Grove salvages a worktree's tracked edits and untracked (not ignored) files before it removes
+    it; ignored files (.env and the like) are never put into git. These refs are never pushed.
+    """
+    from . import preserve, state
+
+    settings = _settings(c, repo)
+    if restore:
+        s = state.require(settings, _one(adw_id))
+        result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
+        _emit(result, json, lambda d: print(f"restored {d['ref']} into {d['worktree']}: {len(d['files'])} file(s)"))
+        return
+    if adw_id:
+        from .ids import check_id
+
+        check_id(_one(adw_id))
+    rows = preserve.salvages(settings.repo, _one(adw_id) if adw_id else None)
+    _emit(rows, json, lambda d: [print(f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
+          or (not d and print("no salvaged work")))
+
+
 @task(help={"repo": REPO})
 @_guard
 def init(c, repo=None):
@@ -455,7 +485,7 @@ def state_archived(c, epic=None, repo=None, json=False):
 # Top-level tasks, then each namespace as a plain table of {task name: task}.
 TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "merge": merge,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
-       "init": init}
+       "salvage": salvage, "init": init}
 NAMESPACES = {
     "git": {"fetch": git_fetch},
     "worktree": {"add": worktree_add},

@@ -8,12 +8,13 @@ refs and on half-created worktrees). Checkouts, installs and env work run outsid
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import git, locks, proc
+from . import git, locks, owned, preserve, proc
 from .config import Settings
 from .errors import BAD_INPUT, GroveError, bad_input
 
@@ -106,6 +107,8 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str) -> bool:
     with repo_lock(settings):
         created = not git.branch_exists(settings.repo, branch)
         if created:
+            # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
+            owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
             args = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path, base_commit]
         else:
             args = ["worktree", "add", "--quiet", "--no-checkout", path, branch]
@@ -118,6 +121,8 @@ def existing(settings: Settings, adw_id: str, branch: str) -> bool:
     """True when the worktree is already in place on ``branch``; an error when something else is there."""
     path = settings.worktree_path(adw_id)
     entry = git.worktree_for(settings.repo, path)
+    if entry is not None and is_stillborn(entry) and repair_stillborn(settings, path):
+        entry = None  # a previous setup was killed inside `git worktree add`: start the add again
     if entry is None:
         if path.exists() and any(path.iterdir()):
             raise GroveError(f"{path} exists but git does not know it as a worktree",
@@ -132,6 +137,38 @@ def existing(settings: Settings, adw_id: str, branch: str) -> bool:
     # A crash between `worktree add --no-checkout` and the checkout leaves no index: finish it.
     if not Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index")).exists():
         git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+    return True
+
+
+def is_stillborn(entry: dict) -> bool:
+    """A `git worktree add` killed midway: still locked "initializing" (git writes that first and
+    removes it last), usually with a null HEAD that breaks `git rev-list --all` (issue 10, defect 11)."""
+    return entry.get("locked") == "initializing"
+
+
+def repair_stillborn(settings: Settings, path: Path) -> bool:
+    """Remove a stillborn worktree Grove started: its admin entry and its directory, which must hold
+    nothing but git's `.git` file. False (nothing touched) when that cannot be proven."""
+    trees = os.path.realpath(settings.trees_path)
+    real = os.path.realpath(path)
+    if os.path.islink(path) or not real.startswith(trees + os.sep):
+        return False
+    with repo_lock(settings):
+        entry = git.worktree_for(settings.repo, path)
+        if entry is None or not is_stillborn(entry):
+            return entry is None  # gone already, or a live add finished meanwhile
+        if os.path.isdir(real) and set(os.listdir(real)) - {".git"}:
+            return False
+        admin = git.admin_dir(settings.repo, path)
+        if admin is None:
+            return False
+        # The branch (if `add -b` got that far) stays; a HEAD that did get written is kept reachable.
+        preserve.keep_if_unreachable(settings.repo, entry["head"], entry["branch"] or f"detached/{path.name}",
+                                     "stillborn worktree")
+        shutil.rmtree(admin)
+        if os.path.isdir(real):
+            Path(real, ".git").unlink(missing_ok=True)
+            os.rmdir(real)
     return True
 
 
@@ -177,26 +214,55 @@ def ignore_warnings(settings: Settings) -> list[str]:
     return [name for probe, name in probes.items() if probe not in ignored]
 
 
-def remove(settings: Settings, path: Path, *, force: bool, entry: dict | None = None) -> None:
-    """Remove the worktree at ``path``: git's entry (exactly this one), then whatever is left on disk.
+def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None = None) -> dict:
+    """Remove the worktree at ``path`` (git's entry for exactly it, then what is left on disk).
 
-    The caller has already saved or refused what the worktree holds (DESIGN.md safety model).
+    What it holds is saved first: with ``salvage``, uncommitted work goes to refs/grove-salvage/
+    (without it, git itself refuses a dirty worktree); a HEAD that no other ref reaches (commits
+    made on a detached HEAD) goes to refs/grove-backup/. Returns the refs made.
     """
+    entry = entry or git.worktree_for(settings.repo, path)
+    saved: dict = {"salvage_ref": None, "head_backup_ref": None}
+    if entry is not None:
+        head = entry["head"]
+        if path.is_dir():
+            if salvage:
+                saved["salvage_ref"] = preserve.salvage(settings.repo, path.name, path)
+            head = git.rev(path, "HEAD") or head  # it may have moved since the listing
+        label = entry["branch"] or f"detached/{path.name}"
+        saved["head_backup_ref"] = preserve.keep_if_unreachable(settings.repo, head, label,
+                                                                f"HEAD of {path} before removal")
     with repo_lock(settings):
-        entry = entry or git.worktree_for(settings.repo, path)
         if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", *(["--force"] if force else []), path,
+            git.git(settings.repo, "worktree", "remove", *(["--force"] if salvage else []), path,
                     timeout=settings.git_timeout)
         elif entry is not None:
             git.prune_entry(settings.repo, path)
     if path.exists() or os.path.islink(path):
         safe_rmtree(settings, path)
+    return saved
+
+
+def quarantine(settings: Settings, name: str, path: Path) -> Path:
+    """Move a directory out of trees/ into agents/.archive/: its files may be work in no commit.
+
+    Used for what Grove cannot prove it made or cannot salvage into git; nothing is deleted.
+    """
+    trees = os.path.realpath(settings.trees_path)
+    if os.path.islink(path) or not os.path.realpath(path).startswith(trees + os.sep):
+        raise GroveError(f"refusing to move {path}: not a directory inside {settings.trees_path}")
+    stem = f"{name}-dir-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    target, n = settings.archive_path / stem, 1
+    while target.exists():
+        n += 1
+        target = settings.archive_path / f"{stem}-{n}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
 
 
 def safe_rmtree(settings: Settings, path: Path) -> None:
     """Delete ``path`` only when it provably lies inside trees/, never following a symlink out."""
-    import shutil
-
     trees = settings.trees_path.resolve()
     if os.path.islink(path):
         raise GroveError(f"refusing to delete {path}: it is a symlink")
