@@ -199,6 +199,8 @@ def _newest_mtime(root: Path) -> float:
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if d not in skip]
         for name in files:
+            if name == ".git":
+                continue  # git's link file in a worktree's root: not the agent's work
             try:
                 newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
             except OSError:

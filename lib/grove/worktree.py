@@ -55,7 +55,8 @@ def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[st
             fetch_base(settings, base)
             return git.rev(settings.repo, tracking), f"{remote}/{base}"
         except GroveError as exc:
-            if exc.code == BAD_INPUT:
+            # Offline, or a base that only exists here (not pushed yet): the local one is the base.
+            if exc.code == BAD_INPUT and not git.rev(settings.repo, f"refs/heads/{base}"):
                 raise
             report.warn(f"{exc.message}; using the local {base}")
     local = git.rev(settings.repo, f"refs/heads/{base}")
