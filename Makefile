@@ -4,13 +4,14 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 SEED ?=
 RUNS ?= 300
+STEPS ?= 40
 
 .PHONY: help venv tools test typecheck fuzz demo bench clean-worktrees clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, hypothesis, mypy, and Grove (editable)
+venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, mypy, and Grove (editable)
 	@scripts/bootstrap.sh
 
 tools:  ## venv, plus bun in .tools (for the demo and the install tests)
@@ -22,8 +23,8 @@ test: tools typecheck  ## run the type check and the whole test suite (what CI r
 typecheck: venv  ## mypy over the package (the public API is typed; py.typed ships)
 	$(VENV)/bin/mypy
 
-fuzz: tools  ## long model-based run of the safety invariants: make fuzz SEED=123 RUNS=300
-	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) $(VENV)/bin/python -m pytest -q tests/test_model.py -p no:cacheprovider
+fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]
+	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) GROVE_FUZZ_STEPS=$(STEPS) $(VENV)/bin/python -m pytest -q tests/test_model.py -p no:cacheprovider
 
 demo: tools  ## set up 3 agents in a sample app, prove they are isolated, tear down
 	$(VENV)/bin/python scripts/demo.py
