@@ -20,7 +20,7 @@ import pytest
 
 from conftest import cli, commit_file, git, inv, inv_json, settings_for
 
-from grove import chain, portable, state
+from grove import chain, portable
 from grove.report import Reporter
 
 BACKEND = portable.process_backend()
@@ -287,3 +287,22 @@ def test_inv_list_watch_redraws_until_ctrl_c(repo):
     assert any(line.startswith("v1 ") for line in seen + rest.splitlines())
     assert "\x1b" not in "".join(seen) + rest, "no terminal codes on a pipe"
     assert inv(repo, "list", "--watch", "--json").returncode == 2
+
+
+def test_make_demo_tells_the_whole_story():
+    """`make demo` runs this script; here it runs in every `make test`, so the story cannot rot."""
+    from conftest import GROVE
+
+    out = subprocess.run([sys.executable, str(GROVE / "scripts/demo.py")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    for needle in ("1/5 » inv setup", "2/5 » inv exec --all", "3/5 » inv merge --all --validate",
+                   "4/5 » demo-c syncs with main", "5/5 » inv teardown --all",
+                   "main now has both changes to the server: yes",
+                   "left behind: 0 agent worktrees, 0 adw/* branches, 0 port claims, 0 processes, 0 kept"):
+        assert needle in text, needle
+    outcomes = [line.split()[:2] for line in text.splitlines() if line.strip().startswith("demo-")]
+    assert ["demo-a", "merged"] in outcomes and ["demo-c", "conflict"] in outcomes
+    assert all(f"demo-{x}  removed" in text for x in "abc") and text.count("python (pid") == 3
+    assert not (GROVE / ".demo").exists()

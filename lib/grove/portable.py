@@ -254,10 +254,10 @@ def alive(pid: int, backend: str | None = None) -> bool:
 
 
 def _inside(path: str | None, root: str) -> bool:
-    if not path:
+    # A cwd whose directory was deleted reads "<old path> (deleted)" on Linux: it is not inside the
+    # directory that now has that path (a new worktree at the same place), so it never matches.
+    if not path or (path.endswith(" (deleted)") and not os.path.exists(path)):
         return False
-    if path.endswith(" (deleted)") and not os.path.exists(path):  # Linux's mark on a removed cwd/exe
-        path = path[: -len(" (deleted)")]
     real = os.path.realpath(path)
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 

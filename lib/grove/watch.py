@@ -18,7 +18,7 @@ from typing import Any
 
 from . import git, portable, queries, state
 from .config import Settings
-from .errors import bad_input
+from .errors import GroveError, bad_input
 
 STATUS_STYLE = {"created": "dim", "assigned": "cyan", "in_progress": "yellow", "completed": "green",
                 "failed": "red", "conflict": "magenta", "merged": "blue", "cleaned": "dim"}
@@ -57,14 +57,22 @@ def _base_ref(settings: Settings, s: dict) -> str | None:
     return s.get("base_commit")
 
 
+def _quietly(ask, default=None):
+    """A frame shows what it can: a broken worktree is a '-' in its row, not a crash (inv doctor says why)."""
+    try:
+        return ask()
+    except GroveError:
+        return default
+
+
 def _row(settings: Settings, s: dict, now: float) -> dict[str, Any]:
     path = Path(s["worktree_path"])
     branch = f"refs/heads/{s['branch']}"
     base = _base_ref(settings, s)
     ahead = None
     if base and git.branch_exists(settings.repo, s["branch"]):
-        ahead = int(git.git(settings.repo, "rev-list", "--count", f"{base}..{branch}", "--", check=False) or 0)
-    dirty = len(git.dirty_files(path)) if s.get("exists") and s.get("git") else None
+        ahead = _quietly(lambda: int(git.git(settings.repo, "rev-list", "--count", f"{base}..{branch}", "--")))
+    dirty = _quietly(lambda: len(git.dirty_files(path))) if s.get("exists") and s.get("git") else None
     running = s.get("running_exec")
     exec_info = None
     if running:
