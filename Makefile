@@ -26,7 +26,7 @@ typecheck: venv  ## mypy over the package (the public API is typed; py.typed shi
 fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]
 	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) GROVE_FUZZ_STEPS=$(STEPS) $(VENV)/bin/python -m pytest -q tests/test_model.py -p no:cacheprovider
 
-demo: tools  ## set up 3 agents in a sample app, prove they are isolated, tear down
+demo: tools  ## the whole story on a sample app: setup, inv exec, merge with a conflict, sync + fix, teardown
 	$(VENV)/bin/python scripts/demo.py
 
 bench: tools  ## measure Grove against the bare git/uv/bun commands; writes bench/results.json

@@ -54,6 +54,8 @@ def test_json_shapes_match_real_output(repo):
     documented = doc("## `inv merge")
     assert set(summary) == set(documented)
     assert set(summary["results"][0]) == set(documented["results"][0])
+    ran = json.loads(inv(repo, "exec", "--adw-id", "d2", "--json", "--", "git", "status").stdout)
+    assert set(ran) == set(doc("## `inv exec")) and set(ran["results"][0]) == set(doc("## `inv exec")["results"][0])
     inv(repo, "status", "--adw-id", "d2", "--set", "completed", check=True)
     assert set(inv_json(repo, "teardown", "--adw-id", "d2")) == set(doc("## `inv teardown"))
     assert set(inv_json(repo, "cleanup-epic", "--epic", "none")) == set(doc("## `inv cleanup-epic"))
@@ -69,7 +71,7 @@ def inv_tasks() -> dict[str, str]:
 
 def test_every_task_has_a_summary_and_help_for_every_flag():
     tasks = inv_tasks()
-    for name in ("setup", "teardown", "list", "status", "merge", "doctor", "gc", "run", "path", "init",
+    for name in ("setup", "teardown", "list", "status", "merge", "doctor", "gc", "run", "exec", "path", "init",
                  "git-worktrees", "cleanup-epic", "ports.claim", "deps.install", "db.reset", "env.merge"):
         assert name in tasks, name
     for name in tasks:

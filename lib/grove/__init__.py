@@ -15,7 +15,7 @@ _API = {
     "worktree_manager": (
         "create_worktree_for_agent", "list_worktrees", "get_worktree_metadata", "update_worktree_status",
         "cleanup_worktree", "cleanup_epic_worktrees", "get_all_git_worktrees", "cleanup_abandoned_worktrees",
-        "list_archived_worktrees", "merge_worktrees",
+        "list_archived_worktrees", "merge_worktrees", "execute_in_worktrees",
     ),
     "models": ("WorktreeMetadata", "MergeResult", "MergeSummary", "WorktreeExecutionResult"),
 }
@@ -26,9 +26,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from .models import (MergeResult, MergeSummary, WorktreeExecutionResult,  # noqa: F401
                          WorktreeMetadata)
     from .worktree_manager import (cleanup_abandoned_worktrees, cleanup_epic_worktrees,  # noqa: F401
-                                   cleanup_worktree, create_worktree_for_agent, get_all_git_worktrees,
-                                   get_worktree_metadata, list_archived_worktrees, list_worktrees,
-                                   merge_worktrees, update_worktree_status)
+                                   cleanup_worktree, create_worktree_for_agent, execute_in_worktrees,
+                                   get_all_git_worktrees, get_worktree_metadata, list_archived_worktrees,
+                                   list_worktrees, merge_worktrees, update_worktree_status)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import envfiles, locks, state
-from .config import DEFAULTS, Settings
+from .config import DEFAULTS, GROVE_DIR, Settings
 from .errors import GroveError
 
 
@@ -24,6 +24,49 @@ def agent_env(worktree: Path) -> dict[str, str]:
     return env
 
 
+def _grove_venvs() -> set[str]:
+    """Grove's own virtualenv(s): the one running now, and the checkout's .venv."""
+    venvs = set()
+    if sys.prefix != sys.base_prefix:
+        venvs.add(os.path.realpath(sys.prefix))
+    if GROVE_DIR:
+        venvs.add(os.path.realpath(GROVE_DIR / ".venv"))
+    return venvs
+
+
+def without_grove_venv(env: dict[str, str]) -> dict[str, str]:
+    """``env`` minus Grove's venv: its bin/ off PATH and its VIRTUAL_ENV unset.
+
+    DESIGN.md pitfall: with Grove's .venv/bin first on PATH, `uv run pytest` in an app ran Grove's
+    pytest. The user's command must see the machine's tools and the project's own venv only.
+    """
+    venvs = _grove_venvs()
+    bins = {os.path.join(v, "bin") for v in venvs}
+    out = dict(env)
+    if out.get("PATH"):
+        out["PATH"] = os.pathsep.join(p for p in out["PATH"].split(os.pathsep)
+                                      if p and os.path.realpath(p) not in bins)
+    if out.get("VIRTUAL_ENV") and os.path.realpath(out["VIRTUAL_ENV"]) in venvs:
+        del out["VIRTUAL_ENV"]
+    return out
+
+
+def command_env(s: dict) -> dict[str, str]:
+    """What `inv run` and `inv exec` give a command: the agent's env files and ports, and who it is."""
+    path = Path(s["worktree_path"])
+    env = without_grove_venv(agent_env(path))
+    env.update(ADW_ID=s["adw_id"], ADW_WORKTREE=str(path), ADW_BRANCH=s["branch"])
+    return env
+
+
+def resolve_program(argv0: str, worktree: Path, env: dict[str, str]) -> str | None:
+    """``argv0`` as the command would find it: a path is relative to the worktree, a name is looked up on PATH."""
+    if os.sep in argv0:
+        program = os.path.join(worktree, argv0)
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    return shutil.which(argv0, path=env.get("PATH", ""))
+
+
 def exec_in(settings: Settings, adw_id: str, argv: list[str]) -> None:
     """Replace this process with ``argv`` (no shell) in the agent's worktree, with its env.
 
@@ -34,10 +77,9 @@ def exec_in(settings: Settings, adw_id: str, argv: list[str]) -> None:
     path = Path(s["worktree_path"])
     if not path.is_dir():
         raise GroveError(f"{adw_id} has no worktree at {path}", hint="run `inv doctor`, or set it up again")
-    env = agent_env(path)
-    env["ADW_ID"], env["ADW_WORKTREE"] = adw_id, str(path)
-    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-    if program is None or not os.access(os.path.join(path, program), os.X_OK):
+    env = command_env(s)
+    program = resolve_program(argv[0], path, env)
+    if program is None:
         raise GroveError(f"{argv[0]}: command not found (cwd {path})", code=127)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -60,7 +60,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "head_backup_ref": None,
-                  "moved_to": None, "freed_slots": [], "archive": None}
+                  "moved_to": None, "freed_slots": [], "archive": None, "stopped_processes": []}
         fault(OP, "before", "worktree")
         if entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
@@ -79,8 +79,10 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], result["head_backup_ref"], result["backup_ref"]) if r]
+        stopped = result["stopped_processes"]
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}"
-                   + (f" (saved: {', '.join(saved_refs)})" if saved_refs else ""))
+                   + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
+                   + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
 
 
@@ -228,8 +230,8 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
         try:
             # The branch is never deleted here, so every commit on it stays reachable; uncommitted
             # work is salvaged under refs/grove-salvage/ before the worktree goes.
-            teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, report=report)
-            removed.append(entry)
+            done = teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, report=report)
+            removed.append(dict(entry, stopped_processes=done["stopped_processes"]))
         except GroveError as exc:
             kept.append(dict(entry, reason=exc.message))
     return {"max_age_days": max_age_days, "dry_run": dry_run, "abandoned": found, "removed": removed, "kept": kept}

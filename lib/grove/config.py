@@ -52,6 +52,11 @@ DEFAULTS: dict[str, str] = {
     "ADW_LOCK_TIMEOUT": "120",
     "ADW_GIT_TIMEOUT": "120",
     "ADW_INSTALL_TIMEOUT": "900",
+    # Issue 15: how processes are found and files cloned (auto picks the best this machine has),
+    # and how long a stopped process gets between SIGTERM and SIGKILL.
+    "ADW_PROCESS_BACKEND": "auto",
+    "ADW_COPY_BACKEND": "auto",
+    "ADW_STOP_GRACE": "5",
 }
 
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -82,6 +87,9 @@ class Settings:
     lock_timeout: float
     git_timeout: float
     install_timeout: float
+    process_backend: str = "auto"
+    copy_backend: str = "auto"
+    stop_grace: float = 5.0
 
     @property
     def trees_path(self) -> Path:
@@ -268,4 +276,14 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         lock_timeout=_seconds(raw, "ADW_LOCK_TIMEOUT"),
         git_timeout=_seconds(raw, "ADW_GIT_TIMEOUT"),
         install_timeout=_seconds(raw, "ADW_INSTALL_TIMEOUT"),
+        process_backend=_choice(raw, "ADW_PROCESS_BACKEND", ("auto", "psutil", "proc", "lsof")),
+        copy_backend=_choice(raw, "ADW_COPY_BACKEND", ("auto", "cp", "python")),
+        stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
     )
+
+
+def _choice(raw: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:
+    value = raw[key].strip()
+    if value not in allowed:
+        raise bad_input(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    return value

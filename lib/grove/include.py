@@ -3,14 +3,15 @@
 The file (as Claude Code and worktrunk use it) holds gitignore patterns. The list is git's own
 `ls-files --others --ignored --exclude-standard` intersected with those patterns, so git does the
 matching. Copies are reflinks where the filesystem can, plain copies elsewhere; symlinks stay
-symlinks and exec bits stay (`cp -a --reflink=auto`). Env files are left to the env step.
+symlinks and exec bits stay (`cp -a --reflink=auto`, or Python's copy where GNU cp is missing).
+Env files are left to the env step.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import git, proc
+from . import git, portable
 from .config import Settings
 
 INCLUDE_FILE = ".worktreeinclude"
@@ -32,7 +33,6 @@ def copy_into(settings: Settings, worktree: Path) -> tuple[str, str, list[str]]:
     if not files:
         return "skipped", f"no {INCLUDE_FILE}" if not (settings.repo / INCLUDE_FILE).is_file() else "nothing listed", []
     missing = [f for f in files if not (worktree / f).exists() and not (worktree / f).is_symlink()]
-    if missing:
-        # --parents keeps each file's relative path; -a keeps modes and symlinks; one cp for all.
-        proc.run(["cp", "-a", "--reflink=auto", "--parents", "-t", worktree, "--", *missing], cwd=settings.repo)
+    if missing:  # GNU cp (reflinks) where it exists, else Python's own copy: lib/grove/portable.py
+        portable.clone_files(settings.repo, worktree, missing, portable.copy_backend(settings.copy_backend))
     return ("done" if missing else "unchanged"), f"{len(files)} file(s) from {INCLUDE_FILE}", []

@@ -171,12 +171,14 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, repo=N
         "epic": "only this epic's agents",
         "status": "only agents with this status",
         "archived": "list archived (cleaned) agents instead",
+        "watch": "a live table, redrawn about once a second until Ctrl-C: status, commits ahead, dirty files, "
+                 "ports listening, running exec and its last log line, age (needs rich: grove[watch])",
         "repo": REPO,
         "json": JSON,
     },
 )
 @_guard
-def list_(c, epic=None, status=None, archived=False, repo=None, json=False):
+def list_(c, epic=None, status=None, archived=False, watch=False, repo=None, json=False):
     """List agents, most recent first: status, branch, ports, path.
 
     One `git worktree list --porcelain -z` for all of them; `git` shows whether git knows the path.
@@ -184,6 +186,14 @@ def list_(c, epic=None, status=None, archived=False, repo=None, json=False):
     from . import queries
 
     settings = _settings(c, repo)
+    if watch:
+        from . import watch as watching
+        from .errors import bad_input
+
+        if json or archived:
+            raise bad_input("--watch draws a live table; it cannot be combined with --json or --archived")
+        watching.watch(settings, epic_id=epic, status=status)
+        return
     rows = queries.list_agents(settings, epic_id=epic, status=status, archived=archived)
     _emit(rows, json, queries.print_table)
 
@@ -229,15 +239,59 @@ def run(c, adw_id=None, repo=None):
     The worktree's .ports.env and merged .env are exported to the command, so servers come up on
     the agent's own ports. Exits with the command's own exit code.
     """
-    import shlex
-
     from . import agentrun
     from .errors import bad_input
 
-    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(c.remainder or "")
+    argv = _command_after_dashes(c)
     if not argv:
         raise bad_input("no command given", "inv run --adw-id X -- CMD ARGS...")
     agentrun.exec_in(_settings(c, repo), _one(adw_id), argv)
+
+
+def _command_after_dashes(c) -> list[str]:
+    """The user's command: everything after ``--``, as given (no shell)."""
+    import shlex
+
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else shlex.split(c.remainder or "")
+
+
+@task(
+    iterable=["adw_id"],
+    help={
+        "adw_id": ID + "; repeatable",
+        "epic": "every agent of this epic that can run (not merged or cleaned)",
+        "all": "every agent that can run (not merged or cleaned)",
+        "jobs": "run at most this many at once (default: all)",
+        "timeout": "seconds each run may take; then its whole process tree is stopped and it counts as failed",
+        "repo": REPO,
+        "json": JSON,
+        "quiet": "no live progress on stderr (errors and warnings still show)",
+    },
+)
+@_guard
+def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, json=False, quiet=False):
+    """Run a command in many agents' worktrees at once: inv exec --all [--jobs N] -- CMD ARGS.
+
+    Each run gets the agent's ports, env files, ADW_ID, ADW_WORKTREE and ADW_BRANCH (as inv run),
+    no shell, and its output in agents/<id>/logs/<utc>.log. Status: in_progress while it runs, then
+    completed (exit 0) or failed (exit code and log tail in error_message). Ctrl-C and --timeout stop
+    each whole process tree. Exit 0 only if every run succeeded; 130 when interrupted.
+    """
+    from . import execute
+
+    settings = _settings(c, repo)
+    ids, notes = execute.select(settings, list(adw_id or []), epic, all)
+    argv = _command_after_dashes(c)
+    display = execute.Display.choose(quiet)
+    for note in notes:
+        display.say(note)
+    outcome = execute.execute(settings, ids, argv, jobs=int(jobs) or None, timeout=float(timeout) or None,
+                              display=display)
+    _emit(outcome.to_dict(), json, execute.print_outcome)
+    if outcome.interrupted:
+        raise Exit(code=130)
+    if not outcome.ok:
+        raise Exit(code=1)
 
 
 @task(
@@ -483,7 +537,7 @@ def state_archived(c, epic=None, repo=None, json=False):
 
 
 # Top-level tasks, then each namespace as a plain table of {task name: task}.
-TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "merge": merge,
+TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "exec": exec_, "merge": merge,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
        "salvage": salvage, "init": init}
 NAMESPACES = {

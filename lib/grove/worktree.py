@@ -220,10 +220,13 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
 
     What it holds is saved first: with ``salvage``, uncommitted work goes to refs/grove-salvage/
     (without it, git itself refuses a dirty worktree); a HEAD that no other ref reaches (commits
-    made on a detached HEAD) goes to refs/grove-backup/. Returns the refs made.
+    made on a detached HEAD) goes to refs/grove-backup/. Before that, processes still running inside
+    it (a dev server, a watcher, a forgotten agent) are stopped, outside the repo lock, so they write
+    nothing more and their ports are free for the next agent (issue 15). Returns the refs made and
+    ``stopped_processes``: ``[{"pid", "name", "signal"}]``.
     """
     entry = entry or git.worktree_for(settings.repo, path)
-    saved: dict = {"salvage_ref": None, "head_backup_ref": None}
+    saved: dict = {"salvage_ref": None, "head_backup_ref": None, "stopped_processes": stop_processes(settings, path)}
     if entry is not None:
         head = entry["head"]
         if path.is_dir():
@@ -260,6 +263,18 @@ def quarantine(settings: Settings, name: str, path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     return target
+
+
+def stop_processes(settings: Settings, path: Path) -> list[dict]:
+    """Stop what runs inside ``path``, which must provably lie inside trees/ (never trees/ itself)."""
+    from . import portable
+
+    if os.path.islink(path) or not path.is_dir():
+        return []
+    real, trees = Path(os.path.realpath(path)), settings.trees_path.resolve()
+    if real == trees or not real.is_relative_to(trees):
+        return []  # not ours to clean; safe_rmtree refuses it too
+    return portable.stop_inside(real, portable.process_backend(settings.process_backend), settings.stop_grace)
 
 
 def safe_rmtree(settings: Settings, path: Path) -> None:

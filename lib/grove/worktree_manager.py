@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import cleanup, config, git, queries, state
 from .errors import BAD_INPUT, GroveError
-from .models import MergeSummary, WorktreeMetadata, format_time
+from .models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata, format_time
 from .report import Reporter
 
 T = TypeVar("T")
@@ -144,3 +144,22 @@ def merge_worktrees(worktree_names: Optional[list[str]] = None, *, epic_id: Opti
         return merging.run(settings, plan, cleanup=cleanup, report=Reporter(quiet=True))
 
     return MergeSummary.from_dict(_seed_errors(run))
+
+
+def execute_in_worktrees(worktree_names: Sequence[str], argv: Sequence[str], jobs: Optional[int] = None,
+                         timeout: Optional[float] = None, *,
+                         project_root: Optional[PathLike] = None) -> list[WorktreeExecutionResult]:
+    """Run ``argv`` (no shell) in each named agent's worktree, ``jobs`` at a time, as `inv exec`.
+
+    Each run's status goes in_progress, then completed or failed; its output is in the result's
+    ``log``. A run past ``timeout`` seconds has its whole process tree stopped (``timed_out``).
+    KeyboardInterrupt stops every run, records them as failed, and is raised again.
+    """
+    from . import execute
+
+    settings = _seed_errors(lambda: _settings(project_root))
+    outcome = _seed_errors(lambda: execute.execute(settings, list(worktree_names), list(argv), jobs=jobs,
+                                                   timeout=timeout))
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return [WorktreeExecutionResult.from_dict(r) for r in outcome.to_dict()["results"]]
