@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,19 @@ def test_too_old_git_is_refused_with_a_clear_message(tmp_path):
     out = subprocess.run([Path(sys.executable).parent / "grove", "list"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 1 and "needs git 2.38 or newer" in out.stderr, out.stderr
+
+
+def test_an_inv_installed_without_grove_s_dependencies(tmp_path):
+    """pipx's `inv` lacks filelock: the checkout's .venv lends it, else a clear message (issue 11)."""
+    venv = tmp_path / "bare"
+    run([sys.executable, "-m", "venv", venv])
+    run([venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "invoke==3.0.3"])
+    app = make_repo(tmp_path / "target")
+    listed = run([venv / "bin/inv", "-r", GROVE, "list", "--json"], cwd=app)
+    assert json.loads(listed.stdout) == []
+    lone = tmp_path / "lone-checkout"  # a checkout whose .venv was never built
+    lone.mkdir()
+    shutil.copy(GROVE / "tasks.py", lone / "tasks.py")
+    shutil.copytree(GROVE / "lib" / "grove", lone / "lib" / "grove")
+    out = subprocess.run([venv / "bin/inv", "-r", lone, "list"], cwd=app, capture_output=True, text=True)
+    assert out.returncode == 1 and "lacks" in out.stderr and "filelock" in out.stderr and "Traceback" not in out.stderr
