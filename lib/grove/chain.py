@@ -44,6 +44,7 @@ class _Undo:
     state: bool = False
     worktree: bool = False
     branch: str | None = None  # the branch name, when this run created it
+    base_commit: str | None = None  # where that branch started
     steps: dict = field(default_factory=dict)
 
 
@@ -139,6 +140,7 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         else:
             undo.worktree = True
             undo.branch = branch if worktree.add(settings, req.adw_id, branch, base_commit) else None
+            undo.base_commit = base_commit
         info["detail"] = str(path)
     values = ports.env_lines(claim.ports)
     written: list[str] = []
@@ -191,10 +193,8 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
     if undo.worktree:
         _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
     if undo.branch:
-        def drop_branch() -> None:
-            with worktree.repo_lock(settings):
-                git.git(settings.repo, "branch", "-D", "--", undo.branch)
-        _quietly(report, "delete the branch", drop_branch)
+        branch, base = undo.branch, undo.base_commit or "HEAD"
+        _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))
     if undo.state:
         _quietly(report, "remove the state", lambda: _remove_state(settings, req.adw_id))
     if undo.claim:

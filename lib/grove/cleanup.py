@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from . import git, ids, locks, owned, ports, preserve, state, worktree
+from . import git, ids, locks, owned, ports, state, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .faults import fault
@@ -70,7 +70,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
         if plan["delete"]:
-            result["backup_ref"] = _delete_branch(settings, branch, plan["base"])
+            result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
             result["branch_action"] = "deleted"
         fault(OP, "after", "branch")
         result["freed_slots"] = ports.release(settings, adw_id)
@@ -84,23 +84,6 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
-
-
-def _delete_branch(settings: Settings, branch: str, base_ref: str) -> str | None:
-    """Delete a Grove-owned branch; its tip is backed up first unless the base already contains it.
-
-    Tree equivalence is not enough (an empty commit, a change and its revert): only ancestry is.
-    """
-    with worktree.repo_lock(settings):
-        tip = git.rev(settings.repo, f"refs/heads/{branch}")
-        if tip is None:
-            return None
-        backup = None
-        if not git.ok(settings.repo, "merge-base", "--is-ancestor", tip, base_ref):
-            backup = preserve.backup(settings.repo, branch, tip, f"before deleting {branch}")
-        owned.forget(settings, "branch", branch)
-        git.git(settings.repo, "branch", "-D", "--", branch)
-        return backup
 
 
 def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage) -> dict:

@@ -152,7 +152,7 @@ def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[di
 
 
 def _repair(settings: Settings, p: dict) -> None:
-    from .cleanup import _base_ref, _delete_branch
+    from .cleanup import _base_ref
 
     kind = p["kind"]
     if kind == "stale_git_entry":
@@ -162,7 +162,7 @@ def _repair(settings: Settings, p: dict) -> None:
         ports.release_dead(settings)
         p["fixed"] = True
     elif kind == "orphan_branch":
-        p["backup_ref"] = _delete_branch(settings, p["branch"], _base_ref(settings, None))
+        p["backup_ref"] = worktree.delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True
     elif kind in ("directory_gone", "directory_unknown_to_git", "orphaned_state"):
         adw_id = p["adw_id"]

@@ -247,6 +247,23 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
     return saved
 
 
+def delete_branch(settings: Settings, branch: str, base_ref: str) -> str | None:
+    """Delete a Grove-owned branch; its tip is backed up first unless the base already contains it.
+
+    Tree equivalence is not enough (an empty commit, a change and its revert): only ancestry is.
+    """
+    with repo_lock(settings):
+        tip = git.rev(settings.repo, f"refs/heads/{branch}")
+        if tip is None:
+            return None
+        backup = None
+        if not git.ok(settings.repo, "merge-base", "--is-ancestor", tip, base_ref):
+            backup = preserve.backup(settings.repo, branch, tip, f"before deleting {branch}")
+        owned.forget(settings, "branch", branch)
+        git.git(settings.repo, "branch", "-D", "--", branch)
+        return backup
+
+
 def quarantine(settings: Settings, name: str, path: Path) -> Path:
     """Move a directory out of trees/ into agents/.archive/: its files may be work in no commit.
 
