@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
-from conftest import commit_file, git, inv, inv_json
+from conftest import cli, commit_file, git, inv, inv_json
 
 from grove import worktree_manager as wm
 
@@ -61,7 +63,7 @@ def test_plain_teardown_keeps_commits_made_on_a_detached_head(repo):
     lost = commit_file(wt, "detached.txt", "work on a detached HEAD\n")
     finish(repo, "d1")
     result = inv_json(repo, "teardown", "--adw-id", "d1")
-    assert result["head_backup_ref"] and git(repo, "rev-parse", result["head_backup_ref"]) == lost
+    assert [git(repo, "rev-parse", ref) for ref in result["worktree_backup_refs"]] == [lost]
     git(repo, "gc", "--prune=now", "-q")
     assert git(repo, "cat-file", "-t", lost) == "commit"
 
@@ -339,3 +341,138 @@ def test_list_is_most_recent_first_within_one_second(repo):
     for adw_id in made:
         chain.setup(settings, chain.Request(adw_id, install=False, db=False, fetch=False), Reporter(quiet=True))
     assert [r["adw_id"] for r in inv_json(repo, "list")] == made[::-1]
+
+
+# -- found by the adversarial review ------------------------------------------------------------
+
+
+def test_commits_only_the_worktree_s_reflog_and_own_refs_hold_are_kept(repo):
+    setup_agent(repo, "w1")
+    wt = repo / "trees/w1"
+    git(wt, "switch", "-q", "--detach")
+    in_reflog = commit_file(wt, "a.txt", "only in the HEAD reflog\n")
+    git(wt, "switch", "-q", "adw/w1")
+    git(wt, "switch", "-q", "--detach")
+    in_worktree_ref = commit_file(wt, "b.txt", "only in refs/worktree/keep\n")
+    git(wt, "update-ref", "refs/worktree/keep", "HEAD")
+    git(wt, "switch", "-q", "adw/w1")
+    finish(repo, "w1")
+    result = inv_json(repo, "teardown", "--adw-id", "w1")
+    assert len(result["worktree_backup_refs"]) == 2
+    git(repo, "gc", "--prune=now", "-q")
+    assert reachable(repo, in_reflog) and reachable(repo, in_worktree_ref)
+
+
+def test_a_repository_nested_in_a_worktree_is_moved_aside_not_lost(repo):
+    setup_agent(repo, "n2")
+    nested = repo / "trees/n2/tool"
+    nested.mkdir()
+    git(nested, "init", "-q")
+    inner = commit_file(nested, "p.txt", "nested work\n")
+    result = inv_json(repo, "teardown", "--adw-id", "n2", "--force")
+    [moved] = result["moved_nested"]
+    assert git(Path(moved), "rev-parse", "HEAD") == inner and (Path(moved) / "p.txt").read_text() == "nested work\n"
+
+
+def test_a_symlinked_worktree_path_is_refused_before_anything_changes(repo, tmp_path):
+    setup_agent(repo, "s3")
+    elsewhere = tmp_path / "big" / "s3"
+    elsewhere.parent.mkdir()
+    git(repo, "worktree", "move", str(repo / "trees/s3"), str(elsewhere))
+    (repo / "trees/s3").symlink_to(elsewhere)
+    (elsewhere / "draft.txt").write_text("work\n")
+    before = refs_of(repo)
+    out = inv(repo, "teardown", "--adw-id", "s3", "--force")
+    assert out.returncode == 1 and "symlink" in out.stderr
+    assert (elsewhere / "draft.txt").read_text() == "work\n" and refs_of(repo) == before
+
+
+def test_a_rolled_back_setup_never_puts_env_secrets_into_git(repo):
+    (repo / ".mcp.json").write_text("{ not json\n")
+    git(repo, "add", ".mcp.json")
+    git(repo, "commit", "-q", "-m", "broken config")
+    git(repo, "push", "-q", "origin", "main")
+    (repo / ".env").write_text("SECRET=sk-live-123\n")  # not git-ignored in this repo
+    out = inv(repo, "setup", "--adw-id", "r2", "--no-install")
+    assert out.returncode == 2 and not (repo / "trees/r2").exists()
+    for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/grove-salvage/").split():
+        assert ".env" not in git(repo, "ls-tree", "-r", "--name-only", ref).split()
+    assert "sk-live" not in git(repo, "log", "--all", "-p")
+
+
+def test_generated_paths_never_hide_the_user_s_own_files(repo):
+    (repo / "playwright-mcp-config.json").write_text('{"outputDir": "./reports/"}\n')
+    git(repo, "add", "playwright-mcp-config.json")
+    git(repo, "commit", "-q", "-m", "playwright config")
+    git(repo, "push", "-q", "origin", "main")
+    (repo / "reports").mkdir()
+    (repo / "reports/q3.md").write_text("the user's report\n")
+    (repo / ".env").write_text("X=1\n")  # the user's own, not ignored
+    out = inv(repo, "setup", "--adw-id", "h2", "--no-install")
+    assert out.returncode == 0 and ".env is not git-ignored" in out.stderr
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    assert "reports/q3.md" in status and ".env" in status, "the main checkout sees its files as before"
+    assert git(repo / "trees/h2", "status", "--porcelain", "--", "reports") == "", "Grove's own dir stays out"
+
+
+def test_file_names_that_are_not_utf8_do_not_stop_a_bulk_teardown(repo):
+    for adw_id in ("u1", "u2"):
+        setup_agent(repo, adw_id)
+        finish(repo, adw_id, "failed")
+    (repo / "trees/u1").joinpath(os.fsdecode(b"bad\xff")).write_text("x\n")
+    result = inv_json(repo, "teardown", "--all")
+    assert sorted(r["adw_id"] for r in result["torn_down"]) == ["u1", "u2"]
+    [ref] = git(repo, "for-each-ref", "--format=%(refname)", "refs/grove-salvage/u1/").split()
+    names = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "-z", ref],
+                           capture_output=True, check=True).stdout.split(b"\0")
+    assert b"bad\xff" in names, "salvaged under its own (non-UTF-8) name"
+
+
+def test_doctor_reports_a_symlink_in_trees_and_still_fixes_the_rest(repo, tmp_path):
+    (tmp_path / "userstuff").mkdir()
+    (repo / "trees").mkdir(exist_ok=True)
+    (repo / "trees/link").symlink_to(tmp_path / "userstuff")
+    (repo / "trees/stray").mkdir()
+    out = inv(repo, "doctor", "--fix", "--json")
+    report = json.loads(out.stdout)
+    kinds = {p["path"].rsplit("/", 1)[-1]: p for p in report["problems"]}
+    assert kinds["stray"]["fixed"] and not kinds["link"]["fixed"] and out.returncode == 1
+    assert (repo / "trees/link").is_symlink() and (tmp_path / "userstuff").is_dir()
+
+
+def test_a_worktree_made_anew_gets_its_database_again(repo):
+    script = repo / "scripts/reset_db.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho seeded > app.db\n")
+    script.chmod(0o755)
+    git(repo, "add", "scripts")
+    git(repo, "commit", "-q", "-m", "db")
+    git(repo, "push", "-q", "origin", "main")
+    setup_agent(repo, "m1")
+    git(repo, "worktree", "remove", "--force", str(repo / "trees/m1"))
+    again = setup_agent(repo, "m1")
+    assert again["steps"]["db"]["outcome"] == "done" and (repo / "trees/m1/app.db").is_file()
+
+
+@pytest.mark.parametrize("kwargs", [{"completed_at": "not a date"}, {"assigned_at": 12}, {"agent_id": {"a"}},
+                                    {"github_sub_issue": "7"}])
+def test_api_refuses_bad_field_values_before_anything_changes(repo, kwargs):
+    setup_agent(repo, "v1")
+    before = (repo / "agents/v1/adw_state.json").read_text()
+    with pytest.raises(ValueError):
+        wm.update_worktree_status("v1", "in_progress", project_root=repo, **kwargs)
+    assert (repo / "agents/v1/adw_state.json").read_text() == before
+    assert wm.list_worktrees(project_root=repo)[0].name == "v1"
+
+
+def test_teardown_spares_whoever_started_it_and_its_own_pipeline(repo, tmp_path):
+    setup_agent(repo, "g1")
+    finish(repo, "g1")
+    log = tmp_path / "alive.log"
+    wt = repo / "trees/g1"
+    cmd = " ".join(cli()) + " teardown --adw-id g1 --json"
+    script = f'cd {wt} && sh -c "{cmd} | cat > {tmp_path}/out.json"; echo alive >> {log}'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and log.read_text() == "alive\n", out.stderr
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["stopped_processes"] == [] and not wt.exists()

@@ -135,7 +135,8 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
                       task_name=req.task_name, agent_id=req.agent_id)
     state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
     with report.step("worktree", OP, done) as info:
-        if worktree.existing(settings, req.adw_id, branch):
+        reused = worktree.existing(settings, req.adw_id, branch)
+        if reused:
             info["outcome"] = "reused"
         else:
             undo.worktree = True
@@ -151,10 +152,13 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
                 continue
             info["outcome"], info["detail"], files = step(settings, path, values)
             written.extend(files)
-    worktree.hide(settings, path, written)
+    for name in worktree.hide(settings, path, written):
+        report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
+                    f"add it to .gitignore")
     # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
     # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
-    before = {name: info.get("outcome") for name, info in (current or {}).get("steps", {}).items()}
+    # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
+    before = {name: info.get("outcome") for name, info in (current or {}).get("steps", {}).items()} if reused else {}
     with report.step("install", OP, done, long=True) as info:
         if before.get("install") in DONE and req.install:
             info["outcome"], info["detail"] = "kept", "installed by an earlier run"

@@ -59,8 +59,8 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
-                  "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "head_backup_ref": None,
-                  "moved_to": None, "freed_slots": [], "archive": None, "stopped_processes": []}
+                  "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
+                  "moved_to": None, "moved_nested": [], "freed_slots": [], "archive": None, "stopped_processes": []}
         fault(OP, "before", "worktree")
         if entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
@@ -78,7 +78,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         if s is not None:
             result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
-        saved_refs = [r for r in (result["salvage_ref"], result["head_backup_ref"], result["backup_ref"]) if r]
+        saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         stopped = result["stopped_processes"]
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")

@@ -49,6 +49,10 @@ def check(settings: Settings, fix: bool = False) -> dict:
         for child in sorted(Path(trees).iterdir()):
             real = os.path.realpath(child)
             if not child.name.startswith(".") and real not in entries and real not in seen_paths:
+                if child.is_symlink():  # pointing who knows where: Grove moves nothing it cannot prove is its own
+                    problems.append(_problem("unknown_directory", f"{child} is a symlink Grove did not make", None,
+                                             path=str(child), hint=f"look at it and remove it yourself: rm {child}"))
+                    continue
                 problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
     problems += _check_registry(settings)
@@ -56,7 +60,7 @@ def check(settings: Settings, fix: bool = False) -> dict:
     if fix:
         for p in problems:
             if p["fix"]:
-                _repair(settings, p)
+                _repair_one(settings, p)
     remaining = [p for p in problems if not p["fixed"]]
     return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining),
             "backups": preserve.listing(settings.repo, preserve.BACKUP),
@@ -151,13 +155,24 @@ def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[di
     return out
 
 
+def _repair_one(settings: Settings, p: dict) -> None:
+    """One repair; a refusal is recorded on its problem and the others still run."""
+    try:
+        _repair(settings, p)
+    except GroveError as exc:
+        p["fixed"] = False
+        p["hint"] = f"not fixed: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+
+
 def _repair(settings: Settings, p: dict) -> None:
     from .cleanup import _base_ref
 
     kind = p["kind"]
     if kind == "stale_git_entry":
-        p["head_backup_ref"] = worktree.remove(settings, Path(p["path"]), salvage=False)["head_backup_ref"]
-        p["fixed"] = True
+        p["backup_refs"] = worktree.remove(settings, Path(p["path"]), salvage=False)["worktree_backup_refs"]
+        p["fixed"] = git.worktree_for(settings.repo, Path(p["path"])) is None
+        if not p["fixed"]:
+            p["hint"] = f"git keeps the entry (locked?): `git worktree unlock {p['path']}`, then doctor --fix again"
     elif kind == "dead_claim":
         ports.release_dead(settings)
         p["fixed"] = True
@@ -169,7 +184,10 @@ def _repair(settings: Settings, p: dict) -> None:
         with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is busy"):
             path = Path(p["path"])
             if kind == "directory_gone":
-                p["head_backup_ref"] = worktree.remove(settings, path, salvage=False)["head_backup_ref"]
+                p["backup_refs"] = worktree.remove(settings, path, salvage=False)["worktree_backup_refs"]
+                if git.worktree_for(settings.repo, path) is not None:
+                    raise GroveError(f"git keeps the entry for {path} (locked?)",
+                                     hint=f"git worktree unlock {path}, then doctor --fix again")
             if kind == "directory_unknown_to_git" and path.exists():
                 p["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
             ports.release(settings, adw_id)

@@ -33,7 +33,9 @@ def _read(settings: Settings) -> dict:
     data = locks.read_json(journal_path(settings), "ownership journal")
     if data is None:
         return {"version": 1, **{kind: {} for kind in KINDS}}
-    if not isinstance(data, dict) or not all(isinstance(data.get(kind, {}), dict) for kind in KINDS):
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(kind, {}), dict) and all(isinstance(v, dict) for v in data.get(kind, {}).values())
+            for kind in KINDS):
         raise GroveError(f"ownership journal {journal_path(settings)} is not a Grove journal",
                          hint="fix or move it aside; without it Grove deletes nothing it created")
     for kind in KINDS:

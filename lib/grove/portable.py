@@ -263,22 +263,47 @@ def _inside(path: str | None, root: str) -> bool:
 
 
 def _ancestors(table: list[Proc]) -> set[int]:
+    """This process and every process above it, up to init: whoever started Grove (a shell sitting in
+    the worktree, `make`, an agent) must survive the teardown it asked for."""
     parents = {p.pid: p.ppid for p in table}
-    seen, pid = {os.getpid()}, os.getpid()
-    seen.add(os.getppid())
-    while pid in parents and parents[pid] not in seen and parents[pid] > 0:
-        pid = parents[pid]
-        seen.add(pid)
-    return seen
+    parents.setdefault(os.getpid(), os.getppid())
+    chain, pid = set(), os.getpid()
+    while pid > 0 and pid not in chain:
+        chain.add(pid)
+        pid = parents.get(pid, 0)
+    return chain
+
+
+def _pipeline(table: list[Proc]) -> set[int]:
+    """The rest of Grove's own shell pipeline (`grove teardown ... | cat`): a sibling whose stdin or
+    stdout is one of our own pipes. A server the same script started earlier shares our parent and
+    process group too, but not our pipes, so it is still stopped. (Linux: /proc; elsewhere none.)"""
+    ours = {_fd_target("self", fd) for fd in (0, 1)} - {None}
+    ours = {target for target in ours if target.startswith("pipe:")}
+    if not ours:
+        return set()
+    parent = os.getppid()
+    return {p.pid for p in table
+            if p.ppid == parent and ({_fd_target(str(p.pid), 0), _fd_target(str(p.pid), 1)} & ours)}
+
+
+def _fd_target(pid: str, fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
 
 
 def inside(root: Path, backend: str) -> list[Proc]:
-    """Live processes whose cwd or executable lies inside ``root`` (realpath), except us and our ancestors."""
+    """Live processes whose cwd or executable lies inside ``root`` (realpath), except us, our
+    ancestors and our own pipeline."""
     real = os.path.realpath(root)
     table = processes(backend)
-    mine = _ancestors(table)
-    return sorted((p for p in table if p.pid not in mine and (_inside(p.cwd, real) or _inside(p.exe, real))),
-                  key=lambda p: p.pid)
+    candidates = [p for p in table if _inside(p.cwd, real) or _inside(p.exe, real)]
+    if not candidates:
+        return []
+    mine = _ancestors(table) | _pipeline(candidates)
+    return sorted((p for p in candidates if p.pid not in mine), key=lambda p: p.pid)
 
 
 def stop_inside(root: Path, backend: str, grace: float) -> list[dict]:

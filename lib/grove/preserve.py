@@ -71,14 +71,73 @@ def keep_if_unreachable(repo: Path, commit: str | None, label: str, why: str,
     return backup(repo, label, commit, why)
 
 
-def salvage(repo: Path, adw_id: str, worktree: Path) -> str | None:
-    """Commit the worktree's uncommitted work under refs/grove-salvage/<adw_id>/...; None if clean.
+# What a worktree's own git directory points at: none of it survives the worktree's removal.
+_PSEUDO_REFS = ("HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "ORIG_HEAD",
+                "rebase-merge/orig-head", "rebase-apply/orig-head")
 
-    A copy of the worktree's own index is used, so its index, stash and HEAD are untouched, and
-    files Grove hid with skip-worktree (its rewritten configs) stay as committed.
+
+def worktree_commits(repo: Path, admin: Path) -> list[str]:
+    """Every commit a worktree's own records hold, newest first: HEAD, operations in progress,
+    per-worktree refs (refs/worktree/, refs/bisect/) and every entry of its HEAD reflog.
+
+    Read from its admin directory (.git/worktrees/<name>), so this works when the checkout is gone.
+    """
+    found: list[str] = []
+    for name in _PSEUDO_REFS:
+        text = _read(admin / name)
+        found.append(git.rev(repo, text[4:].strip()) or "" if text.startswith("ref:") else text[:40])
+    refs = admin / "refs"
+    if refs.is_dir():
+        found += [_read(f)[:40] for f in sorted(refs.rglob("*")) if f.is_file()]
+    for line in reversed(_read(admin / "logs" / "HEAD").splitlines()):
+        found += line.split(" ", 2)[:2][::-1]  # new, then old
+    return _existing_commits(repo, list(dict.fromkeys(c for c in found if len(c) == 40 and c != _ZERO)))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _existing_commits(repo: Path, shas: list[str]) -> list[str]:
+    if not shas:
+        return []
+    out = proc.run(["git", "-C", repo, "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+                   input="".join(f"{s}\n" for s in shas), check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.endswith(" commit")]
+
+
+def keep_unreachable(repo: Path, commits: list[str], *, other_heads: list[str], label: str, why: str) -> list[str]:
+    """Back up every commit of ``commits`` that no ref and no other worktree's HEAD reaches.
+
+    One rev-list finds them; `merge-base --independent` keeps only their tips, so a detached line
+    of ten commits costs one backup ref, not ten.
+    """
+    if not commits:
+        return []
+    refs = git.git(repo, "for-each-ref", "--format=%(objectname)").split()
+    walk = proc.run(["git", "-C", repo, "rev-list", "--stdin"],
+                    input="".join(f"{c}\n" for c in commits) + "".join(f"^{r}\n" for r in refs + other_heads))
+    alone = set(walk.stdout.split())
+    lost = [c for c in commits if c in alone]
+    if len(lost) > 1:
+        tips = set(git.git(repo, "merge-base", "--independent", *lost).split())
+        lost = [c for c in lost if c in tips]
+    return [backup(repo, label, c, why) for c in lost]
+
+
+def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] = ()) -> tuple[str | None, list[str]]:
+    """Commit the worktree's uncommitted work under refs/grove-salvage/<adw_id>/...
+
+    Returns (the ref or None when there was nothing to save, nested repositories whose commits are
+    only in their own .git and so cannot be saved in this repository: the caller must move them).
+    A copy of the worktree's own index is used, so its index, stash and HEAD are untouched. Files
+    Grove wrote (``generated``: .ports.env, env copies) stay out: they may hold secrets.
     """
     if not git.dirty_files(worktree):
-        return None
+        return None, []
     head = git.git(worktree, "rev-parse", "HEAD")
     index = Path(git.git(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     fd, scratch = tempfile.mkstemp(prefix="grove-salvage-index-", dir=index.parent)
@@ -90,13 +149,27 @@ def salvage(repo: Path, adw_id: str, worktree: Path) -> str | None:
             os.unlink(scratch)
         env = {"GIT_INDEX_FILE": scratch, **_IDENTITY}
         proc.run(["git", "-C", worktree, "add", "-A", "--", "."], env=env, what="git add (salvage)")
+        if generated:
+            proc.run(["git", "-C", worktree, "reset", "-q", "--", *generated], env=env, check=False)
+        nested = _nested_repositories(repo, worktree, env)
         tree = proc.run(["git", "-C", worktree, "write-tree"], env=env).stdout.strip()
+        if tree == git.git(worktree, "rev-parse", "HEAD^{tree}"):
+            return None, nested
         message = f"grove salvage of {adw_id}: uncommitted work in {worktree}"
         commit = proc.run(["git", "-C", worktree, "commit-tree", tree, "-p", head, "-m", message],
                           env=env).stdout.strip()
     finally:
         Path(scratch).unlink(missing_ok=True)
-    return _create_ref(repo, f"{SALVAGE}{adw_id}/", commit, "grove salvage")
+    return _create_ref(repo, f"{SALVAGE}{adw_id}/", commit, "grove salvage"), nested
+
+
+def _nested_repositories(repo: Path, worktree: Path, env: dict) -> list[str]:
+    """Gitlinks `add -A` made for repositories inside the worktree whose commit this repo lacks."""
+    staged = proc.run(["git", "-C", worktree, "ls-files", "-s", "-z"], env=env).stdout
+    links = [(entry.split(" ")[1], entry.split("\t", 1)[1]) for entry in staged.split("\0")
+             if entry.startswith("160000 ")]
+    present = set(_existing_commits(repo, [sha for sha, _ in links]))
+    return [path for sha, path in links if sha not in present]
 
 
 def listing(repo: Path, prefix: str) -> list[dict]:
@@ -114,8 +187,8 @@ def salvages(repo: Path, adw_id: str | None = None) -> list[dict]:
     rows = listing(repo, f"{SALVAGE}{adw_id}/" if adw_id else SALVAGE)
     for row in rows:
         row["adw_id"] = row["ref"][len(SALVAGE):].rsplit("/", 1)[0]
-        row["files"] = [f for f in git.git(repo, "diff", "--name-only", f"{row['commit']}^", row["commit"]).split("\n")
-                        if f]
+        names = git.git(repo, "diff", "-z", "--name-only", f"{row['commit']}^", row["commit"])
+        row["files"] = [f for f in names.split("\0") if f]
     return rows
 
 

@@ -45,8 +45,13 @@ def run(
     timeout: float | None = DEFAULT_TIMEOUT,
     check: bool = True,
     what: str | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``."""
+    """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``.
+
+    Output is decoded as UTF-8 with surrogate escapes: a file name that is not UTF-8 survives the
+    round trip into git's arguments instead of raising UnicodeDecodeError mid-teardown.
+    """
     argv = [os.fspath(a) for a in args]
     label = what or " ".join(argv[:3])
     try:
@@ -54,9 +59,11 @@ def run(
             argv,
             cwd=cwd,
             env=clean_env(env),
-            stdin=subprocess.DEVNULL,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            input=input,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
             timeout=timeout,
         )
     except FileNotFoundError as exc:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import git, locks, owned, preserve, proc
+from . import envfiles, git, locks, owned, preserve, proc
 from .config import Settings
 from .errors import BAD_INPUT, GroveError, bad_input
 
@@ -173,25 +173,36 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
     return True
 
 
-def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> None:
+def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     """Keep files Grove wrote into a worktree out of `git add -A`, so no port or absolute path is committed.
 
-    Tracked files get skip-worktree in the worktree's own index; untracked ones that are not
-    ignored get a line in the repo's info/exclude (git's local, never-committed ignore file).
+    Tracked files get skip-worktree in the worktree's own index. A directory Grove created gets a
+    `.gitignore` of `*` inside it. An untracked file gets a line in the repo's info/exclude, but
+    only when the main checkout has no such path: info/exclude applies to every checkout of the
+    repository, and must not hide the user's own files there. Returns the files left visible
+    (ignored nowhere, present in the main checkout): the caller warns about them.
     """
     if not relpaths:
-        return
+        return []
     tracked = set(filter(None, git.git(worktree, "ls-files", "-z", "--", *relpaths).split("\0")))
     if tracked:
         git.git(worktree, "update-index", "--skip-worktree", "--", *sorted(tracked))
     rest = [p for p in relpaths if p not in tracked]
     if not rest:
-        return
+        return []
     out = proc.run(["git", "-C", worktree, "check-ignore", "--no-index", "--", *rest], check=False)
     ignored = set(out.stdout.split("\n"))
-    needed = [f"/{p}" for p in rest if p not in ignored]
+    needed, visible = [], []
+    for rel in (p for p in rest if p not in ignored):
+        if (worktree / rel).is_dir():
+            envfiles.write_if_changed(worktree / rel / ".gitignore", "# made by Grove for this worktree\n*\n", 0o644)
+        elif os.path.lexists(settings.repo / rel):
+            visible.append(rel)
+        else:
+            needed.append(f"/{rel}")
     if needed:
         _exclude(settings, needed)
+    return visible
 
 
 def _exclude(settings: Settings, patterns: list[str]) -> None:
@@ -218,24 +229,24 @@ def ignore_warnings(settings: Settings) -> list[str]:
 def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None = None) -> dict:
     """Remove the worktree at ``path`` (git's entry for exactly it, then what is left on disk).
 
-    What it holds is saved first: with ``salvage``, uncommitted work goes to refs/grove-salvage/
-    (without it, git itself refuses a dirty worktree); a HEAD that no other ref reaches (commits
-    made on a detached HEAD) goes to refs/grove-backup/. Before that, processes still running inside
-    it (a dev server, a watcher, a forgotten agent) are stopped, outside the repo lock, so they write
-    nothing more and their ports are free for the next agent (issue 15). Returns the refs made and
-    ``stopped_processes``: ``[{"pid", "name", "signal"}]``.
+    ``path`` must be a real directory inside trees/ (not a symlink), checked before anything else.
+    Then processes still running inside it (a dev server, a watcher, a forgotten agent) are stopped,
+    so they write nothing more and their ports are free (issue 15). Then what it holds is saved:
+    with ``salvage``, uncommitted work goes to refs/grove-salvage/ (without it, git itself refuses a
+    dirty worktree) and a repository nested inside it is moved to agents/.archive/; every commit
+    only the worktree's own records reach (HEAD, its reflog, refs/worktree/, an unfinished merge)
+    goes to refs/grove-backup/. Returns what was made: ``salvage_ref``, ``worktree_backup_refs``,
+    ``moved_nested``, ``stopped_processes``.
     """
+    require_inside_trees(settings, path)
     entry = entry or git.worktree_for(settings.repo, path)
-    saved: dict = {"salvage_ref": None, "head_backup_ref": None, "stopped_processes": stop_processes(settings, path)}
+    saved: dict = {"salvage_ref": None, "worktree_backup_refs": [], "moved_nested": [],
+                   "stopped_processes": stop_processes(settings, path)}
     if entry is not None:
-        head = entry["head"]
-        if path.is_dir():
-            if salvage:
-                saved["salvage_ref"] = preserve.salvage(settings.repo, path.name, path)
-            head = git.rev(path, "HEAD") or head  # it may have moved since the listing
-        label = entry["branch"] or f"detached/{path.name}"
-        saved["head_backup_ref"] = preserve.keep_if_unreachable(settings.repo, head, label,
-                                                                f"HEAD of {path} before removal")
+        if path.is_dir() and salvage:
+            saved["salvage_ref"], nested = preserve.salvage(settings.repo, path.name, path, generated_files(settings))
+            saved["moved_nested"] = [str(_move_nested(settings, path, rel)) for rel in nested]
+        saved["worktree_backup_refs"] = _keep_worktree_commits(settings, path, entry)
     with repo_lock(settings):
         if entry is not None and path.is_dir():
             git.git(settings.repo, "worktree", "remove", *(["--force"] if salvage else []), path,
@@ -245,6 +256,42 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
     if path.exists() or os.path.islink(path):
         safe_rmtree(settings, path)
     return saved
+
+
+def require_inside_trees(settings: Settings, path: Path) -> None:
+    """Refuse (exit 1) a path that is a symlink or does not resolve to a directory inside trees/."""
+    trees = os.path.realpath(settings.trees_path)
+    if os.path.islink(path) or not os.path.realpath(path).startswith(trees + os.sep):
+        raise GroveError(f"refusing to remove {path}: it is a symlink or lies outside {settings.trees_path}",
+                         hint="Grove only removes worktrees it placed in its trees directory")
+
+
+def generated_files(settings: Settings) -> tuple[str, ...]:
+    """Files the setup chain writes into a worktree that may hold ports or secrets."""
+    from .envfiles import PORTS_FILE
+
+    return (PORTS_FILE, *settings.env_files)
+
+
+def _move_nested(settings: Settings, worktree: Path, rel: str) -> Path:
+    """A repository inside the worktree (its own .git directory) keeps commits this repository does
+    not have: git cannot salvage it, so it is moved aside whole, never deleted."""
+    nested = worktree / rel
+    if not (nested / ".git").is_dir():
+        raise GroveError(f"{nested} has commits that exist only in its own repository (a submodule?)",
+                         hint="push them or move the directory out, then tear down again")
+    return quarantine(settings, f"{worktree.name}-nested", nested)
+
+
+def _keep_worktree_commits(settings: Settings, path: Path, entry: dict) -> list[str]:
+    admin = git.admin_dir(settings.repo, path)
+    commits = preserve.worktree_commits(settings.repo, admin) if admin else [c for c in [entry["head"]] if c]
+    real = os.path.realpath(path)
+    others = [w["head"] for w in git.worktrees(settings.repo)
+              if w["head"] and os.path.realpath(w["path"]) != real and not is_stillborn(w)]
+    label = entry["branch"] or f"detached/{path.name}"
+    return preserve.keep_unreachable(settings.repo, commits, other_heads=others, label=label,
+                                     why=f"held only by the worktree {path}")
 
 
 def delete_branch(settings: Settings, branch: str, base_ref: str) -> str | None:

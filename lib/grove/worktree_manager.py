@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import cleanup, config, git, queries, state
 from .errors import BAD_INPUT, GroveError
-from .models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata, format_time
+from .models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata, format_time, parse_time
 from .report import Reporter
 
 T = TypeVar("T")
@@ -84,10 +84,29 @@ def update_worktree_status(worktree_name: str, status: str, error_message: Optio
     if unknown:
         raise ValueError(f"update_worktree_status: cannot set {', '.join(unknown)}; "
                          f"the fields it takes are: {', '.join(UPDATABLE)}")
+    extra = {key: _field_value(key, value) for key, value in kwargs.items()}
     settings = _seed_errors(lambda: _settings(project_root))
-    extra = {k: (format_time(v) if isinstance(v, datetime) else v) for k, v in kwargs.items()}
     _seed_errors(lambda: state.set_status(settings, worktree_name, status, by=extra.get("agent_id"),
                                           error=error_message, **extra))
+
+
+def _field_value(key: str, value: Any) -> Any:
+    """A kwarg of update_worktree_status as stored, or ValueError before anything changes."""
+    if value is None:
+        return None
+    if key.endswith("_at"):
+        if isinstance(value, datetime):
+            return format_time(value)
+        if isinstance(value, str):
+            return format_time(parse_time(value))  # ValueError when it is not ISO 8601
+        raise ValueError(f"update_worktree_status: {key} must be a datetime or an ISO 8601 string, not {value!r}")
+    if key == "github_sub_issue":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"update_worktree_status: github_sub_issue must be an int, not {value!r}")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"update_worktree_status: {key} must be a string, not {value!r}")
 
 
 def cleanup_worktree(worktree_name: str, delete_branch: bool = False, force: bool = False,
