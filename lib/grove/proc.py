@@ -27,13 +27,16 @@ _GIT_LEAKS = (
 DEFAULT_TIMEOUT = 120.0
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LEAKS}
+def clean_env(extra: Mapping[str, str] | None = None, inherit: bool = True) -> dict[str, str]:
+    """The environment for a child: ``extra`` over os.environ (or, with ``inherit=False``, ``extra``
+    alone: the only way to drop a variable such as Grove's own VIRTUAL_ENV), minus git's leaks."""
+    source = os.environ if inherit else {}
+    env = {k: v for k, v in source.items() if k not in _GIT_LEAKS}
     # Never let git stop and ask for a password or an editor in the middle of a chain.
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
     env["GIT_EDITOR"] = "true"
     if extra:
-        env.update(extra)
+        env.update({k: v for k, v in extra.items() if inherit or k not in _GIT_LEAKS})
     return env
 
 
@@ -45,6 +48,7 @@ def run(
     timeout: float | None = DEFAULT_TIMEOUT,
     check: bool = True,
     what: str | None = None,
+    inherit: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``."""
     argv = [os.fspath(a) for a in args]
@@ -53,7 +57,7 @@ def run(
         result = subprocess.run(
             argv,
             cwd=cwd,
-            env=clean_env(env),
+            env=clean_env(env, inherit),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
