@@ -106,7 +106,7 @@ class Prepared:
             if stamps.get(name) == digest:
                 continue
             deps.install(directory, self.settings.install_timeout)
-            stamps[name] = digest
+            stamps[name] = _lock_digest(directory, kinds)  # after: the install's output now exists
             _write_stamps(self.settings, stamps)
             ran.append(name)
         return f"installed {', '.join(ran)}" if ran else "reused"
