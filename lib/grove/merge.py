@@ -422,13 +422,14 @@ class Validator:
     """Runs the validate command on a merged tip in the prepared integration worktree.
 
     ``count`` is how many times it ran; a tip already validated in this run is not run again.
+    The worktree is prepared (port slot, env, installs) on the first validation, not before.
     """
 
     def __init__(self, settings: Settings, plan: Plan, wt: Path, report: Reporter):
         self.settings, self.plan, self.wt, self.report = settings, plan, wt, report
         self.count = 0
         self.seen: dict[str, Check] = {}
-        self.prepared = integration.Prepared(settings, wt)
+        self.prepared: integration.Prepared | None = None
 
     def check(self, tip: str, agents: list[dict]) -> Check:
         if tip in self.seen:
@@ -436,23 +437,29 @@ class Validator:
         self.count += 1
         git.git(self.wt, "checkout", "--quiet", "--detach", "--force", tip)
         try:
-            self.prepared.before_validation()
-            result = self._run(agents)
-        except GroveError as exc:  # the chain failed on this tree (an install, the db reset ...)
-            result = Check(False, None, exc.message, f"preparing the integration worktree failed: {exc.message}")
+            result = self._prepare_and_run(agents)
         finally:
             integration.clean(self.wt)  # repointed tracked files and the command's leftovers go
         self.seen[tip] = result
         return result
 
-    def _run(self, agents: list[dict]) -> Check:
+    def _prepare_and_run(self, agents: list[dict]) -> Check:
+        try:
+            if self.prepared is None:
+                self.prepared = integration.Prepared(self.settings, self.wt)
+            self.prepared.before_validation()
+        except GroveError as exc:  # the chain failed on this tree (no free slot, an install, the db reset ...)
+            return Check(False, None, exc.message, f"preparing the integration worktree failed: {exc.message}")
         env = self.prepared.env({"ADW_ID": " ".join(a["adw_id"] for a in agents),
                                  "ADW_BRANCH": " ".join(a["branch"] for a in agents),
                                  "ADW_BASE_BRANCH": self.plan.base})
         # The user's own command, given as a shell command (their config); stderr joins stdout so
         # the tail reads in order.
-        out = proc.run(["bash", "-c", "exec 2>&1\n" + self.plan.validate], cwd=self.wt, env=env, inherit=False,
-                       check=False, timeout=self.settings.install_timeout)
+        try:
+            out = proc.run(["bash", "-c", "exec 2>&1\n" + self.plan.validate], cwd=self.wt, env=env, inherit=False,
+                           check=False, timeout=self.settings.install_timeout)
+        except GroveError as exc:  # timed out (ADW_INSTALL_TIMEOUT)
+            return Check(False, None, exc.message, f"validation {exc.message}")
         if out.returncode == 0:
             return Check(True, 0, "", None)
         tail = "\n".join(line.rstrip() for line in out.stdout.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
@@ -460,6 +467,8 @@ class Validator:
                      f"validation exited {out.returncode}: {proc.tail(out.stdout, 5)}")
 
     def release(self) -> None:
+        if self.prepared is None:
+            return
         try:
             self.prepared.release()
         except GroveError:

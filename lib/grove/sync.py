@@ -230,6 +230,7 @@ def _record(settings: Settings, s: dict, result: dict) -> str:
     """base_commit follows the sync (so `commits` stays the agent's own); a conflict sets the status."""
     def change(st: dict) -> None:
         st["base_commit"] = result["base_commit"]
+        st["commits"] = git.commits_between(settings.repo, result["base_commit"], f"refs/heads/{st['branch']}")
         if result["outcome"] != "conflict":
             return
         reason = f"sync with {result['base']}: conflict in {', '.join(result['conflict_files'])}"
