@@ -417,3 +417,16 @@ def test_forecast_conflicts_api(repo):
     agent(repo, "g2", {"same.txt": "2\n"})
     forecast = forecast_conflicts(project_root=repo)
     assert [(p.a, p.b, p.files) for p in forecast.pairs] == [("g1", "g2", ["same.txt"])]
+
+
+def test_a_validation_that_hangs_is_killed_with_its_children(repo, tmp_path, monkeypatch):
+    agent(repo, "slow", {"slow.txt": "1\n"})
+    monkeypatch.setenv("ADW_INSTALL_TIMEOUT", "2")
+    pidfile = tmp_path / "child.pid"
+    out = inv(repo, "merge", "--adw-id", "slow", "--json", "--validate",
+              f"sleep 600 & echo $! > {shlex.quote(str(pidfile))}; echo started; wait")
+    result = json.loads(out.stdout)["results"][0]
+    assert out.returncode == 1 and result["outcome"] == "validation_failed" and "exit_code" not in result
+    assert "timed out after 2s" in result["reason"] and "started" in result["output_tail"]
+    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")  # the backgrounded child went with the group
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie

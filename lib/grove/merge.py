@@ -453,18 +453,16 @@ class Validator:
         env = self.prepared.env({"ADW_ID": " ".join(a["adw_id"] for a in agents),
                                  "ADW_BRANCH": " ".join(a["branch"] for a in agents),
                                  "ADW_BASE_BRANCH": self.plan.base})
-        # The user's own command, given as a shell command (their config); stderr joins stdout so
-        # the tail reads in order.
-        try:
-            out = proc.run(["bash", "-c", "exec 2>&1\n" + self.plan.validate], cwd=self.wt, env=env, inherit=False,
-                           check=False, timeout=self.settings.install_timeout)
-        except GroveError as exc:  # timed out (ADW_INSTALL_TIMEOUT)
-            return Check(False, None, exc.message, f"validation {exc.message}")
-        if out.returncode == 0:
+        # The user's own command, given as a shell command (their config), in its own session.
+        code, output = proc.run_tree(["bash", "-c", self.plan.validate], cwd=self.wt, env=env,
+                                     timeout=self.settings.install_timeout)
+        if code == 0:
             return Check(True, 0, "", None)
-        tail = "\n".join(line.rstrip() for line in out.stdout.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
-        return Check(False, out.returncode, tail,
-                     f"validation exited {out.returncode}: {proc.tail(out.stdout, 5)}")
+        tail = "\n".join(line.rstrip() for line in output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+        if code is None:
+            return Check(False, None, tail, f"validation timed out after {self.settings.install_timeout:.0f}s "
+                                            f"(ADW_INSTALL_TIMEOUT): {proc.tail(output, 3)}")
+        return Check(False, code, tail, f"validation exited {code}: {proc.tail(output, 5)}")
 
     def release(self) -> None:
         if self.prepared is None:

@@ -76,3 +76,28 @@ def tail(text: str, lines: int = 3) -> str:
     """The last few non-empty lines of some output, joined on one line."""
     kept = [line.strip() for line in (text or "").strip().splitlines() if line.strip()][-lines:]
     return " | ".join(kept) or "(no output)"
+
+
+def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping[str, str],
+             timeout: float) -> tuple[int | None, str]:
+    """Run a user's command (a validation) in its own session: (exit code or None on timeout, output).
+
+    stdout and stderr are one stream, in order. On timeout the whole process group is killed: a
+    test suite's children (servers, workers) would otherwise outlive it and hold the pipe open.
+    ``env`` is the complete environment (git's leaks removed).
+    """
+    import signal
+
+    with subprocess.Popen([os.fspath(a) for a in args], cwd=cwd, env=clean_env(env, inherit=False),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", start_new_session=True) as child:
+        try:
+            out, _ = child.communicate(timeout=timeout)
+            return child.returncode, out
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, _ = child.communicate()
+            return None, out
