@@ -296,6 +296,19 @@ def test_sync_merges_the_base_and_a_repointed_config_survives(mcp_repo):
     assert inv_json(repo, "merge", "--adw-id", "s1")["results"][0]["outcome"] == "merged"
 
 
+def test_sync_killed_midway_is_finished_by_running_it_again(mcp_repo):
+    repo = mcp_repo
+    wt = agent(repo, "sk", {"mine.txt": "1\n"}, status="in_progress")
+    before = (wt / ".mcp.json").read_bytes()
+    commit_file(repo, "theirs.txt", "main\n")
+    killed = inv(repo, "sync", "--adw-id", "sk", env={"GROVE_FAULT": "sync:before:merge"})
+    assert killed.returncode == -signal.SIGKILL
+    assert git(wt, "status", "--porcelain") == "", "the hidden config is back as committed: nothing is dirty"
+    result = inv_json(repo, "sync", "--adw-id", "sk")
+    assert result["outcome"] == "merged" and (wt / "theirs.txt").exists()
+    assert (wt / ".mcp.json").read_bytes() == before and git(wt, "ls-files", "-v", ".mcp.json").startswith("S ")
+
+
 def test_sync_conflict_resolved_by_the_agent_then_merges(repo):
     commit_file(repo, "shared.txt", "base\n")
     wt = agent(repo, "s2", {"shared.txt": "agent's version\n"})

@@ -212,7 +212,7 @@ def _publish(settings: Settings, plan: Plan, local: str, remote: str | None, tip
     fault(OP, "after", "push")
     if tip == local:
         return pushed, []
-    moved, detail = _move_local(settings, base, local, tip)
+    moved, detail = _move_local(settings, base, local, tip, pushed)
     if moved:
         return pushed, []
     if not pushed:  # nothing is published: the local base moved under us, or its checkout refused
@@ -223,11 +223,13 @@ def _publish(settings: Settings, plan: Plan, local: str, remote: str | None, tip
                     f"{_short(_rev(settings, base))}: {detail}; run `git pull --rebase` on {base} to reconcile"]
 
 
-def _move_local(settings: Settings, base: str, old: str, new: str) -> tuple[bool, str]:
+def _move_local(settings: Settings, base: str, old: str, new: str, pushed: bool) -> tuple[bool, str]:
     """Compare-and-swap the local base from ``old`` to ``new``: (done, why not).
 
     The base's checkout is looked up at this moment, under the repo lock, not once before merging:
     a checkout the user made during the run is fast-forwarded along instead of going stale.
+    Once ``new`` is pushed, a local base that moved to one of its ancestors is still brought to it
+    (the remote has it all); before that, any move means the queue is redone.
     """
     for _ in range(5):
         with worktree.repo_lock(settings):
@@ -235,8 +237,8 @@ def _move_local(settings: Settings, base: str, old: str, new: str) -> tuple[bool
             if current == new or (current and git.ok(settings.repo, "merge-base", "--is-ancestor", new, current)):
                 return True, ""  # it already holds the merge (someone pulled it)
             if current != old:
-                if current and git.ok(settings.repo, "merge-base", "--is-ancestor", current, new):
-                    old = current  # moved forward along our own result: still safe to move on
+                if pushed and current and git.ok(settings.repo, "merge-base", "--is-ancestor", current, new):
+                    old = current  # e.g. a `git pull` of part of it: moving on loses nothing
                     continue
                 return False, f"{base} moved during the merge to {_short(current)}, which has commits not in it"
             checkout = _checkout_of_base(settings, base)
