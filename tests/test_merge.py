@@ -300,3 +300,15 @@ def test_merge_never_exits_2_once_something_changed(repo):
     out = inv(repo, "merge", "--adw-id", "e2", "--json", "--base", "no-such-base")
     assert out.returncode == 2 and read_state(repo, "e2")["status"] == "completed"
     assert "no-such-base" not in git(repo, "branch")
+
+
+def test_a_base_reset_backwards_during_validation_is_respected_not_undone(repo, tmp_path):
+    dropped = commit_file(repo, "dropped.txt", "the user will drop this\n")  # not pushed:
+    agent(repo, "rb1", {"rb1.txt": "1\n"})  # so the agent starts from origin/main, without it
+    reset = f"git -C {shlex.quote(str(repo))} reset -q --hard HEAD~1"
+    out = inv(repo, "merge", "--adw-id", "rb1", "--json", "--validate", once(tmp_path / "reset", reset))
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["attempts"] == 2 and summary["base_after"] == git(repo, "rev-parse", "main")
+    assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", dropped, "main"]).returncode == 1
+    assert (repo / "rb1.txt").exists() and not (repo / "dropped.txt").exists()
