@@ -443,3 +443,17 @@ def test_a_validation_that_hangs_is_killed_with_its_children(repo, tmp_path, mon
     assert "timed out after 2s" in result["reason"] and "started" in result["output_tail"]
     stat = Path(f"/proc/{int(pidfile.read_text())}/stat")  # the backgrounded child went with the group
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie
+
+
+@pytest.mark.parametrize("mode", ["--sequential", "--batch"])
+def test_a_suite_that_fails_on_the_base_itself_blames_no_branch(repo, tmp_path, mode):
+    names = queue_of_eight(repo, set())[:3]
+    before = git(repo, "rev-parse", "main")
+    counter = tmp_path / "count"
+    out = inv(repo, "merge", *[a for n in names for a in ("--adw-id", n)], mode, "--json",
+              "--validate", f"echo run >> {shlex.quote(str(counter))}; echo 'database is down'; exit 3")
+    assert out.returncode == 1 and "fails on main itself" in json.loads(out.stdout)["error"]
+    assert "database is down" in out.stderr and git(repo, "rev-parse", "main") == before
+    assert all(read_state(repo, n)["status"] == "completed" for n in names), "no agent is marked failed"
+    # sequential: the first branch's tip, then the base; batch: the batch, prefix 1, then the base.
+    assert runs(counter) == (2 if mode == "--sequential" else 3)

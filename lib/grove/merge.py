@@ -300,6 +300,7 @@ def _merge_run(settings: Settings, plan: Plan, wt: Path, entries: list[dict], ti
         if outcome == "merged" and validator is not None:
             check = validator.check(new_tip, [s])
             if not check.ok:
+                validator.require_good_base(tip)
                 outcome, new_tip, extra = "validation_failed", tip, check.as_result()
         extra.update(commits=commits, seconds=round(time.monotonic() - began, 3))
         result = _result(s, outcome, **extra)
@@ -347,6 +348,8 @@ def _build_batch(settings: Settings, plan: Plan, wt: Path, start: str, report: R
                 good = mid
             else:
                 bad, failing = mid, check
+        if bad == 1:
+            validator.require_good_base(base)
         culprit = candidates[bad - 1]
         at = built.index(culprit)
         culprit.result.pop("merged_commit", None)
@@ -433,6 +436,18 @@ class Validator:
         self.seen: dict[str, Check] = {}
         self.prepared: integration.Prepared | None = None
 
+    def require_good_base(self, base: str) -> None:
+        """Before blaming the first branch on top of ``base``, make sure the base itself passes.
+
+        A suite that fails on the base (a service it needs is down, a broken command) would otherwise
+        mark every branch failed; instead the run stops with nothing merged. Costs one run, and only
+        when the first branch on an unverified base fails.
+        """
+        check = self.check(base, [])
+        if not check.ok:
+            raise GroveError(f"the validation fails on {self.plan.base} itself ({_short(base)}): {check.reason}; "
+                             "nothing was merged", hint="fix the base or the validate command, then merge again")
+
     def check(self, tip: str, agents: list[dict]) -> Check:
         if tip in self.seen:
             return self.seen[tip]
@@ -446,9 +461,14 @@ class Validator:
         return result
 
     def _prepare_and_run(self, agents: list[dict]) -> Check:
-        try:
-            if self.prepared is None:
+        if self.prepared is None:
+            try:
                 self.prepared = integration.Prepared(self.settings, self.wt)
+            except GroveError as exc:  # no free slot: nothing to do with any branch, so the run stops
+                exc.message = f"the merge queue's integration worktree needs a port slot: {exc.message}; " \
+                              "nothing was merged"
+                raise
+        try:
             self.prepared.before_validation()
         except GroveError as exc:  # the chain failed on this tree (no free slot, an install, the db reset ...)
             return Check(False, None, exc.message, f"preparing the integration worktree failed: {exc.message}")
