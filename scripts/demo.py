@@ -120,7 +120,7 @@ def story(root: Path) -> int:
     if conflicted != ["demo-c"]:
         raise SystemExit(f"demo: expected demo-c to conflict, got {summary['results']}")
     files = sync_with_base(app, "demo-c")
-    stage(4, "inv sync --adw-id demo-c; its agent fixes the conflict (inv exec ... --resolve); inv merge again",
+    stage(4, "demo-c syncs with main (inv sync), its agent fixes the conflict (inv exec ... --resolve), inv merge again",
           f"syncing brought the conflict into its own worktree ({', '.join(files)}), never into main")
     inv_json(app, "exec", "--adw-id", "demo-c", "--", *AGENT, "--resolve")
     sync_with_base(app, "demo-c")  # up to date now; puts Grove's repointed configs back in place

@@ -437,7 +437,7 @@ def test_a_validation_that_hangs_is_killed_with_its_children(repo, tmp_path, mon
     monkeypatch.setenv("ADW_INSTALL_TIMEOUT", "2")
     pidfile = tmp_path / "child.pid"
     out = inv(repo, "merge", "--adw-id", "slow", "--json", "--validate",
-              f"sleep 600 & echo $! > {shlex.quote(str(pidfile))}; echo started; wait")
+              f"[ -e slow.txt ] || exit 0; sleep 600 & echo $! > {shlex.quote(str(pidfile))}; echo started; wait")
     result = json.loads(out.stdout)["results"][0]
     assert out.returncode == 1 and result["outcome"] == "validation_failed" and "exit_code" not in result
     assert "timed out after 2s" in result["reason"] and "started" in result["output_tail"]
