@@ -56,14 +56,10 @@ def table(header: tuple[str, ...], rows: list[tuple]) -> None:
         print("      " + "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
-def sync_with_base(worktree: Path, base: str = "main") -> list[str]:
-    """Bring the base into the agent's branch; returns the conflicted files (the merge stays open).
-
-    TODO(issue 13): switch to `inv sync --adw-id X` once it lands; this is its plain-git stand-in.
-    """
-    if git(worktree, "merge", "--no-edit", base, check=False).returncode == 0:
-        return []
-    return git(worktree, "diff", "--name-only", "--diff-filter=U").stdout.split()
+def sync_with_base(app: Path, adw_id: str) -> list[str]:
+    """`inv sync`: the base into the agent's branch, in its worktree; returns the conflicted files
+    (the merge stays open there, status `conflict`, for the agent to resolve)."""
+    return inv_json(app, "sync", "--adw-id", adw_id, ok=(0, 1))["conflict_files"]
 
 
 def merge_rows(summary: dict) -> list[tuple]:
@@ -123,11 +119,11 @@ def story(root: Path) -> int:
     conflicted = [r["adw_id"] for r in summary["results"] if r["outcome"] == "conflict"]
     if conflicted != ["demo-c"]:
         raise SystemExit(f"demo: expected demo-c to conflict, got {summary['results']}")
-    worktree = Path(agents["demo-c"]["worktree_path"])
-    files = sync_with_base(worktree)
-    stage(4, "demo-c syncs with main, its agent fixes the conflict (inv exec ... --resolve), inv merge again",
+    files = sync_with_base(app, "demo-c")
+    stage(4, "demo-c syncs with main (inv sync), its agent fixes the conflict (inv exec ... --resolve), inv merge again",
           f"syncing brought the conflict into its own worktree ({', '.join(files)}), never into main")
     inv_json(app, "exec", "--adw-id", "demo-c", "--", *AGENT, "--resolve")
+    sync_with_base(app, "demo-c")  # up to date now; puts Grove's repointed configs back in place
     again = inv_json(app, "merge", "--adw-id", "demo-c", "--validate", VALIDATE)
     table(("ADW_ID", "OUTCOME", "COMMIT", "WHY"), merge_rows(again))
     served = (app / "app/server/server.py").read_text()

@@ -63,6 +63,25 @@ def test_json_shapes_match_real_output(repo):
     assert error.returncode == 2 and set(json.loads(error.stdout)) == set(doc("## Errors"))
 
 
+def test_merge_queue_json_shapes_match_real_output(repo):
+    """issue 13: inv sync, inv conflicts, inv env.stage, and a batch merge summary."""
+    for name in ("q1", "q2"):
+        inv(repo, "setup", "--adw-id", name, "--no-install", check=True)
+        commit_file(repo / f"trees/{name}", "same.txt", f"{name}\n")
+        inv(repo, "status", "--adw-id", name, "--set", "completed", check=True)
+    forecast = inv_json(repo, "conflicts")
+    documented = doc("## `inv conflicts")
+    assert set(forecast) == set(documented) and set(forecast["branches"][0]) == set(documented["branches"][0])
+    assert set(forecast["pairs"][0]) == set(documented["pairs"][0])
+    commit_file(repo, "theirs.txt", "main moved\n")
+    synced = inv_json(repo, "sync", "--adw-id", "q1")
+    assert set(synced) == set(doc("## `inv sync")) and synced["outcome"] == "merged"
+    assert set(inv_json(repo, "env.stage", "--adw-id", "q1")) == set(doc("## `inv env.stage"))
+    inv(repo, "status", "--adw-id", "q1", "--set", "completed", check=True)
+    summary = inv_json(repo, "merge", "--adw-id", "q1", "--batch", "--validate", "true")
+    assert set(summary) == set(doc("## `inv merge")) and summary["mode"] == "batch" and summary["validations"] == 1
+
+
 def inv_tasks() -> dict[str, str]:
     out = subprocess.run([*cli(), "--list"], capture_output=True, text=True, check=True).stdout
     # Task names sit at a two-space indent; wrapped summaries are indented further.
@@ -72,7 +91,8 @@ def inv_tasks() -> dict[str, str]:
 def test_every_task_has_a_summary_and_help_for_every_flag():
     tasks = inv_tasks()
     for name in ("setup", "teardown", "list", "status", "merge", "doctor", "gc", "run", "exec", "path", "init",
-                 "git-worktrees", "cleanup-epic", "ports.claim", "deps.install", "db.reset", "env.merge"):
+                 "git-worktrees", "cleanup-epic", "ports.claim", "deps.install", "db.reset", "env.merge",
+                 "sync", "conflicts", "env.stage"):
         assert name in tasks, name
     for name in tasks:
         out = subprocess.run([*cli(), "--help", name], capture_output=True, text=True).stdout

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import cli, commit_file, git, inv, inv_json, settings_for
 
@@ -191,3 +194,121 @@ def test_merge_cleanup_tears_down_merged_agents(repo):
     summary = inv_json(repo, "merge", "--adw-id", "m1", "--cleanup")
     assert summary["results"][0]["cleanup"]["branch_action"] == "deleted"
     assert not (repo / "trees/m1").exists() and "adw/m1" not in git(repo, "branch")
+
+
+# -- issue 10, defect 7: publishing is one consistent step ------------------------------------
+# Each test moves something under the merge while it runs (from the validate command, or from a
+# pre-push hook), then checks that the exit code, the JSON summary, the remote, the local base
+# and the states all tell the same story.
+
+
+def once(marker: Path, command: str) -> str:
+    """A shell snippet that runs ``command`` the first time only (the redo must not repeat it)."""
+    return f"if [ ! -e {shlex.quote(str(marker))} ]; then touch {shlex.quote(str(marker))}; {command}; fi"
+
+
+@pytest.mark.parametrize("push", [True, False])
+def test_local_base_moved_during_validation_redoes_the_queue_on_the_new_tip(repo, tmp_path, push):
+    agent(repo, "lb1", {"lb1.txt": "1\n"})
+    user_commit = f"git -C {shlex.quote(str(repo))} commit -q --allow-empty -m 'user: meanwhile'"
+    out = inv(repo, "merge", "--adw-id", "lb1", *(["--push"] if push else []), "--json",
+              "--validate", once(tmp_path / "moved", user_commit))
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout)
+    main = git(repo, "rev-parse", "main")
+    assert summary["attempts"] == 2 and summary["errors"] == [] and summary["base_after"] == main
+    assert summary["results"][0]["outcome"] == "merged" and summary["results"][0]["status"] == "merged"
+    assert git(repo, "log", "-1", "--format=%s", "main^1") == "user: meanwhile", "the user's commit is kept"
+    assert git(repo, "status", "--porcelain") == "" and (repo / "lb1.txt").exists(), "the checkout came along"
+    assert read_state(repo, "lb1")["status"] == "merged"
+    if push:
+        assert summary["pushed"] and git(repo, "rev-parse", "origin/main") == main
+        assert git(repo.parent / "origin.git", "rev-parse", "main") == main
+
+
+def test_a_checkout_of_the_base_made_during_the_run_is_brought_along(repo, tmp_path):
+    agent(repo, "co1", {"co1.txt": "1\n"})
+    git(repo, "checkout", "-q", "-b", "mine")
+    out = inv(repo, "merge", "--adw-id", "co1", "--json",
+              "--validate", once(tmp_path / "checked-out", f"git -C {shlex.quote(str(repo))} checkout -q main"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(repo, "rev-parse", "HEAD") == json.loads(out.stdout)["base_after"]
+    # Not moved by update-ref under the checkout: index and files are at the merged tip too.
+    assert git(repo, "status", "--porcelain") == "" and (repo / "co1.txt").read_text() == "1\n"
+
+
+def test_a_status_changed_during_the_merge_never_raises_and_lands_in_history(repo):
+    agent(repo, "st1", {"st1.txt": "1\n"})
+    agent(repo, "st2", {"st2.txt": "2\n"})
+    change = " ".join(shlex.quote(a) for a in [*cli(), "status", "--adw-id", "st1", "--set", "in_progress"])
+    out = inv(repo, "merge", "--adw-id", "st1", "--adw-id", "st2", "--json",
+              "--validate", f'[ "$ADW_ID" != st1 ] || {change} >/dev/null')
+    assert out.returncode == 1, "exit 1: something needs attention; never 2 after the base moved"
+    summary = json.loads(out.stdout)
+    results = {r["adw_id"]: r for r in summary["results"]}
+    assert results["st1"]["outcome"] == "merged" and results["st1"]["status"] == "in_progress"
+    assert results["st2"]["status"] == "merged"
+    assert len(summary["errors"]) == 1 and "st1" in summary["errors"][0]
+    assert summary["base_after"] == git(repo, "rev-parse", "main") and (repo / "st1.txt").exists()
+    s = read_state(repo, "st1")
+    assert s["status"] == "in_progress"
+    assert s["history"][-1]["merge"] == "merged" and s["history"][-1]["merged_commit"] == results["st1"]["merged_commit"]
+
+
+def test_a_cleanup_failure_is_reported_in_the_summary_and_replaces_nothing(repo):
+    from grove import locks
+
+    agent(repo, "cl1", {"cl1.txt": "1\n"})
+    agent(repo, "cl2", {"cl2.txt": "2\n"})
+    settings = settings_for(repo)
+    with locks.locked(settings.lock_path("op-cl2"), 0, "test holds it"):  # cl2's teardown cannot start
+        out = inv(repo, "merge", "--adw-id", "cl1", "--adw-id", "cl2", "--cleanup", "--json")
+    assert out.returncode == 1
+    summary = json.loads(out.stdout)
+    results = {r["adw_id"]: r for r in summary["results"]}
+    assert [r["outcome"] for r in summary["results"]] == ["merged", "merged"]
+    assert results["cl1"]["cleanup"]["branch_action"] == "deleted" and not (repo / "trees/cl1").exists()
+    assert "error" in results["cl2"]["cleanup"] and (repo / "trees/cl2").exists()
+    assert len(summary["errors"]) == 1 and "cl2" in summary["errors"][0]
+    assert read_state(repo, "cl2")["status"] == "merged"
+    assert {"cl1.txt", "cl2.txt"} <= set(git(repo, "ls-tree", "--name-only", "main").split())
+
+
+def test_local_base_moved_during_the_push_is_said_not_misreported(repo, tmp_path):
+    agent(repo, "pp1", {"pp1.txt": "1\n"})
+    git(repo, "checkout", "-q", "-b", "mine")
+    hook = repo / ".git/hooks/pre-push"
+    hook.write_text("#!/bin/sh\n" + once(tmp_path / "hooked", "c=$(git commit-tree -p refs/heads/main "
+                    "-m 'user: during the push' 'refs/heads/main^{tree}') && git update-ref refs/heads/main $c")
+                    + "\n")
+    hook.chmod(0o755)
+    out = inv(repo, "merge", "--adw-id", "pp1", "--push", "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    summary = json.loads(out.stdout)
+    origin = git(repo.parent / "origin.git", "rev-parse", "main")
+    assert summary["pushed"] and summary["base_after"] == origin, "the remote has the merge, and says so"
+    assert summary["results"][0]["outcome"] == "merged" and read_state(repo, "pp1")["status"] == "merged"
+    local = git(repo, "rev-parse", "main")
+    assert git(repo, "log", "-1", "--format=%s", local) == "user: during the push", "the user's commit is untouched"
+    assert len(summary["errors"]) == 1 and "git pull --rebase" in summary["errors"][0]
+
+
+def test_merge_never_exits_2_once_something_changed(repo):
+    """Every exit-2 path is bad input found before the first change; the ones after it are 1."""
+    agent(repo, "e2", {"e2.txt": "1\n"})
+    out = inv(repo, "merge", "--adw-id", "e2", "--json", "--base", "no-such-base")
+    assert out.returncode == 2 and read_state(repo, "e2")["status"] == "completed"
+    assert "no-such-base" not in git(repo, "branch")
+
+
+def test_a_base_reset_backwards_during_validation_is_respected_not_undone(repo, tmp_path):
+    dropped = commit_file(repo, "dropped.txt", "the user will drop this\n")  # not pushed:
+    agent(repo, "rb1", {"rb1.txt": "1\n"})  # so the agent starts from origin/main, without it
+    reset = f"git -C {shlex.quote(str(repo))} reset -q --hard HEAD~1"
+    out = inv(repo, "merge", "--adw-id", "rb1", "--json", "--validate", once(tmp_path / "reset", reset))
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["attempts"] == 2 and summary["base_after"] == git(repo, "rev-parse", "main")
+    assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", dropped, "main"]).returncode == 1
+    assert (repo / "rb1.txt").exists() and not (repo / "dropped.txt").exists()

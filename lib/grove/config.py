@@ -48,6 +48,7 @@ DEFAULTS: dict[str, str] = {
     "ADW_DB_RESET": "scripts/reset_db.sh",
     "ADW_MERGE_STRATEGY": "no-ff",
     "ADW_MERGE_VALIDATE": "",
+    "ADW_MERGE_MODE": "sequential",
     "ADW_PUSH_RETRIES": "3",
     "ADW_LOCK_TIMEOUT": "120",
     "ADW_GIT_TIMEOUT": "120",
@@ -83,6 +84,7 @@ class Settings:
     db_reset: str
     merge_strategy: str
     merge_validate: str
+    merge_mode: str
     push_retries: int
     lock_timeout: float
     git_timeout: float
@@ -251,6 +253,9 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
     strategy = raw["ADW_MERGE_STRATEGY"].strip()
     if strategy not in ("no-ff", "squash", "rebase"):
         raise bad_input(f"ADW_MERGE_STRATEGY={strategy!r} is not one of no-ff, squash, rebase")
+    mode = raw["ADW_MERGE_MODE"].strip()
+    if mode not in ("sequential", "batch"):
+        raise bad_input(f"ADW_MERGE_MODE={mode!r} is not one of sequential, batch")
     trees = _dir_inside(repo, "ADW_TREES_DIR", raw["ADW_TREES_DIR"].strip())
     agents = _dir_inside(repo, "ADW_AGENTS_DIR", raw["ADW_AGENTS_DIR"].strip())
     if Path(trees) == Path(agents):
@@ -272,6 +277,7 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         db_reset=db_reset,
         merge_strategy=strategy,
         merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
+        merge_mode=mode,
         push_retries=_int(raw, "ADW_PUSH_RETRIES", 0, 100),
         lock_timeout=_seconds(raw, "ADW_LOCK_TIMEOUT"),
         git_timeout=_seconds(raw, "ADW_GIT_TIMEOUT"),

@@ -125,6 +125,7 @@ class MergeResult:
     exit_code: Optional[int] = None
     output_tail: Optional[str] = None
     cleanup: Optional[dict[str, Any]] = None
+    status: Optional[str] = None  # the agent's status once the run recorded its outcome
 
     @property
     def success(self) -> bool:
@@ -136,7 +137,7 @@ class MergeResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("exit_code", "output_tail", "cleanup"):  # present only when they apply
+        for key in ("exit_code", "output_tail", "cleanup", "status"):  # present only when they apply
             if out[key] is None:
                 del out[key]
         return out
@@ -211,3 +212,70 @@ class WorktreeExecutionResult:
         out["started_at"] = format_time(self.started_at)
         out["finished_at"] = format_time(self.finished_at)
         return out
+
+
+@dataclass
+class SyncResult:
+    """`inv sync` / ``sync_worktree``: the base's new commits brought into one agent's branch."""
+
+    adw_id: str
+    branch: str
+    base: str
+    base_commit: str
+    strategy: str  # merge or rebase
+    outcome: str  # up_to_date, merged, rebased, conflict
+    head_before: str
+    head_after: str
+    incoming_commits: int = 0
+    conflict_files: list[str] = field(default_factory=list)
+    status: Optional[str] = None
+    reapplied: list[str] = field(default_factory=list)
+    source: Optional[str] = None  # "main" or "origin/main": where base_commit came from
+
+    @property
+    def success(self) -> bool:
+        return self.outcome != "conflict"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SyncResult":
+        values = _known(cls, data)
+        values["source"] = data.get("from")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["from"] = out.pop("source")
+        return out
+
+
+@dataclass
+class ConflictPair:
+    a: str
+    b: str
+    branch_a: str
+    branch_b: str
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConflictForecast:
+    """`inv conflicts` / ``forecast_conflicts``: which completed branches conflict pairwise, and where."""
+
+    base: str
+    base_commit: str
+    epic_id: Optional[str] = None
+    branches: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[ConflictPair] = field(default_factory=list)
+    checked: int = 0
+    cached: int = 0
+    skipped_disjoint: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConflictForecast":
+        values = _known(cls, data)
+        values["pairs"] = [ConflictPair(**_known(ConflictPair, p)) for p in data.get("pairs", [])]
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

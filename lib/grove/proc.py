@@ -27,13 +27,16 @@ _GIT_LEAKS = (
 DEFAULT_TIMEOUT = 120.0
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LEAKS}
+def clean_env(extra: Mapping[str, str] | None = None, inherit: bool = True) -> dict[str, str]:
+    """The environment for a child: ``extra`` over os.environ (or, with ``inherit=False``, ``extra``
+    alone: the only way to drop a variable such as Grove's own VIRTUAL_ENV), minus git's leaks."""
+    source = os.environ if inherit else {}
+    env = {k: v for k, v in source.items() if k not in _GIT_LEAKS}
     # Never let git stop and ask for a password or an editor in the middle of a chain.
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
     env["GIT_EDITOR"] = "true"
     if extra:
-        env.update(extra)
+        env.update({k: v for k, v in extra.items() if inherit or k not in _GIT_LEAKS})
     return env
 
 
@@ -46,6 +49,7 @@ def run(
     check: bool = True,
     what: str | None = None,
     input: str | None = None,
+    inherit: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``.
 
@@ -58,7 +62,7 @@ def run(
         result = subprocess.run(
             argv,
             cwd=cwd,
-            env=clean_env(env),
+            env=clean_env(env, inherit),
             stdin=None if input is not None else subprocess.DEVNULL,
             input=input,
             capture_output=True,
@@ -79,3 +83,28 @@ def tail(text: str, lines: int = 3) -> str:
     """The last few non-empty lines of some output, joined on one line."""
     kept = [line.strip() for line in (text or "").strip().splitlines() if line.strip()][-lines:]
     return " | ".join(kept) or "(no output)"
+
+
+def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping[str, str],
+             timeout: float) -> tuple[int | None, str]:
+    """Run a user's command (a validation) in its own session: (exit code or None on timeout, output).
+
+    stdout and stderr are one stream, in order. On timeout the whole process group is killed: a
+    test suite's children (servers, workers) would otherwise outlive it and hold the pipe open.
+    ``env`` is the complete environment (git's leaks removed).
+    """
+    import signal
+
+    with subprocess.Popen([os.fspath(a) for a in args], cwd=cwd, env=clean_env(env, inherit=False),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", start_new_session=True) as child:
+        try:
+            out, _ = child.communicate(timeout=timeout)
+            return child.returncode, out
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, _ = child.communicate()
+            return None, out

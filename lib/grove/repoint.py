@@ -36,6 +36,12 @@ def _walk(node, key: str, fix, dirs: list[Path]):
     return node
 
 
+def repoint_data(data, main: Path, trees: Path, worktree: Path) -> tuple[object, list[Path]]:
+    """Parsed JSON with its paths repointed, and the directories it names; nothing is written."""
+    dirs: list[Path] = []
+    return _walk(data, "", lambda v: _repoint(v, main, trees, worktree), dirs), dirs
+
+
 def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[bool, list[Path]]:
     """Rewrite one file in place; returns (changed, directories created)."""
     text = path.read_text(encoding="utf-8")
@@ -43,8 +49,7 @@ def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[b
         data = json.loads(text)
     except ValueError as exc:
         raise bad_input(f"config file {path} is not valid JSON ({exc})") from None
-    dirs: list[Path] = []
-    new = _walk(data, "", lambda v: _repoint(v, main, trees, worktree), dirs)
+    new, dirs = repoint_data(data, main, trees, worktree)
     created = []
     for directory in dirs:
         if directory.is_relative_to(worktree) and not directory.exists():

@@ -21,10 +21,11 @@ TERMINAL = ("completed", "failed", "merged", "conflict")
 
 # Where each status may go next. Re-setting the current status is always allowed (to update
 # agent_id or error_message). `created` is reachable again only from `failed`: a setup re-run.
+# `conflict` is reachable from a working status too: `inv sync` can stop on one (issue 13).
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "created": ("assigned", "in_progress", "completed", "failed", "cleaned"),
-    "assigned": ("in_progress", "completed", "failed", "cleaned"),
-    "in_progress": ("assigned", "completed", "failed", "cleaned"),
+    "created": ("assigned", "in_progress", "completed", "failed", "cleaned", "conflict"),
+    "assigned": ("in_progress", "completed", "failed", "cleaned", "conflict"),
+    "in_progress": ("assigned", "completed", "failed", "cleaned", "conflict"),
     "completed": ("in_progress", "merged", "conflict", "failed", "cleaned"),
     "failed": ("created", "assigned", "in_progress", "completed", "cleaned"),
     "conflict": ("in_progress", "completed", "merged", "failed", "cleaned"),

@@ -305,6 +305,8 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         "push": "push the new base; a rejected push is redone on the remote's new tip (ADW_PUSH_RETRIES)",
         "cleanup": "tear down merged agents afterwards, deleting their branches",
         "dry_run": "predict every outcome in order with git merge-tree; change nothing",
+        "batch": "merge the whole queue, validate once, bisect on failure (ADW_MERGE_MODE=batch)",
+        "sequential": "validate after each merge (the default; overrides ADW_MERGE_MODE=batch)",
         "base": "base branch to merge into (default ADW_BASE_BRANCH)",
         "repo": REPO,
         "json": JSON,
@@ -313,24 +315,81 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
 )
 @_guard
 def merge(c, adw_id=None, epic=None, all=False, strategy=None, validate=None, push=False, cleanup=False,
-          dry_run=False, base=None, repo=None, json=False, quiet=False):
-    """Merge finished agents' branches into the base one at a time: validated, never half-applied.
+          dry_run=False, batch=False, sequential=False, base=None, repo=None, json=False, quiet=False):
+    """Merge finished agents' branches into the base: validated, never half-applied.
 
-    Merges happen in a Grove-owned integration worktree, never in your checkout; the base moves
-    by compare-and-swap only after every merge (and the push) succeeded. A conflict or failed
-    validation marks that agent and the queue goes on. Exit 0 only if every requested branch merged.
+    Merges happen in a Grove-owned integration worktree, prepared like an agent's for --validate;
+    the base moves by compare-and-swap only after every merge (and the push) succeeded. A conflict
+    or failed validation marks that agent and the queue goes on. --batch validates the whole queue
+    once and bisects on failure. Exit 0 only if every requested branch merged and nothing needs attention.
     """
     from . import merge as merging
+    from .errors import bad_input
 
-    settings = _settings(c, repo, base_branch=base, merge_strategy=strategy)
+    if batch and sequential:
+        raise bad_input("--batch and --sequential exclude each other")
+    settings = _settings(c, repo, base_branch=base, merge_strategy=strategy,
+                         merge_mode="batch" if batch else "sequential" if sequential else None)
     queue, skipped = merging.select(settings, list(adw_id or []), epic, all)
     plan = merging.Plan(base=settings.base_branch, strategy=settings.merge_strategy,
                         validate=settings.merge_validate if validate is None else validate,
-                        push=push, dry_run=dry_run, queue=queue, skipped=skipped)
+                        push=push, dry_run=dry_run, queue=queue, skipped=skipped,
+                        batch=settings.merge_mode == "batch")
     summary = merging.run(settings, plan, cleanup=cleanup, report=_reporter(quiet))
     _emit(summary, json, merging.print_summary)
-    if any(r["outcome"] != "merged" for r in summary["results"]):
+    if merging.failed(summary):
         raise Exit(code=1)
+
+
+@task(
+    help={
+        "adw_id": ID,
+        "strategy": "merge (default: a merge commit on the agent's branch) or rebase (replay its commits)",
+        "fetch": "fetch the base from the remote first; --no-fetch uses what is known locally",
+        "repo": REPO,
+        "json": JSON,
+        "quiet": QUIET,
+    },
+)
+@_guard
+def sync(c, adw_id=None, strategy="merge", fetch=True, repo=None, json=False, quiet=False):
+    """Bring the base's new commits into an agent's branch, inside its worktree.
+
+    Refuses uncommitted changes (nothing uncommitted is ever touched). Grove's hidden files are put
+    back as committed for the merge and re-applied after. A conflict is left in git's normal
+    conflicted state with the agent's status `conflict` (exit 1): resolve, commit, run sync again,
+    then `inv status --set completed` makes it mergeable.
+    """
+    from . import sync as syncing
+
+    result = syncing.sync(_settings(c, repo), _one(adw_id), strategy=strategy, fetch=fetch,
+                          report=_reporter(quiet))
+    _emit(result, json, lambda d: print(f"{d['adw_id']}: {d['outcome']} ({d['incoming_commits']} new commit(s) "
+                                        f"from {d['from']})" + (f"; conflict in {', '.join(d['conflict_files'])}"
+                                                                if d["conflict_files"] else "")))
+    if result["outcome"] == "conflict":
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "epic": "only this epic's completed agents",
+        "base": "base branch (default ADW_BASE_BRANCH)",
+        "repo": REPO,
+        "json": JSON,
+    },
+)
+@_guard
+def conflicts(c, epic=None, base=None, repo=None, json=False):
+    """Forecast which pairs of completed branches conflict, and in which files, with no checkout.
+
+    Uses git merge-tree per pair; pairs touching disjoint files are skipped and answers are cached
+    per pair of tips. Exits 0 whatever it finds (the forecast is the answer).
+    """
+    from . import conflicts as forecasting
+
+    report = forecasting.forecast(_settings(c, repo, base_branch=base), epic=epic)
+    _emit(report, json, forecasting.print_forecast)
 
 
 @task(help={"repo": REPO, "json": JSON})
@@ -514,6 +573,17 @@ def env_repoint(c, adw_id=None, repo=None, json=False):
 
 @task(help={"adw_id": ID, "repo": REPO, "json": JSON})
 @_guard
+def env_stage(c, adw_id=None, repo=None, json=False):
+    """Stage your own edits of repointed configs in committable form (worktree paths put back), then commit."""
+    from . import sync as syncing
+
+    result = syncing.stage_configs(_settings(c, repo), _one(adw_id))
+    _emit(result, json, lambda d: print(f"staged: {', '.join(d['staged']) or 'nothing'}"
+                                        + (" (now run git commit)" if d["staged"] else "")))
+
+
+@task(help={"adw_id": ID, "repo": REPO, "json": JSON})
+@_guard
 def deps_install(c, adw_id=None, repo=None, json=False):
     """Install the worktree's dependencies: uv sync --all-extras, bun install (or npm ci)."""
     _emit(_step(c, adw_id, repo, "install"), json, lambda d: None)
@@ -538,13 +608,14 @@ def state_archived(c, epic=None, repo=None, json=False):
 
 # Top-level tasks, then each namespace as a plain table of {task name: task}.
 TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "exec": exec_, "merge": merge,
+       "sync": sync, "conflicts": conflicts,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
        "salvage": salvage, "init": init}
 NAMESPACES = {
     "git": {"fetch": git_fetch},
     "worktree": {"add": worktree_add},
     "ports": {"claim": ports_claim, "release": ports_release, "show": ports_show},
-    "env": {"ports": env_ports, "merge": env_merge, "repoint": env_repoint},
+    "env": {"ports": env_ports, "merge": env_merge, "repoint": env_repoint, "stage": env_stage},
     "deps": {"install": deps_install},
     "db": {"reset": db_reset},
     "state": {"show": status, "archived": state_archived},  # state.show is `inv status` under its namespace

@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import cleanup, config, git, queries, state
 from .errors import BAD_INPUT, GroveError
-from .models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata, format_time, parse_time
+from .models import (ConflictForecast, MergeSummary, SyncResult, WorktreeExecutionResult, WorktreeMetadata,
+                     format_time, parse_time)
 from .report import Reporter
 
 T = TypeVar("T")
@@ -145,21 +146,26 @@ def list_archived_worktrees(epic_id: Optional[str] = None,
 def merge_worktrees(worktree_names: Optional[list[str]] = None, *, epic_id: Optional[str] = None,
                     all_completed: bool = False, base_branch: Optional[str] = None, strategy: Optional[str] = None,
                     validate: Optional[str] = None, push: bool = False, cleanup: bool = False,
-                    dry_run: bool = False, project_root: Optional[PathLike] = None) -> MergeSummary:
+                    dry_run: bool = False, batch: Optional[bool] = None,
+                    project_root: Optional[PathLike] = None) -> MergeSummary:
     """The merge queue, as `inv merge`: named agents in order, or an epic's / all completed agents.
 
-    Returns a MergeSummary whatever the outcomes; raises only when nothing could be attempted.
+    ``batch=None`` takes ADW_MERGE_MODE; True validates the whole queue once and bisects on failure.
+    Returns a MergeSummary whatever the outcomes; raises only when nothing was merged.
+    Problems after the base moved (a status or a cleanup) are in ``summary.errors``.
     """
     from . import merge as merging
 
+    mode = None if batch is None else ("batch" if batch else "sequential")
     settings = _seed_errors(lambda: config.load({"repo": project_root, "base_branch": base_branch,
-                                                 "merge_strategy": strategy}))
+                                                 "merge_strategy": strategy, "merge_mode": mode}))
 
     def run() -> dict:
         queue, skipped = merging.select(settings, list(worktree_names or []), epic_id, all_completed)
         plan = merging.Plan(base=settings.base_branch, strategy=settings.merge_strategy,
                             validate=settings.merge_validate if validate is None else validate,
-                            push=push, dry_run=dry_run, queue=queue, skipped=skipped)
+                            push=push, dry_run=dry_run, queue=queue, skipped=skipped,
+                            batch=settings.merge_mode == "batch")
         return merging.run(settings, plan, cleanup=cleanup, report=Reporter(quiet=True))
 
     return MergeSummary.from_dict(_seed_errors(run))
@@ -182,3 +188,26 @@ def execute_in_worktrees(worktree_names: Sequence[str], argv: Sequence[str], job
     if outcome.interrupted:
         raise KeyboardInterrupt
     return [WorktreeExecutionResult.from_dict(r) for r in outcome.to_dict()["results"]]
+
+
+def sync_worktree(worktree_name: str, strategy: str = "merge", fetch: bool = True,
+                  project_root: Optional[PathLike] = None) -> SyncResult:
+    """Bring the base's new commits into the agent's branch, in its worktree, as `inv sync`.
+
+    A conflict is a result (``outcome == "conflict"``, status ``conflict``), not an exception;
+    uncommitted changes are a RuntimeError with nothing touched.
+    """
+    from . import sync as syncing
+
+    settings = _seed_errors(lambda: _settings(project_root))
+    return SyncResult.from_dict(_seed_errors(lambda: syncing.sync(settings, worktree_name, strategy=strategy,
+                                                                  fetch=fetch)))
+
+
+def forecast_conflicts(epic_id: Optional[str] = None, base_branch: Optional[str] = None,
+                       project_root: Optional[PathLike] = None) -> ConflictForecast:
+    """Which pairs of completed branches would conflict, and in which files (`inv conflicts`)."""
+    from . import conflicts
+
+    settings = _seed_errors(lambda: _settings(project_root, base_branch))
+    return ConflictForecast.from_dict(_seed_errors(lambda: conflicts.forecast(settings, epic=epic_id)))
