@@ -476,3 +476,32 @@ def test_teardown_spares_whoever_started_it_and_its_own_pipeline(repo, tmp_path)
     assert out.returncode == 0 and log.read_text() == "alive\n", out.stderr
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["stopped_processes"] == [] and not wt.exists()
+
+
+def test_an_agent_s_edit_of_a_config_grove_rewrote_counts_as_work(repo):
+    (repo / ".mcp.json").write_text('{"mcpServers": {"pw": {"command": "./bin/pw"}}}\n')
+    git(repo, "add", ".mcp.json")
+    git(repo, "commit", "-q", "-m", "mcp config")
+    git(repo, "push", "-q", "origin", "main")
+    setup_agent(repo, "m2")
+    config = repo / "trees/m2/.mcp.json"
+    data = json.loads(config.read_text())
+    data["mcpServers"]["db"] = {"command": "./bin/db"}
+    config.write_text(json.dumps(data))
+    finish(repo, "m2")
+    out = inv(repo, "teardown", "--adw-id", "m2")
+    assert out.returncode == 1 and ".mcp.json" in out.stderr and config.exists(), "a plain teardown asks first"
+    result = inv_json(repo, "teardown", "--adw-id", "m2", "--force")
+    saved = json.loads(git(repo, "show", f"{result['salvage_ref']}:.mcp.json"))
+    assert saved["mcpServers"]["db"] == {"command": "./bin/db"}
+
+
+def test_merge_cleanup_salvages_a_dirty_merged_agent_and_reports_it(repo):
+    setup_agent(repo, "c1")
+    commit_file(repo / "trees/c1", "feature.txt", "done\n")
+    (repo / "trees/c1/notes.txt").write_text("left over\n")
+    finish(repo, "c1")
+    summary = inv_json(repo, "merge", "--adw-id", "c1", "--cleanup")
+    [result] = summary["results"]
+    assert result["outcome"] == "merged" and result["cleanup"]["salvage_ref"]
+    assert git(repo, "show", f"{result['cleanup']['salvage_ref']}:notes.txt") == "left over"

@@ -95,7 +95,7 @@ def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvag
         raise bad_input(f"{adw_id} is {s['status']}, not finished",
                         f"mark it {'/'.join(state.TERMINAL)} first (`inv status --set`), or pass --force")
     if entry is not None and path.is_dir() and not salvage:
-        dirty = git.dirty_files(path)
+        dirty = git.dirty_files(path) + worktree.hidden_edits(settings, path)
         if dirty:
             shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
             raise GroveError(f"{path} has uncommitted changes: {shown}",

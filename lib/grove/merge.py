@@ -555,7 +555,7 @@ def _cleanup(settings: Settings, summary: dict, report: Reporter) -> None:
         if r["outcome"] != "merged" or r.get("status") != "merged":
             continue
         try:
-            r["cleanup"] = teardown(settings, r["adw_id"], delete_branch=True, report=report)
+            r["cleanup"] = teardown(settings, r["adw_id"], delete_branch=True, salvage=True, report=report)
         except (GroveError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             r["cleanup"] = {"adw_id": r["adw_id"], "error": message, "hint": getattr(exc, "hint", None),

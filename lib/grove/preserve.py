@@ -128,15 +128,17 @@ def keep_unreachable(repo: Path, commits: list[str], *, other_heads: list[str], 
     return [backup(repo, label, c, why) for c in lost]
 
 
-def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] = ()) -> tuple[str | None, list[str]]:
+def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] = (),
+            hidden_edits: list[str] | None = None) -> tuple[str | None, list[str]]:
     """Commit the worktree's uncommitted work under refs/grove-salvage/<adw_id>/...
 
     Returns (the ref or None when there was nothing to save, nested repositories whose commits are
     only in their own .git and so cannot be saved in this repository: the caller must move them).
     A copy of the worktree's own index is used, so its index, stash and HEAD are untouched. Files
-    Grove wrote (``generated``: .ports.env, env copies) stay out: they may hold secrets.
+    Grove wrote (``generated``: .ports.env, env copies) stay out: they may hold secrets. Tracked
+    files Grove hid with skip-worktree are taken only when the agent edited them (``hidden_edits``).
     """
-    if not git.dirty_files(worktree):
+    if not git.dirty_files(worktree) and not hidden_edits:
         return None, []
     head = git.git(worktree, "rev-parse", "HEAD")
     index = Path(git.git(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
@@ -148,6 +150,8 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
         else:
             os.unlink(scratch)
         env = {"GIT_INDEX_FILE": scratch, **_IDENTITY}
+        if hidden_edits:
+            proc.run(["git", "-C", worktree, "update-index", "--no-skip-worktree", "--", *hidden_edits], env=env)
         proc.run(["git", "-C", worktree, "add", "-A", "--", "."], env=env, what="git add (salvage)")
         if generated:
             proc.run(["git", "-C", worktree, "reset", "-q", "--", *generated], env=env, check=False)

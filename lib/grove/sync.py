@@ -105,11 +105,17 @@ def _refuse_unsafe(settings: Settings, s: dict, wt: Path) -> None:
         raise GroveError(f"{wt} has uncommitted changes: {', '.join(dirty[:5])}"
                          + (" ..." if len(dirty) > 5 else ""),
                          hint="commit or stash them first: sync never touches uncommitted work")
-    edited = [name for name in hidden_files(wt) if _working_bytes(wt, name) != _expected(settings, s, wt, name)]
+    edited = edited_hidden(settings, s, wt)
     if edited:
         raise GroveError(f"{', '.join(edited)} in {wt} changed beyond Grove's own rewrite (they are hidden from git)",
                          hint=f"to keep the change: `inv env.stage --adw-id {adw_id}`, then commit; to drop it: "
                               f"`git update-index --no-skip-worktree FILE && git checkout FILE`; then sync again")
+
+
+def edited_hidden(settings: Settings, s: dict, wt: Path) -> list[str]:
+    """Hidden (skip-worktree) files whose content is more than Grove's own rewrite: an agent's edit,
+    which `git status` does not show. Salvage and teardown count them as uncommitted work."""
+    return [name for name in hidden_files(wt) if _working_bytes(wt, name) != _expected(settings, s, wt, name)]
 
 
 def _working_bytes(wt: Path, name: str) -> bytes | None:

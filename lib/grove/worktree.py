@@ -244,7 +244,8 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
                    "stopped_processes": stop_processes(settings, path)}
     if entry is not None:
         if path.is_dir() and salvage:
-            saved["salvage_ref"], nested = preserve.salvage(settings.repo, path.name, path, generated_files(settings))
+            saved["salvage_ref"], nested = preserve.salvage(settings.repo, path.name, path, generated_files(settings),
+                                                            hidden_edits(settings, path))
             saved["moved_nested"] = [str(_move_nested(settings, path, rel)) for rel in nested]
         saved["worktree_backup_refs"] = _keep_worktree_commits(settings, path, entry)
     with repo_lock(settings):
@@ -264,6 +265,14 @@ def require_inside_trees(settings: Settings, path: Path) -> None:
     if os.path.islink(path) or not os.path.realpath(path).startswith(trees + os.sep):
         raise GroveError(f"refusing to remove {path}: it is a symlink or lies outside {settings.trees_path}",
                          hint="Grove only removes worktrees it placed in its trees directory")
+
+
+def hidden_edits(settings: Settings, path: Path) -> list[str]:
+    """An agent's own edits to files Grove hid with skip-worktree (invisible to `git status`)."""
+    from . import state, sync
+
+    s = state.load(settings, path.name)
+    return sync.edited_hidden(settings, s, path) if s and path.is_dir() else []
 
 
 def generated_files(settings: Settings) -> tuple[str, ...]:
