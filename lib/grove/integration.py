@@ -17,11 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
-from . import deps, git, locks, ports, proc, steps, worktree
-from .config import GROVE_DIR, Settings
+from . import agentrun, deps, git, locks, ports, proc, steps, worktree
+from .config import Settings
 from .errors import GroveError
 
 NAME = ".grove-merge"
@@ -113,9 +112,7 @@ class Prepared:
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
         """The command's whole environment: like `inv run`, with Grove's own venv left out."""
-        from .agentrun import agent_env
-
-        env = without_grove_venv(agent_env(self.wt), self.settings.grove_path / "tools")
+        env = without_grove_venv(agentrun.agent_env(self.wt), self.settings.grove_path / "tools")
         env.update(extra, ADW_WORKTREE=str(self.wt))
         return env
 
@@ -157,33 +154,19 @@ def _write_stamps(settings: Settings, stamps: dict) -> None:
 # -- Grove's own environment must not leak into the user's command (DESIGN.md pitfalls) ---------
 
 
-def _grove_venvs() -> set[str]:
-    venvs = set()
-    if sys.prefix != sys.base_prefix:
-        venvs.add(os.path.realpath(sys.prefix))
-    if GROVE_DIR:
-        venvs.add(os.path.realpath(GROVE_DIR / ".venv"))
-    return venvs
-
-
 def without_grove_venv(env: dict[str, str], tools_home: Path) -> dict[str, str]:
-    """``env`` minus Grove's venv (its bin/ off PATH, its VIRTUAL_ENV unset), plus uv and bun.
+    """``env`` minus Grove's venv (agentrun.without_grove_venv), plus uv and bun.
 
-    With Grove's .venv/bin on PATH, `uv run pytest` in an app without pytest ran Grove's pytest.
     uv and bun may live only in Grove's .venv and .tools (`make tools`): a directory holding links
     to just those two (in ``tools_home``) goes at the end of PATH, so the app's own venv and the
     machine's tools win.
     """
-    venvs = _grove_venvs()
-    bins = {os.path.join(v, "bin") for v in venvs}
-    out = dict(env)
-    parts = [p for p in out.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) not in bins]
+    out = agentrun.without_grove_venv(env)
+    parts = [p for p in out.get("PATH", "").split(os.pathsep) if p]
     tools = _tools_dir(parts, tools_home)
     if tools:
         parts.append(tools)
     out["PATH"] = os.pathsep.join(parts)
-    if out.get("VIRTUAL_ENV") and os.path.realpath(out["VIRTUAL_ENV"]) in venvs:
-        del out["VIRTUAL_ENV"]
     return out
 
 
