@@ -3,6 +3,8 @@
 Builds its own fixtures under bench/fixtures/ (git-ignored): the seed-shaped sample app with one
 real dependency on each side (so uv links a venv and bun links node_modules from their caches).
 Prints medians and ratios and writes bench/results.json. Not a timed test: machines are noisy.
+The Postgres rows (a database per agent, cloned from a ~50 MB template) come from
+scripts/bench_postgres.py, on a throwaway server of their own.
 
     python scripts/bench.py [--runs N]
 """
@@ -22,6 +24,7 @@ GROVE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(GROVE / "lib"))
 sys.path.insert(0, str(GROVE / "scripts"))
 
+import bench_postgres  # noqa: E402
 import sample_app  # noqa: E402
 
 from grove.deps import find_tool  # noqa: E402
@@ -158,6 +161,7 @@ def main() -> int:
                    env=ENV, check=True)
     disk = _disk(app / "trees", ["d0", "d1", "d2"])
     reset(app)
+    postgres = bench_postgres.measure(runs=max(runs, 5))
     med = {k: statistics.median(v) for k, v in m.items()}
     rows = [
         ("full setup: inv setup / script", med["setup"], med["script"], med["setup"] / med["script"],
@@ -177,13 +181,14 @@ def main() -> int:
          med["list_100"] < 0.3),
         ("disk: each extra worktree's deps / first's", disk["extra_each"], disk["first"], disk["ratio"], "< 5%",
          disk["ratio"] < 0.05),
+        *bench_postgres.rows(postgres),
     ]
     print(f"\n{'measurement':<44} {'grove':>9} {'baseline':>9} {'ratio':>7}  goal")
     for name, value, base, ratio, goal, ok in rows:
         print(f"{name:<44} {value:>9.3f} {base:>9.3f} {ratio:>7.2f}  {goal}  {'met' if ok else 'MISSED'}")
     print(f"(bare inv start-up {med['bare_inv']:.3f}s; medians of {runs} runs; disk in KiB; plain scripts that "
           f"failed in parallel and were rerun: {sum(BASELINE_FAILURES)} of {10 * runs})")
-    results = {"runs": runs, "medians_seconds": med, "baseline_parallel_failures": BASELINE_FAILURES, "samples": m, "disk_kib": disk,
+    results = {"runs": runs, "medians_seconds": med, "postgres": postgres, "baseline_parallel_failures": BASELINE_FAILURES, "samples": m, "disk_kib": disk,
                "rows": [{"name": r[0], "value": r[1], "baseline": r[2], "ratio": r[3], "goal": r[4], "met": r[5]}
                         for r in rows],
                "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# The PostgreSQL fixtures (a throwaway server on a Unix socket, seeded templates) live in
+# tests/pg_fixture.py; imported here so one session-scoped server serves every test module.
+from pg_fixture import pg_server, pg_url, template_db  # noqa: E402,F401
+
 GROVE = Path(__file__).resolve().parent.parent
 LIB = GROVE / "lib"
 INV = Path(sys.executable).parent / "inv"

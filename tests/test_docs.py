@@ -155,3 +155,20 @@ def test_config_precedence(repo, tmp_path, layer, monkeypatch):
     assert got == expected
     if layer == "invoke_yaml":  # invoke.yaml beats the target repo's .env
         assert config.load({"repo": repo}, invoke_config={"base_branch": "from-yaml"}).base_branch == "from-yaml"
+
+
+def test_postgres_json_shapes_match_real_output(repo, pg_server, template_db, monkeypatch):
+    """The `database` state field, teardown's `databases` and doctor's `orphan_database` (issue 14)."""
+    monkeypatch.setenv("ADW_DB_URL", pg_server.url())
+    monkeypatch.setenv("ADW_DB_TEMPLATE", template_db)
+    state = inv_json(repo, "setup", "--adw-id", "pg1", "--adw-id", "pg2", "--no-install")["agents"][0]
+    assert set(state["database"]) == set(doc("## `inv setup --json` (one agent)", 1))
+    done = inv_json(repo, "teardown", "--adw-id", "pg1", "--force")
+    assert set(done) == set(doc("## `inv teardown"))
+    assert set(done["databases"][0]) == set(doc("## `inv teardown")["databases"][0])
+    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(repo / "trees/pg2")], check=True)
+    __import__("shutil").rmtree(repo / "agents/pg2")
+    report = json.loads(inv(repo, "doctor", "--json").stdout)
+    orphan = next(p for p in report["problems"] if p["kind"] == "orphan_database")
+    assert set(orphan) == set(doc("## `inv doctor")["problems"][0]) - {"path"} | {"database", "url"}
+    inv(repo, "doctor", "--fix", check=True)

@@ -50,7 +50,7 @@ def test_full_setup_on_seed_shaped_app_and_rerun_changes_nothing(app):
     assert state["slot"] == slot and state["backend_port"] == backend
     assert (wt / ".ports.env").read_text().splitlines()[1:] == [
         f"BACKEND_PORT={backend}", f"FRONTEND_PORT={state['frontend_port']}",
-        f"VITE_BACKEND_URL=http://localhost:{backend}"]
+        f"VITE_BACKEND_URL=http://localhost:{backend}", "COMPOSE_PROJECT_NAME=app-a1b2c3d4"]
     env = (wt / ".env").read_text()
     assert f"BACKEND_PORT={backend}\n" in env and "API_KEY=s3cret-value" in env and env.count("BACKEND_PORT=") == 1
     assert stat.S_IMODE((wt / ".env").stat().st_mode) == 0o600

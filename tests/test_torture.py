@@ -17,7 +17,7 @@ import pytest
 
 from conftest import GROVE, LIB, cli, commit_file, git, inv, inv_json, snapshot
 
-SETUP_STEPS = ["validate", "fetch", "ports", "worktree", "ports_env", "env", "repoint", "install", "db"]
+SETUP_STEPS = ["validate", "fetch", "ports", "worktree", "submodules", "ports_env", "env", "repoint", "install", "db"]
 
 
 def spawn(repo, *args, env=None):

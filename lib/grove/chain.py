@@ -1,6 +1,6 @@
 """The setup chain: from nothing to a ready, isolated agent worktree, one small step at a time.
 
-Order: validate, fetch, ports (claim), worktree, include, ports_env, env, repoint, install, db; the state
+Order: validate, fetch, ports (claim), worktree, submodules, include, ports_env, env, repoint, install, db; the state
 is written once the claim is held and again when the chain ends. Ports are claimed before any
 git work so an agent that cannot get a slot fails fast and leaves nothing behind.
 
@@ -11,7 +11,7 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from . import git, ids, locks, owned, ports, state, steps, worktree
+from . import agentdb, git, ids, locks, owned, ports, state, steps, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .report import Reporter
@@ -45,6 +45,7 @@ class _Undo:
     worktree: bool = False
     branch: str | None = None  # the branch name, when this run created it
     base_commit: str | None = None  # where that branch started
+    databases: list = field(default_factory=list)  # Postgres databases this run created
     steps: dict = field(default_factory=dict)
 
 
@@ -57,6 +58,7 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None]:
     base = req.base or (current or {}).get("base_branch") or settings.base_branch
     git.check_branch_name(settings.repo, branch)
     git.check_branch_name(settings.repo, base)
+    agentdb.check(settings, req.adw_id, connect=req.db)
     if current is None:
         worktree.check_base(settings, base, req.fetch)
     if current and current["branch"] != branch:
@@ -143,7 +145,9 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
             undo.branch = branch if worktree.add(settings, req.adw_id, branch, base_commit) else None
             undo.base_commit = base_commit
         info["detail"] = str(path)
-    values = ports.env_lines(claim.ports)
+    with report.step("submodules", OP, done) as info:
+        info["outcome"], info["detail"] = steps.submodules_step(settings, path)
+    values = steps.env_values(settings, req.adw_id, claim.ports)
     written: list[str] = []
     for name, step in steps.FILE_STEPS.items():
         with report.step(name, OP, done) as info:
@@ -165,10 +169,9 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         else:
             info["outcome"], info["detail"] = steps.install(settings, path, req.install)
     with report.step("db", OP, done, long=True) as info:
-        if before.get("db") in DONE and req.db and not req.reset_db:
-            info["outcome"], info["detail"] = "kept", "reset by an earlier run; --reset-db resets it again"
-        else:
-            info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db)
+        kept = before.get("db") in DONE and not req.reset_db
+        info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
+                                                         reset=req.reset_db, created=undo.databases)
     return state.update(settings, req.adw_id, lambda s: _finish(s, done))
 
 
@@ -194,6 +197,8 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
             report.warn(f"setup failed at {step}; everything is left in place (--keep)")
             return
     path = settings.worktree_path(req.adw_id)
+    for name in undo.databases:
+        _quietly(report, f"drop database {name}", lambda name=name: agentdb.drop_created(settings, req.adw_id, name))
     if undo.worktree:
         _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
     if undo.branch:

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from . import git, ids, locks, owned, ports, state, worktree
+from . import agentdb, git, ids, locks, owned, ports, state, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .faults import fault
@@ -38,12 +38,13 @@ def branch_merged(settings: Settings, s: dict) -> bool:
 
 
 def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
-             salvage: bool | None = None, report: Reporter | None = None) -> dict:
+             salvage: bool | None = None, keep_db: bool = False, report: Reporter | None = None) -> dict:
     """Remove one agent's worktree, free its slot and archive its state; returns what was done.
 
     ``force`` passes a non-terminal status and an unmerged ``delete_branch`` (its tip is backed up).
     ``salvage`` (default: same as ``force``) lets a worktree with uncommitted work go, after that
     work is committed under refs/grove-salvage/; without it such a worktree is refused.
+    The agent's Postgres databases (those the ownership journal gives it) are dropped unless ``keep_db``.
     """
     salvage = force if salvage is None else salvage
     report = report or Reporter(quiet=True)
@@ -58,9 +59,11 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
                             "see `inv list` and `inv git-worktrees`")
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
+        databases = agentdb.plan_teardown(settings, adw_id, keep_db)  # an unreachable server: exit 1 here
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
-                  "moved_to": None, "moved_nested": [], "freed_slots": [], "archive": None, "stopped_processes": []}
+                  "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
+                  "archive": None, "stopped_processes": []}
         fault(OP, "before", "worktree")
         if entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
@@ -75,12 +78,16 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         fault(OP, "after", "branch")
         result["freed_slots"] = ports.release(settings, adw_id)
         fault(OP, "after", "ports")
+        result["databases"] = agentdb.apply_teardown(settings, databases)
+        fault(OP, "after", "databases")
         if s is not None:
             result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
+        saved_refs += result["submodule_refs"]
         stopped = result["stopped_processes"]
-        report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}"
+        dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
+        report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
@@ -220,7 +227,7 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
     return {"max_age_days": max_age_days, "dry_run": dry_run, "abandoned": found, "removed": removed, "kept": kept}
 
 
-def teardown_all(settings: Settings, *, report: Reporter | None = None) -> dict:
+def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter | None = None) -> dict:
     """`make clean-worktrees`: tear down every completed, merged or failed agent.
 
     Uncommitted work is salvaged first; merged Grove branches are deleted, unmerged ones stay.
@@ -242,7 +249,7 @@ def teardown_all(settings: Settings, *, report: Reporter | None = None) -> dict:
                 continue
             has_branch = git.branch_exists(settings.repo, s["branch"])
             merged = has_branch and branch_merged(settings, s)
-            torn.append(teardown(settings, adw_id, delete_branch=merged, salvage=True, report=report))
+            torn.append(teardown(settings, adw_id, delete_branch=merged, salvage=True, keep_db=keep_db, report=report))
             if has_branch and not merged:
                 kept.append({"adw_id": adw_id, "reason": f"branch {s['branch']} has unmerged commits: kept"})
         except GroveError as exc:

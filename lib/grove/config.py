@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -46,6 +46,12 @@ DEFAULTS: dict[str, str] = {
     "ADW_PATH_CONFIGS": ".mcp.json,playwright-mcp-config.json",
     "ADW_INSTALL_DIRS": "app/server,app/client",
     "ADW_DB_RESET": "scripts/reset_db.sh",
+    "ADW_DB_URL": "",
+    "ADW_DB_TEMPLATE": "",
+    "ADW_DB_NAME": "",
+    "ADW_DB_URL_VAR": "DATABASE_URL",
+    "ADW_DB_BUSY_TIMEOUT": "5",
+    "ADW_COMPOSE_PROJECT_VAR": "COMPOSE_PROJECT_NAME",
     "ADW_MERGE_STRATEGY": "no-ff",
     "ADW_MERGE_VALIDATE": "",
     "ADW_MERGE_MODE": "sequential",
@@ -62,6 +68,7 @@ DEFAULTS: dict[str, str] = {
 
 PORT_MIN, PORT_MAX = 1024, 65535
 _PORT_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def field_name(key: str) -> str:
@@ -82,6 +89,12 @@ class Settings:
     path_configs: tuple[str, ...]
     install_dirs: tuple[str, ...]
     db_reset: str
+    db_url: str = field(repr=False)  # may hold a password: never printed (lib/grove/pgdb.py redacts)
+    db_template: str
+    db_name: str
+    db_url_var: str
+    db_busy_timeout: float
+    compose_project_var: str  # empty: no Compose project name in .ports.env
     merge_strategy: str
     merge_validate: str
     merge_mode: str
@@ -263,6 +276,20 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
     db_reset = raw["ADW_DB_RESET"].strip()
     if db_reset:
         _check_relative("ADW_DB_RESET", db_reset)
+    db_url, db_template, db_name = (raw[k].strip() for k in ("ADW_DB_URL", "ADW_DB_TEMPLATE", "ADW_DB_NAME"))
+    _check_database(db_url, db_template, db_name)
+    bases = _port_bases(raw, slots)
+    db_url_var = _env_var(raw, "ADW_DB_URL_VAR", required=True)
+    compose_var = _env_var(raw, "ADW_COMPOSE_PROJECT_VAR", required=False)
+    taken = [name for name, _ in bases] + ["VITE_BACKEND_URL"]
+    for key, name in (("ADW_DB_URL_VAR", db_url_var if db_url else ""), ("ADW_COMPOSE_PROJECT_VAR", compose_var)):
+        if not name:
+            continue
+        if name in taken:
+            raise bad_input(f"{key}={name} collides with another variable Grove writes to .ports.env",
+                            "choose a name that is not a port variable, VITE_BACKEND_URL or the other of "
+                            "ADW_DB_URL_VAR / ADW_COMPOSE_PROJECT_VAR")
+        taken.append(name)
     return Settings(
         repo=repo,
         remote=raw["ADW_REMOTE"].strip(),
@@ -270,11 +297,17 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         trees_dir=trees,
         agents_dir=agents,
         port_slots=slots,
-        port_bases=_port_bases(raw, slots),
+        port_bases=bases,
         env_files=_list(raw, "ADW_ENV_FILES"),
         path_configs=_list(raw, "ADW_PATH_CONFIGS"),
         install_dirs=_list(raw, "ADW_INSTALL_DIRS"),
         db_reset=db_reset,
+        db_url=db_url,
+        db_template=db_template,
+        db_name=db_name,
+        db_url_var=db_url_var,
+        db_busy_timeout=_seconds(raw, "ADW_DB_BUSY_TIMEOUT"),
+        compose_project_var=compose_var,
         merge_strategy=strategy,
         merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
         merge_mode=mode,
@@ -293,3 +326,27 @@ def _choice(raw: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise bad_input(f"{key}={value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def _env_var(raw: Mapping[str, str], key: str, required: bool) -> str:
+    name = raw[key].strip()
+    if (name or required) and not _ENV_VAR.match(name):
+        raise bad_input(f"{key}={name!r} is not an environment variable name",
+                        "use letters, digits and '_', not starting with a digit" + ("" if required else "; empty turns it off"))
+    return name
+
+
+def _check_database(url: str, template: str, name: str) -> None:
+    """ADW_DB_*: the URL is read by libpq's own parser (offline) so a typo is exit 2 here, before
+    anything changes; psycopg is imported only when ADW_DB_URL is set (issue 14)."""
+    if not url:
+        for key, value in (("ADW_DB_TEMPLATE", template), ("ADW_DB_NAME", name)):
+            if value:
+                raise bad_input(f"{key} is set but ADW_DB_URL is not",
+                                "set ADW_DB_URL to the PostgreSQL server's admin URL, or unset " + key)
+        return
+    from . import pgdb
+
+    pgdb.parse_admin_url(url)
+    if len(template.encode()) > pgdb.NAME_MAX_BYTES:
+        raise bad_input(f"ADW_DB_TEMPLATE is longer than PostgreSQL's {pgdb.NAME_MAX_BYTES} bytes")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import git, locks, owned, ports, preserve, state, worktree
+from . import agentdb, git, locks, owned, ports, preserve, state, worktree
 from .config import Settings
 from .errors import GroveError
 
@@ -57,6 +57,7 @@ def check(settings: Settings, fix: bool = False) -> dict:
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
     problems += _check_registry(settings)
     problems += _orphan_branches(settings, agents, entries)
+    problems += _orphan_databases(settings)
     if fix:
         for p in problems:
             if p["fix"]:
@@ -164,6 +165,22 @@ def _repair_one(settings: Settings, p: dict) -> None:
         p["hint"] = f"not fixed: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
 
 
+def _orphan_databases(settings: Settings) -> list[dict]:
+    """Postgres databases Grove recorded creating whose agent is gone (no state dir, no worktree dir;
+    a corrupt state still counts as an agent). Only the journal counts, never a name (issue 14); one
+    kept by `teardown --keep-db` is not listed."""
+    live = set(_state_dirs(settings))
+    if settings.trees_path.is_dir():
+        live |= {p.name for p in settings.trees_path.iterdir()}
+    try:
+        found = agentdb.orphans(settings, live, lambda adw_id: _busy(settings, adw_id))
+    except GroveError as exc:
+        return [_problem("database_check_failed", f"cannot check Grove's databases: {exc.message}", None,
+                         hint=exc.hint or "fix ADW_DB_URL or start the server, then run `inv doctor` again")]
+    return [_problem("orphan_database", f"database {o['database']} (made by Grove for {o['adw_id']}) has no agent",
+                     "drop it (its sessions are ended first)", **o) for o in found]
+
+
 def _repair(settings: Settings, p: dict) -> None:
     from .cleanup import _base_ref
 
@@ -176,6 +193,8 @@ def _repair(settings: Settings, p: dict) -> None:
     elif kind == "dead_claim":
         ports.release_dead(settings)
         p["fixed"] = True
+    elif kind == "orphan_database":
+        p["fixed"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
     elif kind == "orphan_branch":
         p["backup_ref"] = worktree.delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True

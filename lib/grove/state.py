@@ -78,6 +78,7 @@ def new(settings: Settings, adw_id: str, branch: str, base: str, **fields) -> di
         "agent_id": None,
         "commits": [],
         "conflict_files": [],
+        "database": None,  # the agent's Postgres database (issue 14): name, redacted url, template
         "history": [{"status": "created", "at": stamp, "by": _who()}],
     }
     state.update(fields)

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from . import db, deps, envfiles, ports, repoint, state
+from . import agentdb, compose, db, deps, envfiles, ports, repoint, state, submodules
 from .config import Settings
 from .errors import GroveError
 from .report import Reporter
@@ -22,8 +22,20 @@ def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tup
     return include.copy_into(settings, path)
 
 
+def env_values(settings: Settings, adw_id: str, claimed: dict[str, int]) -> dict[str, str]:
+    """What .ports.env and every merged env file get: the ports, the Compose project name and the
+    agent's database URL (issue 14). The URL is known from the name before the db step runs."""
+    values = ports.env_lines(claimed)
+    if settings.compose_project_var:
+        values[settings.compose_project_var] = compose.project_name(settings.repo.name, adw_id)
+    values.update(agentdb.env_values(settings, adw_id))
+    return values
+
+
 def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
-    changed = envfiles.write_if_changed(path / envfiles.PORTS_FILE, envfiles.ports_text(values), 0o644)
+    # With a database URL (and its password) in it, the file is the agent's alone, like the env copies.
+    mode = envfiles.SECRET_MODE if settings.db_url and settings.db_url_var in values else 0o644
+    changed = envfiles.write_if_changed(path / envfiles.PORTS_FILE, envfiles.ports_text(values), mode)
     return ("done" if changed else "unchanged"), envfiles.PORTS_FILE, [envfiles.PORTS_FILE]
 
 
@@ -75,15 +87,43 @@ def install(settings: Settings, path: Path, enabled: bool = True) -> tuple[str, 
     return "done", "; ".join(notes)
 
 
-def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True) -> tuple[str, str]:
+def submodules_step(settings: Settings, path: Path) -> tuple[str, str]:
+    return submodules.populate(settings, path)
+
+
+KEPT = "reset by an earlier run; --reset-db resets it again"
+
+
+def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True, *,
+             kept: bool = False, reset: bool = True, created: list[str] | None = None) -> tuple[str, str]:
+    """The agent's Postgres database (with ADW_DB_URL), then the reset script with its env.
+
+    ``kept``: an earlier run finished this step, so the database and what the agent wrote in it
+    stay and the script is not run again (a database that is gone is made anew, script and all).
+    ``reset``: recreate the database from the template (``--reset-db``, ``inv db.reset``).
+    """
     if not enabled:
         return "skipped", "--no-db"
+    notes = []
+    if agentdb.configured(settings):
+        adw_id = path.name
+        outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)
+        state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
+        if kept and outcome.action == "kept":
+            return "kept", f"{outcome.name}: {KEPT}"
+        notes.append(outcome.line())
+    elif kept:
+        return "kept", KEPT
     if not settings.db_reset:
-        return "skipped", "ADW_DB_RESET is empty"
+        return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
     env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
-    if not db.reset(path, settings.db_reset, env, settings.install_timeout):
-        return "skipped", f"{settings.db_reset} absent"
-    return "done", settings.db_reset
+    try:
+        ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
+    except GroveError as exc:
+        exc.message = agentdb.scrub(settings, exc.message)  # the script may echo DATABASE_URL
+        raise
+    notes.append(settings.db_reset if ran else f"{settings.db_reset} absent")
+    return ("done" if ran or len(notes) > 1 else "skipped"), "; ".join(notes)
 
 
 
@@ -112,7 +152,7 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
         raise GroveError(f"{adw_id} has no worktree at {path}", hint=f"run `inv worktree.add --adw-id {adw_id}` first")
     if not s.get("ports"):
         raise GroveError(f"{adw_id} has no port claim", hint=f"run `inv ports.claim --adw-id {adw_id}` first")
-    values = ports.env_lines(s["ports"])
+    values = env_values(settings, adw_id, s["ports"])
     outcomes: dict = {}
     with report.step(name, "step", outcomes) as info:
         if name in FILE_STEPS:

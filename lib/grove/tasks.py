@@ -83,8 +83,9 @@ def _one(adw_id):
         "base": "base branch (default ADW_BASE_BRANCH, main)",
         "agent_id": "who will work in it (recorded in the state)",
         "install": "install dependencies (uv, bun); --no-install skips",
-        "db": "reset the database on first setup; --no-db skips",
-        "reset_db": "reset the database again on a re-run (a re-run otherwise keeps it, with the agent's rows)",
+        "db": "create the agent's Postgres database (ADW_DB_URL) and run the reset script on first setup; --no-db skips",
+        "reset_db": "on a re-run, clone the database from the template again and rerun the reset script "
+                    "(a re-run otherwise keeps it, with the agent's rows)",
         "fetch": "fetch the base from the remote first; --no-fetch uses the local base",
         "keep": "on failure leave everything in place, state marked failed, for debugging",
         "repo": REPO,
@@ -140,29 +141,32 @@ def _print_ready(s):
         "delete_branch": "also delete the branch Grove made; refused when unmerged unless --force",
         "force": "do not ask: allow an unfinished status, remove a dirty worktree after saving its work under "
                  "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/",
+        "keep_db": "keep the agent's Postgres database (ADW_DB_URL); by default teardown drops it",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
     },
 )
 @_guard
-def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, repo=None, json=False, quiet=False):
+def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_db=False, repo=None, json=False,
+             quiet=False):
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
     Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
     deleted branch tip no other ref holds under refs/grove-backup/. Only paths proven to lie
     inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
+    The agent's Postgres database is dropped (its sessions ended first) unless --keep-db.
     """
     from . import cleanup
 
     settings = _settings(c, repo)
     report = _reporter(quiet)
     if all:
-        result = cleanup.teardown_all(settings, report=report)
+        result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         _emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
         return
-    done = [cleanup.teardown(settings, _one([a]), delete_branch=delete_branch, force=force, report=report)
-            for a in (adw_id or [None])]
+    done = [cleanup.teardown(settings, _one([a]), delete_branch=delete_branch, force=force, keep_db=keep_db,
+                             report=report) for a in (adw_id or [None])]
     _emit(done[0] if len(done) == 1 else {"torn_down": done}, json, lambda d: None)
 
 
@@ -431,7 +435,8 @@ def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
                                         f"agent(s): {', '.join(a['adw_id'] for a in d['abandoned']) or '-'}"))
 
 
-@task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state",
+@task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
+                   "drop Postgres databases Grove created for agents that are gone",
             "repo": REPO, "json": JSON})
 @_guard
 def doctor(c, fix=False, repo=None, json=False):
@@ -592,7 +597,7 @@ def deps_install(c, adw_id=None, repo=None, json=False):
 @task(help={"adw_id": ID, "repo": REPO, "json": JSON})
 @_guard
 def db_reset(c, adw_id=None, repo=None, json=False):
-    """Run the database reset script (ADW_DB_RESET) in the worktree with its ports."""
+    """Recreate the agent's Postgres database from the template (with ADW_DB_URL), then run ADW_DB_RESET."""
     _emit(_step(c, adw_id, repo, "db"), json, lambda d: None)
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import envfiles, git, locks, owned, preserve, proc
+from . import envfiles, git, locks, owned, preserve, proc, submodules
 from .config import Settings
 from .errors import BAD_INPUT, GroveError, bad_input
 
@@ -235,22 +235,32 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
     with ``salvage``, uncommitted work goes to refs/grove-salvage/ (without it, git itself refuses a
     dirty worktree) and a repository nested inside it is moved to agents/.archive/; every commit
     only the worktree's own records reach (HEAD, its reflog, refs/worktree/, an unfinished merge)
-    goes to refs/grove-backup/. Returns what was made: ``salvage_ref``, ``worktree_backup_refs``,
-    ``moved_nested``, ``stopped_processes``.
+    goes to refs/grove-backup/. Submodule commits the main checkout's copies have no ref for (and,
+    with ``salvage``, their edits) go to refs/grove-backup/submodules/ (lib/grove/submodules.py).
+    Returns what was made: ``salvage_ref``, ``worktree_backup_refs``, ``moved_nested``,
+    ``submodule_refs``, ``stopped_processes``.
     """
     require_inside_trees(settings, path)
     entry = entry or git.worktree_for(settings.repo, path)
-    saved: dict = {"salvage_ref": None, "worktree_backup_refs": [], "moved_nested": [],
+    saved: dict = {"salvage_ref": None, "worktree_backup_refs": [], "moved_nested": [], "submodule_refs": [],
                    "stopped_processes": stop_processes(settings, path)}
+    force = salvage
     if entry is not None:
+        if path.is_dir():
+            # git removes a worktree with submodules only when forced, and forcing deletes their git
+            # dirs with every commit made in them: those are kept first (issue 14).
+            kept = submodules.save(settings, path, path.name, salvage)
+            if kept is not None:
+                saved["submodule_refs"], force = kept, True
         if path.is_dir() and salvage:
             saved["salvage_ref"], nested = preserve.salvage(settings.repo, path.name, path, generated_files(settings),
                                                             hidden_edits(settings, path))
-            saved["moved_nested"] = [str(_move_nested(settings, path, rel)) for rel in nested]
+            handled = submodules.paths(path)  # the worktree's submodules: saved just above, not moved
+            saved["moved_nested"] = [str(_move_nested(settings, path, rel)) for rel in nested if rel not in handled]
         saved["worktree_backup_refs"] = _keep_worktree_commits(settings, path, entry)
     with repo_lock(settings):
         if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", *(["--force"] if salvage else []), path,
+            git.git(settings.repo, "worktree", "remove", *(["--force"] if force else []), path,
                     timeout=settings.git_timeout)
         elif entry is not None:
             git.prune_entry(settings.repo, path)
