@@ -142,7 +142,7 @@ def test_teardown_keeps_every_submodule_commit_and_salvages_its_edits(sub_repo):
     refused = inv(sub_repo, "teardown", "--adw-id", "s6")
     assert refused.returncode == 1 and "uncommitted changes" in refused.stderr and tree.is_dir()
     done = inv_json(sub_repo, "teardown", "--adw-id", "s6", "--force")
-    assert not tree.exists()
+    assert not tree.exists() and done["moved_nested"] == []  # a submodule is saved, not moved aside
     refs = done["submodule_refs"]
     assert refs and all(r.startswith("refs/grove-backup/submodules/s6/vendor/lib") for r in refs)
     for commit in (lib_commit, deep_commit):  # each one reachable from a saved ref in the main repository
