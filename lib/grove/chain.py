@@ -11,7 +11,7 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from . import agentdb, git, ids, locks, owned, ports, state, steps, worktree
+from . import agentdb, git, ids, locks, owned, pool, ports, state, steps, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .report import Reporter
@@ -34,6 +34,7 @@ class Request:
     db: bool = True
     reset_db: bool = False  # reset the database even though an earlier run already did
     keep: bool = False
+    pool: bool = True  # take a ready worktree from the warm pool when there is one (pool.py)
 
 
 @dataclass
@@ -137,8 +138,14 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
                       task_name=req.task_name, agent_id=req.agent_id)
     state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
     with report.step("worktree", OP, done) as info:
-        reused = worktree.existing(settings, req.adw_id, branch)
-        if reused:
+        taken = pool.take(settings, req.adw_id, branch, base, base_commit, current is not None, undo) \
+            if req.pool else None
+        reused = False
+        if taken:
+            info["outcome"] = "pooled"
+            report.say(f"  from the pool: {taken.detail}")
+        elif worktree.existing(settings, req.adw_id, branch):
+            reused = True
             info["outcome"] = "reused"
         else:
             undo.worktree = True
@@ -167,17 +174,22 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         if before.get("install") in DONE and req.install:
             info["outcome"], info["detail"] = "kept", "installed by an earlier run"
         else:
-            info["outcome"], info["detail"] = steps.install(settings, path, req.install)
+            info["outcome"], info["detail"] = steps.install(settings, path, req.install,
+                                                            only=taken.install_only if taken else None)
     with report.step("db", OP, done, long=True) as info:
-        kept = before.get("db") in DONE and not req.reset_db
-        info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
-                                                         reset=req.reset_db, created=undo.databases)
-    return state.update(settings, req.adw_id, lambda s: _finish(s, done))
+        if taken and not taken.db and req.db and not req.reset_db:
+            info["outcome"], info["detail"] = "kept", f"the pool's database: {taken.db_reason}"
+        else:
+            kept = before.get("db") in DONE and not req.reset_db
+            info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
+                                                             reset=req.reset_db, created=undo.databases)
+    return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
 
 
-def _finish(s: dict, done: dict) -> None:
+def _finish(s: dict, done: dict, taken=None) -> None:
     s["steps"].update(done)
     s["error_message"] = None
+    s["from_pool"] = bool(taken) or s.get("from_pool", False)
 
 
 def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: BaseException) -> None:

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, str] = {
     "ADW_DB_URL_VAR": "DATABASE_URL",
     "ADW_DB_BUSY_TIMEOUT": "5",
     "ADW_COMPOSE_PROJECT_VAR": "COMPOSE_PROJECT_NAME",
+    "ADW_DB_INPUTS": "",
     "ADW_MERGE_STRATEGY": "no-ff",
     "ADW_MERGE_VALIDATE": "",
     "ADW_MERGE_MODE": "sequential",
@@ -95,6 +96,7 @@ class Settings:
     db_url_var: str
     db_busy_timeout: float
     compose_project_var: str  # empty: no Compose project name in .ports.env
+    db_inputs: tuple[str, ...]  # what a pooled database is made from (pool.db_inputs_changed)
     merge_strategy: str
     merge_validate: str
     merge_mode: str
@@ -308,6 +310,7 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         db_url_var=db_url_var,
         db_busy_timeout=_seconds(raw, "ADW_DB_BUSY_TIMEOUT"),
         compose_project_var=compose_var,
+        db_inputs=_list(raw, "ADW_DB_INPUTS"),
         merge_strategy=strategy,
         merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
         merge_mode=mode,

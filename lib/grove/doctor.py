@@ -38,7 +38,9 @@ def check(settings: Settings, fix: bool = False) -> dict:
         seen_paths.add(real)
         problems += _check_agent(settings, adw_id, s, real in entries, os.path.isdir(real))
     for real, w in entries.items():
-        if real.startswith(trees + os.sep) and real not in seen_paths and not Path(real).name.startswith("."):
+        # Hidden entries (trees/.grove-merge, the pool's trees/.pool/*) are Grove's own, checked elsewhere.
+        if real.startswith(trees + os.sep) and real not in seen_paths \
+                and not Path(os.path.relpath(real, trees)).parts[0].startswith("."):
             if not os.path.isdir(real):
                 problems.append(_problem("stale_git_entry", f"git lists {w['path']} but the directory is gone",
                                          "prune this entry", path=w["path"]))
@@ -62,6 +64,9 @@ def check(settings: Settings, fix: bool = False) -> dict:
         for p in problems:
             if p["fix"]:
                 _repair_one(settings, p)
+    from . import pool
+
+    problems += pool.check(settings, fix)  # the pool checks and repairs its own entries (issue 12)
     remaining = [p for p in problems if not p["fixed"]]
     return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining),
             "backups": preserve.listing(settings.repo, preserve.BACKUP),

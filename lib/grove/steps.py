@@ -73,18 +73,57 @@ def record_claim(s: dict, claim: ports.Claim) -> None:
         state.apply_status(s, "created")
 
 
-def install(settings: Settings, path: Path, enabled: bool = True) -> tuple[str, str]:
+def install(settings: Settings, path: Path, enabled: bool = True, only: tuple[str, ...] | None = None) -> tuple[str, str]:
+    """Install every install dir; ``only`` limits it to those dirs (a pooled worktree's changed ones).
+
+    The dirs are independent projects (the uv server, the bun client), so they install at the same
+    time (issue 12); the db step runs after all of them. The first failure is raised once all ended.
+    """
     if not enabled:
         return "skipped", "--no-install"
-    notes = []
-    for name in settings.install_dirs:
-        directory = path / name
-        if not directory.is_dir():
-            notes.append(f"{name}: missing, skipped")
-            continue
-        ran = deps.install(directory, settings.install_timeout)
-        notes.append(f"{name}: {'+'.join(ran) if ran else 'no project'}")
-    return "done", "; ".join(notes)
+    names = [n for n in settings.install_dirs if only is None or n in only]
+    if only is not None and not names:
+        return "kept", "installed by the pool; no lock file changed since"
+    if not names:
+        return "done", ""
+    results = _parallel([lambda d=path / n: _install_dir(d, settings.install_timeout) for n in names])
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    return "done", "; ".join(f"{n}: {r}" for n, r in zip(names, results))
+
+
+def _install_dir(directory: Path, timeout: float) -> str:
+    if not directory.is_dir():
+        return "missing, skipped"
+    ran = deps.install(directory, timeout)
+    return "+".join(ran) if ran else "no project"
+
+
+def _parallel(jobs: list) -> list:
+    """Run ``jobs`` at once, one thread each (they wait on subprocesses); results or exceptions, in order."""
+    if len(jobs) == 1:
+        return [_call(jobs[0])]
+    import threading
+
+    out: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        out[i] = _call(jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _call(job):
+    try:
+        return job()
+    except BaseException as exc:  # noqa: BLE001 - handed back to the caller, which raises it
+        return exc
 
 
 def submodules_step(settings: Settings, path: Path) -> tuple[str, str]:

@@ -88,6 +88,8 @@ def _one(adw_id):
                     "(a re-run otherwise keeps it, with the agent's rows)",
         "fetch": "fetch the base from the remote first; --no-fetch uses the local base",
         "keep": "on failure leave everything in place, state marked failed, for debugging",
+        "pool": "take a ready worktree from the warm pool when there is one (`inv pool`); --no-pool skips",
+        "refill": "afterwards refill the pool to its size (`inv pool --size N`) in the background",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
@@ -95,7 +97,8 @@ def _one(adw_id):
 )
 @_guard
 def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None, agent_id=None, install=True,
-          db=True, reset_db=False, fetch=True, keep=False, repo=None, json=False, quiet=False):
+          db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, repo=None, json=False,
+          quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
 
     Runs validate, fetch, ports, worktree, ports_env, env, repoint, install and db in order.
@@ -118,8 +121,13 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     if branch and len(wanted) > 1:
         raise bad_input("--branch names one branch; it cannot be used with several agents")
     reqs = [chain.Request(a, branch=branch, base=base, epic_id=epic, task_name=task, agent_id=agent_id,
-                          fetch=fetch, install=install, db=db, reset_db=reset_db, keep=keep) for a in wanted]
+                          fetch=fetch, install=install, db=db, reset_db=reset_db, keep=keep, pool=pool)
+            for a in wanted]
     states, errors = chain.setup_many(settings, reqs, _reporter(quiet))
+    if refill:
+        from . import pool as pooling
+
+        pooling.refill_in_background(settings, dict(c.config.get("grove") or {}))
     if len(reqs) == 1 and states:
         _emit(states[0], json, _print_ready)
     else:
@@ -479,6 +487,46 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
           or (not d and print("no salvaged work")))
 
 
+@task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",
+            "base": "base branch the pooled worktrees start from (default ADW_BASE_BRANCH)",
+            "fetch": "fetch the base first; --no-fetch uses the local base", "repo": REPO, "json": JSON,
+            "quiet": QUIET})
+@_guard
+def pool(c, size=None, base=None, fetch=True, repo=None, json=False, quiet=False):
+    """Show the warm pool, or fill it with --size N ready worktrees (0 drains it) for setup to take.
+
+    A pooled worktree is checked out at the base (detached) under trees/.pool/, with env files,
+    dependencies and the database ready; `inv setup` turns one into the agent's own worktree.
+    Exits 1 when the pool could not reach the size (a failed fill, or a drained entry kept because
+    it holds changes).
+    """
+    from . import pool as pooling
+    from .errors import bad_input
+
+    settings = _settings(c, repo, base_branch=base)
+    if size is None:
+        _emit(pooling.show(settings), json, _print_pool)
+        return
+    try:
+        size = int(size)
+    except ValueError:
+        raise bad_input(f"--size {size!r} is not a whole number") from None
+    if not 0 <= size <= 100:
+        raise bad_input(f"--size {size} is outside 0..100")
+    result = pooling.fill(settings, size, base, _reporter(quiet), fetch=fetch)
+    _emit(result, json, _print_pool)
+    if result["failed"] or result["kept"]:
+        raise Exit("grove: the pool did not reach its size: "
+                   + "; ".join(f"{x['name']}: {x.get('error') or x.get('reason')}" for x in result["failed"] + result["kept"]),
+                   code=1)
+
+
+def _print_pool(d):
+    for e in d["entries"]:
+        print(f"{e['name']:<12} {e['status']:<9} {e['base']:<12} {(e['commit'] or '')[:10]:<11} {e['path']}")
+    print(f"pool: {d.get('ready', sum(e['status'] == 'ready' for e in d['entries']))} ready, size {d['size']}")
+
+
 @task(help={"repo": REPO})
 @_guard
 def init(c, repo=None):
@@ -615,7 +663,7 @@ def state_archived(c, epic=None, repo=None, json=False):
 TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "exec": exec_, "merge": merge,
        "sync": sync, "conflicts": conflicts,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
-       "salvage": salvage, "init": init}
+       "salvage": salvage, "init": init, "pool": pool}
 NAMESPACES = {
     "git": {"fetch": git_fetch},
     "worktree": {"add": worktree_add},
