@@ -205,9 +205,15 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
         return f"{path} is on a branch, not detached as the pool left it"
     if entry.get("commit") and head != entry["commit"]:
         return f"{path} is at {str(head)[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
-    dirty = git.dirty_files(path)
-    if dirty:
-        return f"{path} has changes: {', '.join(dirty[:5])}"
+    index = Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
+        git.git(path, "read-tree", head)  # the index only: files on disk are compared, never touched
+    raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    # A tracked file missing from disk is no one's work (its content is in the commit); anything
+    # untracked or changed may be.
+    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")]
+    if work:
+        return f"{path} has changes: {', '.join(work[:5])}"
     return None
 
 
@@ -411,11 +417,17 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     _refresh_included(settings, target)
     old = entry.get("commit") or base_commit
     changed = _changed(target, old, base_commit)
-    reinstall = [d for d in settings.install_dirs if _lock_changed(d, changed) or _stale_venv(target / d, entry)]
+    reasons = {}
+    for d in settings.install_dirs:
+        if _lock_changed(d, changed):
+            reasons[d] = "lock file changed"
+        elif _stale_venv(target / d, entry):
+            reasons[d] = "venv named the pool path"
+    reinstall = list(reasons)
     db_again, why = db_inputs_changed(settings, entry, changed)
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
-    detail = (f"pool entry {entry['name']} ({moved}); reinstall: {', '.join(reinstall) or 'none'}; "
-              f"db: {why}")
+    detail = (f"pool entry {entry['name']} ({moved}); reinstall: "
+              f"{', '.join(f'{d} ({r})' for d, r in reasons.items()) or 'none'}; db: {why}")
     return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
 
 

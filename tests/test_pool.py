@@ -1,0 +1,363 @@
+"""The warm pool and parallel installs (issue 12), on real repos with real uv, bun and sqlite."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import GROVE, cli, commit_file, git, inv, inv_json
+
+sys.path.insert(0, str(GROVE / "scripts"))
+import sample_app  # noqa: E402
+
+from grove import deps  # noqa: E402
+
+
+def make_wheel(directory: Path) -> str:
+    """A tiny wheel with a console script, made by hand so uv installs it with no index."""
+    name, version = "greet", "0.1"
+    files = {
+        f"{name}/__init__.py": "def main():\n    import sys\n    print('greet', sys.prefix)\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                             "Tag: py3-none-any\n",
+        f"{name}-{version}.dist-info/entry_points.txt": "[console_scripts]\ngreet = greet:main\n",
+    }
+    wheel = f"{name}-{version}-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(directory / wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+            record.append(f"{path},sha256={digest},{len(text)}")
+        record.append(f"{name}-{version}.dist-info/RECORD,,")
+        z.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.fixture
+def app(tmp_path, repo, monkeypatch):
+    """The sample app with a console script on each side: a wheel for uv, a file: package for bun."""
+    app = sample_app.build(tmp_path / "sample", None, None)
+    server, client = app / "app/server", app / "app/client"
+    wheel = make_wheel(server)
+    (server / "pyproject.toml").write_text(
+        (server / "pyproject.toml").read_text().replace("dependencies = []", 'dependencies = ["greet"]')
+        + f'\n[tool.uv.sources]\ngreet = {{ path = "{wheel}" }}\n')
+    (client / "tool").mkdir()
+    (client / "tool/package.json").write_text(json.dumps({"name": "tool", "version": "1.0.0",
+                                                          "bin": {"tool": "cli.sh"}}))
+    (client / "tool/cli.sh").write_text("#!/bin/sh\necho tool ok\n")
+    os.chmod(client / "tool/cli.sh", 0o755)
+    (client / "package.json").write_text(json.dumps({"name": "client", "private": True,
+                                                     "dependencies": {"tool": "file:./tool"}}))
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    subprocess.run([deps.find_tool("uv"), "lock", "--quiet", "--offline"], cwd=server, check=True, env=env)
+    subprocess.run([deps.find_tool("bun"), "install", "--silent"], cwd=client, check=True, env=env)
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "console scripts")
+    git(app, "push", "-q", "origin", "main")
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    return app
+
+
+def light(repo: Path) -> Path:
+    """A repo without installs whose db reset is a script: quick to pool, for the crash tests."""
+    commit_file(repo, "scripts/reset_db.sh", "#!/bin/sh\nmkdir -p data && date > data/app.db\n")
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "db script")
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def pool_entries(repo: Path) -> dict:
+    path = repo / "agents/.grove/pool.json"
+    return json.loads(path.read_text())["entries"] if path.exists() else {}
+
+
+def run_ok(argv, cwd) -> str:
+    out = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, env=dict(
+        os.environ, PATH=os.environ["PATH"]))
+    assert out.returncode == 0, (argv, out.stdout, out.stderr)
+    return out.stdout
+
+
+def text_files_mentioning(root: Path, needle: str) -> list[str]:
+    hits = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git" and d != "__pycache__"]
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                if needle in os.readlink(path):
+                    hits.append(str(path))
+                continue
+            try:
+                if needle.encode() in path.read_bytes():
+                    hits.append(str(path))
+            except OSError:
+                pass
+    return hits
+
+
+def test_pooled_worktree_works_like_a_fresh_one(app):
+    filled = inv_json(app, "pool", "--size", "1")
+    assert len(filled["created"]) == 1 and filled["entries"][0]["status"] == "ready"
+    pooled_path = filled["entries"][0]["path"]
+    s = inv_json(app, "setup", "--adw-id", "p1")
+    fresh = inv_json(app, "setup", "--adw-id", "f1", "--no-pool")
+    assert s["from_pool"] is True and fresh["from_pool"] is False
+    assert s["steps"]["worktree"]["outcome"] == "pooled" and fresh["steps"]["worktree"]["outcome"] == "done"
+    wt = app / "trees/p1"
+    assert not Path(pooled_path).exists() and pool_entries(app) == {}
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/p1"
+    assert git(wt, "rev-parse", "HEAD") == git(app, "rev-parse", "origin/main")
+    # The venv's console script, its interpreter and node_modules/.bin all run from the new place.
+    assert run_ok([wt / "app/server/.venv/bin/greet"], wt).strip() == f"greet {wt}/app/server/.venv"
+    assert run_ok([wt / "app/server/.venv/bin/python", "-c", "import greet; print(greet.__file__)"], wt) \
+        .startswith(str(wt / "app/server/.venv"))
+    assert run_ok([wt / "app/client/node_modules/.bin/tool"], wt).strip() == "tool ok"
+    # The database is there; the env files hold the agent's own ports; nothing names the pool.
+    assert sqlite3.connect(wt / "app/server/app.db").execute("select count(*) from agent").fetchone() == (1,)
+    backend = s["backend_port"]
+    assert f"BACKEND_PORT={backend}\n" in (wt / ".ports.env").read_text()
+    assert f"BACKEND_PORT={backend}\n" in (wt / ".env").read_text()
+    assert f"BACKEND_PORT={backend}\n" in (wt / "app/server/.env").read_text()
+    assert "API_KEY=s3cret-value" in (wt / ".env").read_text()
+    assert json.loads((wt / "playwright-mcp-config.json").read_text())["outputDir"] == str(wt / "videos")
+    assert text_files_mentioning(wt, "/.pool/") == []
+    assert text_files_mentioning(wt, str(app / "trees/f1")) == []
+    assert git(wt, "status", "--porcelain") == ""
+    # Same tracked and generated files as the fresh worktree (the deps and the db aside).
+    def listing(root):
+        skip = {".git", "node_modules", ".venv", "__pycache__"}
+        out = set()
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in skip]
+            out.update(str((Path(dirpath) / f).relative_to(root)) for f in files)
+        return out
+    assert listing(wt) == listing(app / "trees/f1")
+    # Re-running changes nothing and the agent stays from the pool.
+    again = inv_json(app, "setup", "--adw-id", "p1")
+    assert again["from_pool"] is True and again["slot"] == s["slot"]
+
+
+def test_two_setups_racing_for_one_pooled_worktree(repo):
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    procs = [subprocess.Popen([*cli(), "setup", "--adw-id", i, "--json"], cwd=repo, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in ("r1", "r2")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    states = [json.loads(o[0]) for o in outs]
+    assert sorted(s["from_pool"] for s in states) == [False, True]
+    assert pool_entries(repo) == {}
+    for s in states:
+        wt = Path(s["worktree_path"])
+        assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == s["branch"]
+        assert (wt / "data/app.db").is_file()
+    assert inv_json(repo, "doctor")["healthy"]
+
+
+def test_pool_filled_before_the_base_moved(repo, monkeypatch):
+    light(repo)
+    inv_json(repo, "pool", "--size", "2")
+    old = git(repo, "rev-parse", "HEAD")
+    new = commit_file(repo, "docs/new.md", "new\n")
+    git(repo, "rm", "-q", "README.md")
+    git(repo, "commit", "-q", "-m", "drop readme")
+    new = git(repo, "rev-parse", "HEAD")
+    git(repo, "push", "-q", "origin", "main")
+    s = inv_json(repo, "setup", "--adw-id", "m1")
+    wt = Path(s["worktree_path"])
+    assert s["from_pool"] and s["base_commit"] == new != old
+    assert git(wt, "rev-parse", "HEAD") == new and (wt / "docs/new.md").is_file() and not (wt / "README.md").exists()
+    assert git(wt, "status", "--porcelain") == ""
+    assert s["steps"]["db"]["outcome"] == "done"  # ADW_DB_INPUTS empty: any change counts
+    # With the inputs named, a change elsewhere keeps the pooled database.
+    monkeypatch.setenv("ADW_DB_INPUTS", "scripts/reset_db.sh,db")
+    commit_file(repo, "docs/other.md", "other\n")
+    git(repo, "push", "-q", "origin", "main")
+    s2 = inv_json(repo, "setup", "--adw-id", "m2")
+    assert s2["from_pool"] and s2["steps"]["db"]["outcome"] == "reused"
+    assert (Path(s2["worktree_path"]) / "docs/other.md").is_file()
+    inv_json(repo, "pool", "--size", "1")
+    commit_file(repo, "db/schema.sql", "create table t (x);\n")
+    git(repo, "push", "-q", "origin", "main")
+    s3 = inv_json(repo, "setup", "--adw-id", "m3")
+    assert s3["from_pool"] and s3["steps"]["db"]["outcome"] == "done"
+
+
+def test_a_lock_file_that_changed_reinstalls_only_its_dir(tmp_path, repo):
+    app = sample_app.build(tmp_path / "plain", deps.find_tool("uv"), deps.find_tool("bun"))
+    inv_json(app, "pool", "--size", "2")
+    commit_file(app, "README.md", "unrelated change\n")
+    git(app, "push", "-q", "origin", "main")
+    same = inv(app, "setup", "--adw-id", "l0", "--json", check=True)
+    assert json.loads(same.stdout)["steps"]["install"]["outcome"] == "reused"
+    assert "reinstall: none" in same.stderr
+    pkg = json.loads((app / "app/client/package.json").read_text())
+    pkg["version"] = "0.2.0"
+    (app / "app/client/package.json").write_text(json.dumps(pkg))
+    git(app, "commit", "-q", "-am", "client version")
+    git(app, "push", "-q", "origin", "main")
+    out = inv(app, "setup", "--adw-id", "l1", "--json", check=True)
+    s = json.loads(out.stdout)
+    assert s["from_pool"] and s["steps"]["install"]["outcome"] == "done"
+    line = next(x for x in out.stderr.splitlines() if "from the pool" in x)
+    assert "reinstall: app/client (lock file changed); db" in line, line
+    installed = next(x for x in out.stderr.splitlines() if "install " in x and "done" in x)
+    assert "app/client: bun" in installed and "app/server" not in installed, installed
+
+
+def test_crash_while_filling_is_cleaned_by_doctor(repo):
+    light(repo)
+    crashed = inv(repo, "pool", "--size", "1", env={"GROVE_FAULT": "pool:after:add"})
+    assert crashed.returncode == -9
+    assert [e["status"] for e in pool_entries(repo).values()] == ["filling"]
+    report = json.loads(inv(repo, "doctor", "--json", "--fix").stdout)
+    assert [(p["kind"], p["fixed"]) for p in report["problems"]] == [("pool_dead_process", True)]
+    assert pool_entries(repo) == {} and "/.pool/" not in git(repo, "worktree", "list", "--porcelain")
+    assert inv_json(repo, "pool", "--size", "1")["created"]
+
+
+@pytest.mark.parametrize("fault", ["pool:after:claim", "pool:after:move", "pool:after:branch"])
+@pytest.mark.parametrize("fix_first", [False, True])
+def test_crash_while_taking_then_doctor_and_rerun_converge(repo, fault, fix_first):
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    crashed = inv(repo, "setup", "--adw-id", "k1", env={"GROVE_FAULT": fault})
+    assert crashed.returncode == -9, crashed.stderr
+    report = json.loads(inv(repo, "doctor", "--json", *(["--fix"] if fix_first else [])).stdout)
+    kinds = {p["kind"] for p in report["problems"]}
+    assert kinds, "the crash is visible to doctor"
+    s = inv_json(repo, "setup", "--adw-id", "k1")
+    wt = repo / "trees/k1"
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/k1" and (wt / "data/app.db").is_file()
+    assert git(wt, "status", "--porcelain") == ""
+    assert s["status"] == "created" and s["steps"]["db"]["outcome"] in ("done", "reused")
+    final = inv_json(repo, "doctor")
+    assert final["healthy"], final
+    assert all(e["status"] == "ready" for e in pool_entries(repo).values())
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert listed.count("worktree ") == 1 + 1 + len(pool_entries(repo))
+    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/").split() == ["refs/heads/adw/k1",
+                                                                                      "refs/heads/main"]
+
+
+def test_teardown_of_a_pooled_agent_like_any_other(repo):
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    s = inv_json(repo, "setup", "--adw-id", "t1")
+    wt = Path(s["worktree_path"])
+    assert s["from_pool"]
+    tip = commit_file(wt, "work.txt", "agent work\n")
+    (wt / "draft.txt").write_text("uncommitted\n")
+    assert inv(repo, "teardown", "--adw-id", "t1").returncode == 2  # unfinished
+    inv(repo, "status", "--adw-id", "t1", "--set", "completed", check=True)
+    dirty = inv(repo, "teardown", "--adw-id", "t1")
+    assert dirty.returncode == 1 and "draft.txt" in dirty.stderr and (wt / "draft.txt").is_file()
+    (wt / "draft.txt").unlink()
+    unmerged = inv(repo, "teardown", "--adw-id", "t1", "--delete-branch")
+    assert unmerged.returncode == 1 and wt.is_dir()
+    done = inv_json(repo, "teardown", "--adw-id", "t1", "--delete-branch", "--force")
+    assert done["branch_action"] == "deleted" and done["backup_ref"]
+    assert tip in git(repo, "for-each-ref", "--format=%(objectname)", "refs/grove-backup/").split()
+    assert not wt.exists()
+    archived = inv_json(repo, "list", "--archived")
+    assert archived[0]["adw_id"] == "t1" and archived[0]["from_pool"] is True
+    assert inv_json(repo, "doctor")["healthy"]
+
+
+def test_drain_keeps_a_dirty_entry_until_it_is_clean(repo):
+    light(repo)
+    filled = inv_json(repo, "pool", "--size", "2")
+    dirty = Path(filled["entries"][0]["path"])
+    (dirty / "notes.txt").write_text("someone's notes\n")
+    drained = inv(repo, "pool", "--size", "0", "--json")
+    assert drained.returncode == 1
+    result = json.loads(drained.stdout)
+    assert [k["name"] for k in result["kept"]] == [dirty.name] and len(result["removed"]) == 1
+    assert (dirty / "notes.txt").read_text() == "someone's notes\n"
+    doctor = json.loads(inv(repo, "doctor", "--json").stdout)
+    assert [p["kind"] for p in doctor["problems"]] == ["pool_entry_kept"]
+    assert inv_json(repo, "setup", "--adw-id", "d1")["from_pool"] is False, "a kept entry is never handed out"
+    (dirty / "notes.txt").unlink()
+    assert inv_json(repo, "pool", "--size", "0")["removed"] == [dirty.name]
+    assert not dirty.exists() and pool_entries(repo) == {}
+
+
+def test_doctor_sees_the_pools_leftovers(repo):
+    light(repo)
+    filled = inv_json(repo, "pool", "--size", "1")
+    stray = repo / "trees/.pool/not-ours"
+    stray.mkdir()
+    (stray / "file.txt").write_text("x\n")
+    gone = Path(filled["entries"][0]["path"])
+    subprocess.run(["rm", "-rf", str(gone)], check=True)
+    report = json.loads(inv(repo, "doctor", "--json", "--fix").stdout)
+    kinds = {p["kind"]: p for p in report["problems"]}
+    assert kinds["pool_entry_gone"]["fixed"] and not kinds["pool_unknown_directory"]["fixed"]
+    assert (stray / "file.txt").is_file() and pool_entries(repo) == {}
+    assert gone.name not in git(repo, "worktree", "list", "--porcelain")
+
+
+def test_setup_refill_refills_in_the_background(repo):
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    s = inv_json(repo, "setup", "--adw-id", "b1", "--refill")
+    assert s["from_pool"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        entries = pool_entries(repo)
+        if entries and all(e["status"] == "ready" for e in entries.values()):
+            break
+        time.sleep(0.2)
+    assert [e["status"] for e in pool_entries(repo).values()] == ["ready"]
+    log = (repo / "agents/.grove/pool-refill.log").read_text()
+    assert "ready" in log
+
+
+def test_bad_pool_size_exits_2_and_changes_nothing(repo):
+    out = inv(repo, "pool", "--size", "lots")
+    assert out.returncode == 2 and "whole number" in out.stderr
+    assert inv(repo, "pool", "--size", "-1").returncode == 2
+    assert not (repo / "agents").exists() and not (repo / "trees").exists()
+
+
+def test_install_dirs_install_at_the_same_time_and_db_runs_after(repo, tmp_path, monkeypatch):
+    """Each bun project's preinstall waits (bounded) to see the other one start: only concurrent
+    installs both see it. The db script then finds both installs finished."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    wait = ('me=$1; other=$2; touch "$MARKS/started-$me"; i=0; '
+            'while [ ! -e "$MARKS/started-$other" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; '
+            '[ -e "$MARKS/started-$other" ] && touch "$MARKS/overlap-$me"; true')
+    for me, other in (("a", "b"), ("b", "a")):
+        commit_file(repo, f"app/{me}/package.json", json.dumps({
+            "name": me, "private": True, "scripts": {"preinstall": f"sh ../../wait.sh {me} {other}",
+                                                      "postinstall": f'touch "$MARKS/done-{me}"'}}))
+    commit_file(repo, "wait.sh", wait + "\n")
+    commit_file(repo, "scripts/reset_db.sh", '#!/bin/sh\n[ -e "$MARKS/done-a" ] && [ -e "$MARKS/done-b" ] '
+                                             '&& touch "$MARKS/db-after-installs"\n')
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "two clients")
+    git(repo, "push", "-q", "origin", "main")
+    monkeypatch.setenv("MARKS", str(marks))
+    monkeypatch.setenv("ADW_INSTALL_DIRS", "app/a,app/b")
+    s = inv_json(repo, "setup", "--adw-id", "par1")
+    assert s["steps"]["install"]["outcome"] == "done"
+    assert (marks / "overlap-a").exists() and (marks / "overlap-b").exists(), "both installs ran at once"
+    assert (marks / "db-after-installs").exists()
