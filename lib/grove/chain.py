@@ -50,8 +50,9 @@ class _Undo:
     steps: dict = field(default_factory=dict)
 
 
-def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None]:
-    """Check id, branch, base and config before anything changes: (branch, base, existing state)."""
+def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, str | None]:
+    """Check id, branch, base and config before anything changes: (branch, base, existing state,
+    the branch's tip when it exists)."""
     ids.check_id(req.adw_id)
     ids.check_unique_case(settings, req.adw_id)
     current = state.load(settings, req.adw_id)
@@ -60,24 +61,30 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None]:
     git.check_branch_name(settings.repo, branch)
     git.check_branch_name(settings.repo, base)
     agentdb.check(settings, req.adw_id, connect=req.db)
-    if current is None:
-        worktree.check_base(settings, base, req.fetch)
     if current and current["branch"] != branch:
         raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
                         "drop --branch, or tear the agent down first")
-    if current is None and git.branch_exists(settings.repo, branch):
+    # One for-each-ref answers every existence question of validation (issue 12).
+    names = [f"refs/heads/{branch}"]
+    if current is None:
+        names += [f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"]
+    known = git.refs(settings.repo, names)
+    tip = known.get(f"refs/heads/{branch}")
+    if current is None:
+        worktree.check_base(settings, base, req.fetch, known)
+    if current is None and tip:
         record = owned.owner(settings, "branch", branch)
         if record is None or record.get("adw_id") != req.adw_id:
             raise bad_input(f"branch {branch} already exists and belongs to no Grove agent of this id",
                             "pick another --branch, or delete that branch if it is yours")
         # Grove made it for this id (e.g. a teardown kept it): setup resumes on it (issue 10, defect 10).
-    return branch, base, current
+    return branch, base, current, tip
 
 
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     """Run the whole chain for one agent; returns its final state."""
     with report.step("validate", OP) as info:
-        branch, base, current = validate(settings, req)
+        branch, base, current, tip = validate(settings, req)
         for name in worktree.ignore_warnings(settings):
             report.warn(f"{name} is not git-ignored in {settings.repo}; run `inv init` to add it")
         info["detail"] = branch
@@ -85,7 +92,7 @@ def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     with locks.locked(settings.lock_path(f"op-{req.adw_id}"), 0, f"{req.adw_id} is already being set up or torn down"):
         undo = _Undo()
         try:
-            return _chain(settings, req, report, branch, base, current, undo)
+            return _chain(settings, req, report, branch, base, current, undo, tip)
         except BaseException as exc:
             _fail(settings, req, report, undo, exc)
             raise
@@ -116,7 +123,7 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
     return [s for s, _ in results if s], [e for _, e in results if e]
 
 
-def _chain(settings, req, report, branch, base, current, undo) -> dict:
+def _chain(settings, req, report, branch, base, current, undo, tip=None) -> dict:
     path = settings.worktree_path(req.adw_id)
     done = undo.steps
     with report.step("fetch", OP, done) as info:
@@ -125,7 +132,6 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
         else:
             base_commit, info["detail"] = worktree.resolve_base(settings, base, req.fetch, report)
             info["outcome"] = "done" if req.fetch else "skipped"
-            tip = git.rev(settings.repo, f"refs/heads/{branch}")
             if tip:  # resuming on a kept branch: its commits are counted from where it left the base
                 base_commit = git.git(settings.repo, "merge-base", base_commit, tip) or base_commit
     with report.step("ports", OP, done) as info:
@@ -149,7 +155,8 @@ def _chain(settings, req, report, branch, base, current, undo) -> dict:
             info["outcome"] = "reused"
         else:
             undo.worktree = True
-            undo.branch = branch if worktree.add(settings, req.adw_id, branch, base_commit) else None
+            undo.branch = branch if worktree.add(settings, req.adw_id, branch, base_commit,
+                                                 new_branch=tip is None) else None
             undo.base_commit = base_commit
         info["detail"] = str(path)
     with report.step("submodules", OP, done) as info:

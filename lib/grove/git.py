@@ -16,9 +16,17 @@ _version_ok = False
 
 
 def require_version() -> None:
-    """Refuse to run on a git older than MIN_VERSION, once per process, with a clear message (exit 1)."""
+    """Refuse to run on a git older than MIN_VERSION, once per process, with a clear message (exit 1).
+
+    A git binary already seen to be new enough (same path, size and mtime) is not asked again:
+    the answer is kept in the user's cache dir, one `git --version` less per start-up (issue 12).
+    """
     global _version_ok
     if _version_ok:
+        return
+    seen = _version_stamp()
+    if seen is not None and seen[0].is_file() and seen[0].read_text() == seen[1]:
+        _version_ok = True
         return
     text = proc.run(["git", "--version"], what="git --version").stdout.strip()
     found = tuple(int(n) for n in re.findall(r"\d+", text)[:2])
@@ -27,6 +35,27 @@ def require_version() -> None:
         raise GroveError(f"Grove needs git {wanted} or newer; this is {text}",
                          hint=f"install git >= {wanted} (merge-tree --write-tree) and put it first on PATH")
     _version_ok = True
+    if seen is not None:
+        try:
+            seen[0].parent.mkdir(parents=True, exist_ok=True)
+            seen[0].write_text(seen[1])
+        except OSError:
+            pass  # a read-only home only costs the next start-up one `git --version`
+
+
+def _version_stamp() -> tuple[Path, str] | None:
+    """(cache file, the key it must hold): the git on PATH by path, size and mtime."""
+    import shutil
+
+    found = shutil.which("git")
+    if not found:
+        return None
+    try:
+        st = os.stat(found)
+    except OSError:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grove" / "git-version-ok"
+    return cache, f"{os.path.realpath(found)} {st.st_size} {st.st_mtime_ns} >= {MIN_VERSION}\n"
 
 
 def git(repo: Path, *args: str | os.PathLike, check: bool = True, timeout: float = 120.0) -> str:
@@ -52,15 +81,79 @@ def branch_exists(repo: Path, branch: str) -> bool:
 
 
 def has_remote(repo: Path, remote: str) -> bool:
+    # A `[remote "<name>"]` section in the repo's own config answers yes without a subprocess;
+    # anything else (includes, global config) is git's to answer.
+    if _config_names_remote(repo, remote):
+        return True
     return remote in git(repo, "remote").split()
+
+
+_REMOTE_SECTION = re.compile(r'^\s*\[\s*remote\s+"((?:[^"\\]|\\.)*)"\s*\]', re.M)
+
+
+def _config_names_remote(repo: Path, remote: str) -> bool:
+    try:
+        text = (Path(repo) / ".git" / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(re.sub(r"\\(.)", r"\1", m) == remote for m in _REMOTE_SECTION.findall(text))
+
+
+def refs(repo: Path, names: list[str]) -> dict[str, str]:
+    """Which of the full ref ``names`` exist, and their objects: one `for-each-ref` for all of them
+    (issue 12: validation asked git once per name)."""
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "--", *names)
+    wanted = set(names)
+    found = {}
+    for line in out.splitlines():
+        name, _, sha = line.rpartition(" ")
+        if name in wanted:  # for-each-ref also matches refs below a name (refs/heads/a/b for a)
+            found[name] = sha
+    return found
+
+
+def registered(repo: Path, path: Path) -> bool:
+    """Whether git has a worktree entry for exactly ``path``, read from the admin dirs' gitdir files
+    without running git; True when it cannot tell (then ask `worktree_for`)."""
+    admin = Path(repo) / ".git" / "worktrees"
+    if not (Path(repo) / ".git").is_dir():
+        return True
+    want = os.path.realpath(Path(path) / ".git")
+    try:
+        entries = list(admin.iterdir())
+    except FileNotFoundError:
+        return False
+    for entry in entries:
+        try:
+            if os.path.realpath((entry / "gitdir").read_text().strip()) == want:
+                return True
+        except OSError:
+            if not (entry / "gitdir").exists():
+                continue  # an admin dir a concurrent `worktree add` is still writing, or a broken one
+            return True
+    return False
 
 
 def check_branch_name(repo: Path, branch: str) -> None:
     """Refuse a name git would refuse, or one that reads as an option (exit 2, before any change)."""
     if not branch or branch.startswith("-") or any(c.isspace() or ord(c) < 32 for c in branch):
         raise bad_input(f"branch name {branch!r} is not allowed", "use letters, digits, '/', '-', '_' and '.'")
-    if not ok(repo, "check-ref-format", "--branch", branch):
+    if not branch_name_ok(branch):
         raise bad_input(f"git refuses the branch name {branch!r} (git check-ref-format --branch)")
+
+
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def branch_name_ok(branch: str) -> bool:
+    """git check-ref-format --branch, in Python (one subprocess less per name; the rules are
+    git-check-ref-format(1)'s, and tests/test_pool.py compares this with git on many names)."""
+    if branch == "HEAD" or branch.startswith("-") or branch == "@":
+        return False
+    if (branch.startswith("/") or branch.endswith("/") or branch.endswith(".") or "//" in branch
+            or ".." in branch or "@{" in branch or _BAD_REF_CHARS.search(branch)):
+        return False
+    return not any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/"))
 
 
 def worktrees(repo: Path) -> list[dict]:

@@ -30,10 +30,16 @@ def _fetch_stamp(settings: Settings, base: str) -> Path:
     return settings.grove_path / f"fetch-{settings.remote}-{base.replace('%', '%25').replace('/', '%2F')}.stamp"
 
 
-def check_base(settings: Settings, base: str, fetch: bool) -> None:
-    """Refuse a base branch that exists nowhere, before any lock or file is created (exit 2)."""
+def check_base(settings: Settings, base: str, fetch: bool, known: dict[str, str] | None = None) -> None:
+    """Refuse a base branch that exists nowhere, before any lock or file is created (exit 2).
+
+    ``known``: the refs validation already looked up in one batch (git.refs), if any.
+    """
     remote = settings.remote
-    if git.rev(settings.repo, f"refs/heads/{base}") or git.rev(settings.repo, f"refs/remotes/{remote}/{base}"):
+    local, tracking = f"refs/heads/{base}", f"refs/remotes/{remote}/{base}"
+    if known is None:
+        known = git.refs(settings.repo, [local, tracking])
+    if local in known or tracking in known:
         return
     if fetch and remote and git.has_remote(settings.repo, remote):
         probe = proc.run(["git", "-C", settings.repo, "ls-remote", "--exit-code", "--heads", remote, base],
@@ -52,8 +58,8 @@ def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[st
     remote, tracking = settings.remote, f"refs/remotes/{settings.remote}/{base}"
     if fetch and remote and git.has_remote(settings.repo, remote):
         try:
-            fetch_base(settings, base)
-            return git.rev(settings.repo, tracking), f"{remote}/{base}"
+            fetched = fetch_base(settings, base)
+            return fetched or git.rev(settings.repo, tracking), f"{remote}/{base}"
         except GroveError as exc:
             # Offline, or a base that only exists here (not pushed yet): the local one is the base.
             if exc.code == BAD_INPUT and not git.rev(settings.repo, f"refs/heads/{base}"):
@@ -69,44 +75,63 @@ def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[st
                     "pass --base NAME or set ADW_BASE_BRANCH")
 
 
-def fetch_base(settings: Settings, base: str) -> None:
+def fetch_base(settings: Settings, base: str) -> str | None:
     """Fetch ``base`` into refs/remotes/<remote>/<base> under the repo lock: the one fetch Grove does.
 
     Coalescing: a fetch that started after we asked for the lock is as fresh as ours would be,
     so 30 agents starting together cost one or two fetches, not 30 in a row.
-    Raises bad input when the remote has no such branch, a failure (exit 1) when the fetch fails.
+    Returns the fetched commit when known without asking git again (the stamp keeps it, FETCH_HEAD
+    names it), else None. Raises bad input when the remote has no such branch, a failure (exit 1)
+    when the fetch fails.
     """
     asked = time.time()
     stamp = _fetch_stamp(settings, base)
     refspec = f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}"
     with repo_lock(settings):
         try:
-            if float(stamp.read_text()) >= asked:
-                return
+            when, _, sha = stamp.read_text().strip().partition(" ")
+            if float(when) >= asked:
+                return sha or None
         except (OSError, ValueError):
             pass
         started = time.time()
         out = proc.run(["git", "-C", settings.repo, "fetch", "--no-tags", "--quiet", settings.remote, refspec],
                        check=False, timeout=settings.git_timeout)
         if out.returncode == 0:
-            locks.atomic_write_text(stamp, f"{started}\n")
-            return
+            sha = _fetched_commit(settings, base)
+            locks.atomic_write_text(stamp, f"{started} {sha or ''}\n")
+            return sha
     if "couldn't find remote ref" in out.stderr:
         raise bad_input(f"base branch {base!r} does not exist on {settings.remote}",
                         "pass --base NAME or set ADW_BASE_BRANCH")
     raise GroveError(f"fetch from {settings.remote} failed ({proc.tail(out.stderr, 1)})")
 
 
-def add(settings: Settings, adw_id: str, branch: str, base_commit: str) -> bool:
+def _fetched_commit(settings: Settings, base: str) -> str | None:
+    """The commit the fetch just wrote, from FETCH_HEAD (documented in git-fetch(1)); None when
+    FETCH_HEAD does not name exactly this branch (then the caller asks git)."""
+    try:
+        line = (settings.repo / ".git" / "FETCH_HEAD").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    sha, _, rest = line.partition("\t")
+    if len(sha) in (40, 64) and rest.partition("\t")[2].startswith(f"branch '{base}' of "):
+        return sha
+    return None
+
+
+def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_branch: bool | None = None) -> bool:
     """Create the worktree on ``branch``; True when this call created the branch.
 
     ``--no-track`` keeps git from writing upstream config (the config.lock race); ``--no-checkout``
     keeps the file checkout out of the lock, it happens right after in the worktree alone.
+    ``new_branch``: validation already found the branch absent (a race that made it since makes
+    ``worktree add -b`` fail, as it should); None asks git.
     """
     path = settings.worktree_path(adw_id)
     settings.trees_path.mkdir(parents=True, exist_ok=True)
     with repo_lock(settings):
-        created = not git.branch_exists(settings.repo, branch)
+        created = new_branch if new_branch is not None else not git.branch_exists(settings.repo, branch)
         if created:
             # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
             owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
@@ -121,6 +146,8 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str) -> bool:
 def existing(settings: Settings, adw_id: str, branch: str) -> bool:
     """True when the worktree is already in place on ``branch``; an error when something else is there."""
     path = settings.worktree_path(adw_id)
+    if not path.exists() and not git.registered(settings.repo, path):
+        return False  # the common case, a new agent: no `git worktree list` needed
     entry = git.worktree_for(settings.repo, path)
     if entry is not None and is_stillborn(entry) and repair_stillborn(settings, path):
         entry = None  # a previous setup was killed inside `git worktree add`: start the add again
@@ -184,16 +211,16 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     """
     if not relpaths:
         return []
-    tracked = set(filter(None, git.git(worktree, "ls-files", "-z", "--", *relpaths).split("\0")))
+    # One ls-files answers both questions: "H" tracked, "?" untracked and not ignored; an ignored
+    # untracked file is not listed at all (was ls-files plus check-ignore, issue 12).
+    listed = git.git(worktree, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--directory",
+                     "--", *relpaths).split("\0")
+    tagged = [(item[0], item[2:].rstrip("/")) for item in listed if len(item) > 2]
+    tracked = sorted({p for tag, p in tagged if tag != "?" and p in relpaths})
     if tracked:
-        git.git(worktree, "update-index", "--skip-worktree", "--", *sorted(tracked))
-    rest = [p for p in relpaths if p not in tracked]
-    if not rest:
-        return []
-    out = proc.run(["git", "-C", worktree, "check-ignore", "--no-index", "--", *rest], check=False)
-    ignored = set(out.stdout.split("\n"))
+        git.git(worktree, "update-index", "--skip-worktree", "--", *tracked)
     needed, visible = [], []
-    for rel in (p for p in rest if p not in ignored):
+    for rel in (p for p in relpaths if ("?", p) in tagged and p not in tracked):
         if (worktree / rel).is_dir():
             envfiles.write_if_changed(worktree / rel / ".gitignore", "# made by Grove for this worktree\n*\n", 0o644)
         elif os.path.lexists(settings.repo / rel):
@@ -218,12 +245,45 @@ def _exclude(settings: Settings, patterns: list[str]) -> None:
 
 
 def ignore_warnings(settings: Settings) -> list[str]:
-    """Which of trees/, agents/ and .ports.env the repo's ignore rules miss."""
+    """Which of trees/, agents/ and .ports.env the repo's ignore rules miss.
+
+    A clean answer is remembered in agents/.grove/ignore-ok with the size and mtime of every file
+    that could change it, so the next setup asks git only when one of them changed (issue 12).
+    """
     probes = {f"{settings.trees_dir}/x": f"{settings.trees_dir}/", f"{settings.agents_dir}/x": f"{settings.agents_dir}/",
               ".ports.env": ".ports.env"}
+    stamp, key = settings.grove_path / "ignore-ok", _ignore_key(settings, probes)
+    try:
+        if stamp.read_text() == key:
+            return []
+    except OSError:
+        pass
     out = proc.run(["git", "-C", settings.repo, "check-ignore", "--no-index", "--", *probes], check=False)
     ignored = set(out.stdout.split("\n"))
-    return [name for probe, name in probes.items() if probe not in ignored]
+    missing = [name for probe, name in probes.items() if probe not in ignored]
+    if not missing:
+        try:
+            locks.atomic_write_text(stamp, key)
+        except OSError:
+            pass
+    return missing
+
+
+def _ignore_key(settings: Settings, probes: dict) -> str:
+    home = Path.home()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files = [settings.repo / ".gitignore", settings.repo / ".git" / "info" / "exclude", settings.repo / ".git" / "config",
+             home / ".gitconfig", xdg / "git" / "config", xdg / "git" / "ignore",
+             *(settings.repo / d / ".gitignore" for d in (settings.trees_dir, settings.agents_dir))]
+    parts = [" ".join(probes)]
+    for f in files:
+        try:
+            st = f.stat()
+            parts.append(f"{f} {st.st_size} {st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{f} -")
+    parts.append(os.environ.get("GIT_CONFIG_GLOBAL", ""))
+    return "\n".join(parts) + "\n"
 
 
 def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None = None) -> dict:
