@@ -29,7 +29,7 @@ def write_if_changed(path: Path, text: str, mode: int) -> bool:
             return False
     except FileNotFoundError:
         pass
-    locks.atomic_write_text(path, text, mode)
+    locks.atomic_write_text(path, text, mode, durable=False)  # a worktree file: setup re-run rewrites it
     return True
 
 

@@ -99,7 +99,7 @@ def fetch_base(settings: Settings, base: str) -> str | None:
                        check=False, timeout=settings.git_timeout)
         if out.returncode == 0:
             sha = _fetched_commit(settings, base)
-            locks.atomic_write_text(stamp, f"{started} {sha or ''}\n")
+            locks.atomic_write_text(stamp, f"{started} {sha or ''}\n", durable=False)
             return sha
     if "couldn't find remote ref" in out.stderr:
         raise bad_input(f"base branch {base!r} does not exist on {settings.remote}",
@@ -263,7 +263,7 @@ def ignore_warnings(settings: Settings) -> list[str]:
     missing = [name for probe, name in probes.items() if probe not in ignored]
     if not missing:
         try:
-            locks.atomic_write_text(stamp, key)
+            locks.atomic_write_text(stamp, key, durable=False)
         except OSError:
             pass
     return missing
