@@ -112,6 +112,25 @@ def refs(repo: Path, names: list[str]) -> dict[str, str]:
     return found
 
 
+def linked_worktree_paths(repo: Path) -> set[str] | None:
+    """The real paths of every linked worktree git has an entry for, read from the admin dirs'
+    gitdir files (no subprocess: `inv list` over 100 agents, issue 12); None when unreadable."""
+    admin = Path(repo) / ".git" / "worktrees"
+    if not (Path(repo) / ".git").is_dir():
+        return None
+    paths = set()
+    try:
+        entries = list(admin.iterdir())
+    except FileNotFoundError:
+        return paths
+    for entry in entries:
+        try:
+            paths.add(os.path.dirname(os.path.realpath((entry / "gitdir").read_text().strip())))
+        except OSError:
+            return None  # one being written right now: let git answer
+    return paths
+
+
 def registered(repo: Path, path: Path) -> bool:
     """Whether git has a worktree entry for exactly ``path``, read from the admin dirs' gitdir files
     without running git; True when it cannot tell (then ask `worktree_for`)."""

@@ -14,7 +14,9 @@ def list_agents(settings: Settings, epic_id: str | None = None, status: str | No
     if archived:
         rows = state.archived(settings)
     else:
-        known = {os.path.realpath(w["path"]) for w in git.worktrees(settings.repo)}
+        known = git.linked_worktree_paths(settings.repo)
+        if known is None:
+            known = {os.path.realpath(w["path"]) for w in git.worktrees(settings.repo)}
         rows = []
         for adw_id in state.all_ids(settings):
             s = state.load(settings, adw_id)

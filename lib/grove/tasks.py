@@ -52,9 +52,17 @@ def _reporter(quiet=False):
 
 def _emit(data, json: bool, human) -> None:
     if json:
-        print(_json.dumps(data, indent=2, default=str))
+        print(_rows_json(data) if isinstance(data, list) else _json.dumps(data, indent=2, default=str))
     else:
         human(data)
+
+
+def _rows_json(rows: list) -> str:
+    """A list as one row per line: json's C encoder does each row, where indent=2 would send the
+    whole document through the pure-Python one (20 ms for 100 agents, issue 12)."""
+    if not rows:
+        return "[]"
+    return "[\n" + ",\n".join(_json.dumps(r, default=str) for r in rows) + "\n]"
 
 
 def _one(adw_id):
