@@ -361,3 +361,16 @@ def test_install_dirs_install_at_the_same_time_and_db_runs_after(repo, tmp_path,
     assert s["steps"]["install"]["outcome"] == "done"
     assert (marks / "overlap-a").exists() and (marks / "overlap-b").exists(), "both installs ran at once"
     assert (marks / "db-after-installs").exists()
+
+
+def test_pool_json_matches_the_docs(repo):
+    from test_docs import doc
+
+    light(repo)
+    filled = inv_json(repo, "pool", "--size", "1")
+    assert set(filled) == set(doc("## `inv pool", 1))
+    shown = inv_json(repo, "pool")
+    assert set(shown) == set(doc("## `inv pool", 0))
+    assert set(shown["entries"][0]) == set(doc("## `inv pool", 0)["entries"][0])
+    state = inv_json(repo, "setup", "--adw-id", "j1")
+    assert set(state) == set(doc("## `inv setup --json` (one agent)")) and state["from_pool"] is True

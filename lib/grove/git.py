@@ -167,7 +167,7 @@ _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 def branch_name_ok(branch: str) -> bool:
     """git check-ref-format --branch, in Python (one subprocess less per name; the rules are
     git-check-ref-format(1)'s, and tests/test_pool.py compares this with git on many names)."""
-    if branch == "HEAD" or branch.startswith("-") or branch == "@":
+    if branch == "HEAD" or branch.startswith("-"):
         return False
     if (branch.startswith("/") or branch.endswith("/") or branch.endswith(".") or "//" in branch
             or ".." in branch or "@{" in branch or _BAD_REF_CHARS.search(branch)):

@@ -138,7 +138,14 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
             args = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path, base_commit]
         else:
             args = ["worktree", "add", "--quiet", "--no-checkout", path, branch]
-        git.git(settings.repo, *args, timeout=settings.git_timeout)
+        try:
+            git.git(settings.repo, *args, timeout=settings.git_timeout)
+        except GroveError:
+            if created and new_branch is not None:
+                # The branch may be someone else's, made since validation: it must not stay in the
+                # journal as Grove's (an unrecorded branch is kept, the safe direction).
+                owned.forget(settings, "branch", branch)
+            raise
     git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
     return created
 
