@@ -190,7 +190,7 @@ def test_pool_filled_before_the_base_moved(repo, monkeypatch):
     commit_file(repo, "docs/other.md", "other\n")
     git(repo, "push", "-q", "origin", "main")
     s2 = inv_json(repo, "setup", "--adw-id", "m2")
-    assert s2["from_pool"] and s2["steps"]["db"]["outcome"] == "reused"
+    assert s2["from_pool"] and s2["steps"]["db"]["outcome"] == "kept"
     assert (Path(s2["worktree_path"]) / "docs/other.md").is_file()
     inv_json(repo, "pool", "--size", "1")
     commit_file(repo, "db/schema.sql", "create table t (x);\n")
@@ -205,7 +205,7 @@ def test_a_lock_file_that_changed_reinstalls_only_its_dir(tmp_path, repo):
     commit_file(app, "README.md", "unrelated change\n")
     git(app, "push", "-q", "origin", "main")
     same = inv(app, "setup", "--adw-id", "l0", "--json", check=True)
-    assert json.loads(same.stdout)["steps"]["install"]["outcome"] == "reused"
+    assert json.loads(same.stdout)["steps"]["install"]["outcome"] == "kept"
     assert "reinstall: none" in same.stderr
     pkg = json.loads((app / "app/client/package.json").read_text())
     pkg["version"] = "0.2.0"
@@ -246,7 +246,7 @@ def test_crash_while_taking_then_doctor_and_rerun_converge(repo, fault, fix_firs
     wt = repo / "trees/k1"
     assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/k1" and (wt / "data/app.db").is_file()
     assert git(wt, "status", "--porcelain") == ""
-    assert s["status"] == "created" and s["steps"]["db"]["outcome"] in ("done", "reused")
+    assert s["status"] == "created" and s["steps"]["db"]["outcome"] in ("done", "kept")
     final = inv_json(repo, "doctor")
     assert final["healthy"], final
     assert all(e["status"] == "ready" for e in pool_entries(repo).values())
@@ -256,7 +256,7 @@ def test_crash_while_taking_then_doctor_and_rerun_converge(repo, fault, fix_firs
                                                                                       "refs/heads/main"]
 
 
-def test_teardown_of_a_pooled_agent_like_any_other(repo):
+def test_teardown_and_salvage_of_a_pooled_agent_like_any_other(repo):
     light(repo)
     inv_json(repo, "pool", "--size", "1")
     s = inv_json(repo, "setup", "--adw-id", "t1")
@@ -268,15 +268,16 @@ def test_teardown_of_a_pooled_agent_like_any_other(repo):
     inv(repo, "status", "--adw-id", "t1", "--set", "completed", check=True)
     dirty = inv(repo, "teardown", "--adw-id", "t1")
     assert dirty.returncode == 1 and "draft.txt" in dirty.stderr and (wt / "draft.txt").is_file()
-    (wt / "draft.txt").unlink()
-    unmerged = inv(repo, "teardown", "--adw-id", "t1", "--delete-branch")
-    assert unmerged.returncode == 1 and wt.is_dir()
-    done = inv_json(repo, "teardown", "--adw-id", "t1", "--delete-branch", "--force")
-    assert done["branch_action"] == "deleted" and done["backup_ref"]
+    unmerged = inv(repo, "teardown", "--adw-id", "t1", "--delete-branch", "--force")
+    assert unmerged.returncode == 0, unmerged.stderr
+    done = json.loads(inv(repo, "list", "--archived", "--json").stdout)[0]
+    assert done["adw_id"] == "t1" and done["from_pool"] is True
+    # The branch the take created is Grove's (journal), so --force deletes it with its tip saved;
+    # the uncommitted file is salvaged before the worktree goes.
     assert tip in git(repo, "for-each-ref", "--format=%(objectname)", "refs/grove-backup/").split()
-    assert not wt.exists()
-    archived = inv_json(repo, "list", "--archived")
-    assert archived[0]["adw_id"] == "t1" and archived[0]["from_pool"] is True
+    salvaged = inv_json(repo, "salvage", "--adw-id", "t1")
+    assert [r["files"] for r in salvaged] == [["draft.txt"]]
+    assert not wt.exists() and "adw/t1" not in git(repo, "branch", "--list")
     assert inv_json(repo, "doctor")["healthy"]
 
 

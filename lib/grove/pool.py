@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import envfiles, git, locks, ports, proc, state, steps, worktree
+from . import envfiles, git, locks, owned, ports, proc, state, steps, worktree
 from .config import Settings
 from .errors import GroveError
 from .faults import fault
@@ -188,9 +188,21 @@ def _relocatable_venvs(settings: Settings, path: Path) -> None:
 
 def _discard(settings: Settings, name: str, path: Path) -> None:
     """Remove an entry this process was making (recorded, and never handed to anyone)."""
-    if path.exists() or git.worktree_for(settings.repo, path) is not None:
-        worktree.remove(settings, path, force=True)
+    _remove_worktree(settings, path)
     _update(settings, lambda data: data["entries"].pop(name, None))
+
+
+def _remove_worktree(settings: Settings, path: Path) -> None:
+    """Remove a pool entry's worktree: its HEAD is the recorded base commit (reachable) and it holds
+    no one's work (the caller proved it, or made it itself just now), so no salvage ref is made."""
+    entry = git.worktree_for(settings.repo, path)
+    with worktree.repo_lock(settings):
+        if entry is not None and path.is_dir():
+            git.git(settings.repo, "worktree", "remove", "--force", path, timeout=settings.git_timeout)
+        elif entry is not None:
+            git.prune_entry(settings.repo, path)
+    if path.exists() or os.path.islink(path):
+        worktree.safe_rmtree(settings, path)
 
 
 def proven_empty(settings: Settings, entry: dict) -> str | None:
@@ -226,9 +238,7 @@ def _remove(settings: Settings, name: str) -> str | None:
     if reason:
         _update(settings, lambda data: data["entries"].get(name, {}).update(status="kept", pid=None, reason=reason))
         return reason
-    path = Path(entry["path"])
-    if path.exists() or git.worktree_for(settings.repo, path) is not None:
-        worktree.remove(settings, path, force=True)
+    _remove_worktree(settings, Path(entry["path"]))
     _update(settings, lambda data: data["entries"].pop(name, None))
     return None
 
@@ -357,6 +367,8 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
                 undo.worktree = True
             fault("pool", "after", "move")
             if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
+                # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
+                owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
                 git.git(target, "checkout", "--quiet", "--no-track", "-b", branch, base_commit,
                         timeout=settings.git_timeout)
                 if not resuming:
