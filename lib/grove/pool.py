@@ -154,6 +154,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         fault("pool", "after", "add")
         git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
         values = placeholder_values(settings)
+        digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
         written: list[str] = []
         for step in ("include", "ports_env", "env"):  # repoint runs at take: it writes the final path
             written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
@@ -161,7 +162,6 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         _relocatable_venvs(settings, path)
         steps.install(settings, path)
         db, _ = steps.reset_db(settings, path, values)
-        digest = env_digest(settings)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
@@ -244,18 +244,10 @@ def _remove(settings: Settings, name: str) -> str | None:
 
 
 def reconcile(settings: Settings) -> list[dict]:
-    """Repair what dead fillers, takers and drainers left: back to ready when proven clean, else drop
-    records whose worktree is gone. A half-taken entry whose worktree already moved is left for
-    `inv setup --adw-id <id>` to finish. Returns what was repaired."""
-    if not registry_path(settings).exists():
-        return []
-    repaired = []
-    for name, entry in list(read(settings)["entries"].items()):
-        problem = _entry_problem(settings, entry)
-        if problem and problem["fix"]:
-            _repair(settings, name, entry, problem)
-            repaired.append(problem)
-    return repaired
+    """Repair what dead fillers, takers and drainers left (doctor's pool checks with --fix): back
+    to ready when proven clean, else drop records whose worktree is gone. A half-taken entry whose
+    worktree already moved is left for `inv setup --adw-id <id>` to finish. Returns the repairs."""
+    return [p for p in check(settings, fix=True) if p.get("fixed")]
 
 
 def _entry_problem(settings: Settings, entry: dict) -> dict | None:
@@ -322,7 +314,10 @@ def check(settings: Settings, fix: bool = False) -> list[dict]:
     if fix:
         for p in problems:
             if p["fix"]:
-                _repair(settings, p["name"], data["entries"][p["name"]], p)
+                try:
+                    _repair(settings, p["name"], data["entries"][p["name"]], p)
+                except GroveError as exc:  # e.g. git refuses a worktree killed inside `worktree add`
+                    p["hint"] = f"could not repair it: {exc.message}"
     return problems
 
 
