@@ -157,9 +157,14 @@ def build_app(root: Path, kind: str) -> Path:
 
 
 def reset(app: Path) -> None:
-    """Remove every worktree between runs (not timed); the pool is drained by the pool rows."""
-    subprocess.run([INV, "-r", str(GROVE), "teardown", "--all", "--quiet"], cwd=app, env=ENV,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Remove every worktree between runs (not timed; in this process, with Grove's own teardown).
+    Pool entries stay; the pool rows fill the pool again before they measure."""
+    from grove import cleanup, config, state
+
+    os.environ.update(ENV)
+    settings = config.load({"repo": app})
+    for adw_id in state.all_ids(settings):
+        cleanup.teardown(settings, adw_id, delete_branch=True, force=True)
     for path in (app / "plain").glob("*") if (app / "plain").exists() else []:
         subprocess.run(["git", "-C", str(app), "worktree", "remove", "--force", str(path)], check=True)
     out = subprocess.run(["git", "-C", str(app), "for-each-ref", "--format=%(refname:short)", "refs/heads/plain/",
@@ -210,15 +215,15 @@ def main() -> int:
 
     for run in range(runs):
         print(f"» run {run + 1}/{runs}", flush=True)
-        if want("lean"):
+        for rep in range(3 if want("lean") else 0):  # small and noisy: three A B rounds per run
             add("bare_inv", timed([INV, "-r", str(empty), "noop"], app))
             add("inv_list", timed([*grove, "--list"], app))
             add("git_fetch", timed(["git", "fetch", "-q", "origin", "main"], app))
-            add("script", timed([*script, f"s{run}", "1", str(app)], app))
-            add("setup", timed([*grove, "setup", "--adw-id", f"g{run}", "--quiet"], app))
-            add("script_files", timed([*script, f"sf{run}", "2", str(app), "", "noinstall"], app))
-            add("setup_files", timed([*grove, "setup", "--adw-id", f"gf{run}", "--no-install", "--no-db", "--quiet"],
-                                     app))
+            add("script", timed([*script, f"s{run}-{rep}", "1", str(app)], app))
+            add("setup", timed([*grove, "setup", "--adw-id", f"g{run}-{rep}", "--quiet"], app))
+            add("script_files", timed([*script, f"sf{run}-{rep}", "2", str(app), "", "noinstall"], app))
+            add("setup_files", timed([*grove, "setup", "--adw-id", f"gf{run}-{rep}", "--no-install", "--no-db",
+                                      "--quiet"], app))
             reset(app)
         if heavy is not None:
             add("heavy_script", timed([*script, f"hs{run}", "1", str(heavy)], heavy))

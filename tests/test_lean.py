@@ -60,7 +60,7 @@ def shim(tmp_path, monkeypatch):
     return log
 
 
-def test_a_new_agent_costs_seven_git_calls(tmp_path, repo, shim):
+def test_a_new_agent_costs_six_git_calls(tmp_path, repo, shim):
     app = sample_app.build(tmp_path / "sample", None, None)
     inv_json(app, "setup", "--adw-id", "c1", "--no-install")
     first = shim.read_text().splitlines()
@@ -68,8 +68,9 @@ def test_a_new_agent_costs_seven_git_calls(tmp_path, repo, shim):
     shim.write_text("")
     inv_json(app, "setup", "--adw-id", "c2", "--no-install")
     calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
-    # find_repo, validation, fetch, add, checkout, hide (ls-files + skip-worktree on the MCP configs).
-    assert [c.split()[0] for c in calls] == ["rev-parse", "for-each-ref", "fetch", "worktree", "reset", "ls-files",
+    # validation, fetch, add, checkout, hide (ls-files + skip-worktree on the MCP configs); the
+    # repository itself is found without git (config._plain_checkout).
+    assert [c.split()[0] for c in calls] == ["for-each-ref", "fetch", "worktree", "reset", "ls-files",
                                             "update-index"], calls
 
 
@@ -105,3 +106,17 @@ def test_the_fetched_commit_is_the_remote_tip(repo, tmp_path):
     assert state["base_commit"] == tip == git(Path(state["worktree_path"]), "rev-parse", "HEAD")
     fetched = inv_json(repo, "git.fetch")
     assert fetched["commit"] == tip
+
+
+def test_the_repository_is_found_as_git_finds_it(repo, tmp_path):
+    """The plain-checkout shortcut gives git's answer, and steps aside where git must answer."""
+    from grove import config
+
+    inv_json(repo, "setup", "--adw-id", "r1", "--no-install")
+    (repo / "sub/dir").mkdir(parents=True)
+    for start in (repo, repo / "sub/dir", repo / "trees/r1"):
+        assert config.find_repo(start) == repo
+    assert config._plain_checkout(repo / "trees/r1") is None  # a linked worktree: its .git is a file
+    bare = tmp_path / "origin.git"
+    with pytest.raises(Exception):
+        config.find_repo(bare)

@@ -162,7 +162,10 @@ def load(
 
 
 def _read_env(path: Path) -> dict[str, str]:
-    if not path.is_file():
+    try:
+        if "ADW_" not in path.read_text(encoding="utf-8", errors="replace"):
+            return {}  # no Grove key in it: no need to import dotenv (issue 12)
+    except OSError:
         return {}
     from dotenv import dotenv_values  # lazy: keeps `inv --list` lean
 
@@ -177,6 +180,9 @@ def find_repo(start: Path) -> Path:
     start = Path(start).expanduser()
     if not start.is_dir():
         raise bad_input(f"repository path {start} is not a directory", "pass --repo PATH or set ADW_REPO")
+    plain = _plain_checkout(start)
+    if plain is not None:
+        return plain
     out = proc.run(
         ["git", "-C", start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"],
         check=False,
@@ -192,6 +198,29 @@ def find_repo(start: Path) -> Path:
     if len(lines) > 1:
         return Path(lines[1]).resolve()
     raise bad_input(f"{start} is a bare repository", "Grove needs a checkout with a working tree")
+
+
+def _plain_checkout(start: Path) -> Path | None:
+    """The main checkout containing ``start`` when it is plain to see, without running git (issue 12):
+    the nearest ``.git`` above is a directory with a HEAD, owned by this user (git's safe.directory
+    default), and no GIT_* discovery setting applies. Anything else (a linked worktree or submodule,
+    whose .git is a file, a bare repo, another owner) is git's to answer: None."""
+    if any(k in os.environ for k in ("GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_DIR")):
+        return None
+    here = start.resolve()
+    for directory in (here, *here.parents):
+        dotgit = directory / ".git"
+        if not os.path.lexists(dotgit):
+            if directory.name == ".git":
+                return None  # inside a git dir itself
+            continue
+        try:
+            ok = (dotgit.is_dir() and not dotgit.is_symlink() and (dotgit / "HEAD").is_file()
+                  and not (dotgit / "commondir").exists() and directory.stat().st_uid == os.getuid())
+        except OSError:
+            return None
+        return directory if ok else None
+    return None
 
 
 def _int(raw: Mapping[str, str], key: str, low: int, high: int) -> int:
