@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 
 from .config import Settings
 from .errors import bad_input
@@ -39,6 +38,8 @@ def check_unique_case(settings: Settings, adw_id: str) -> None:
 
 def new_id() -> str:
     """8 hex characters, as the ADW tools name their runs."""
+    import secrets  # lazy: hmac and OpenSSL's hashlib cost a millisecond at every start-up (issue 12)
+
     return secrets.token_hex(4)
 
 

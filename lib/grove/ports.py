@@ -7,7 +7,6 @@ is recorded in ``agents/.grove/ports.json`` and checked under the same lock that
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -28,7 +27,16 @@ class Claim:
 def preferred_slot(adw_id: str, slots: int) -> int:
     """sha256 of the id modulo the slot count: the same on every machine and every run
     (Python's ``hash()`` is salted per process)."""
-    return int.from_bytes(hashlib.sha256(adw_id.encode()).digest()[:8], "big") % slots
+    return int.from_bytes(_sha256(adw_id.encode()).digest()[:8], "big") % slots
+
+
+try:  # CPython's own sha256: the same digest, without loading OpenSSL through hashlib (1 ms, issue 12)
+    from _sha256 import sha256 as _sha256  # 3.10, 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256 as _sha256  # 3.12+
+    except ImportError:
+        from hashlib import sha256 as _sha256
 
 
 def ports_for(settings: Settings, slot: int) -> dict[str, int]:

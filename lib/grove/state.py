@@ -15,9 +15,21 @@ from typing import Callable
 from . import locks
 from .config import Settings
 from .errors import GroveError, bad_input
-from .models import STATUSES
 
 TERMINAL = ("completed", "failed", "merged", "conflict")
+
+
+def _statuses() -> tuple[str, ...]:
+    # grove.models (four dataclasses, 2 ms) is imported when a status is checked, not at every start-up.
+    from .models import STATUSES
+
+    return STATUSES
+
+
+def __getattr__(name: str):
+    if name == "STATUSES":  # state.STATUSES, as before
+        return _statuses()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Where each status may go next. Re-setting the current status is always allowed (to update
 # agent_id or error_message). `created` is reachable again only from `failed`: a setup re-run.
@@ -130,8 +142,8 @@ def update(settings: Settings, adw_id: str, change: Callable[[dict], None], *, c
 
 
 def check_transition(current: str, target: str) -> None:
-    if target not in STATUSES:
-        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(STATUSES)}")
+    if target not in _statuses():
+        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     if target != current and target not in TRANSITIONS.get(current, ()):
         allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"
         raise bad_input(f"cannot go from {current} to {target}", f"from {current} the allowed statuses are: {allowed}")
@@ -157,8 +169,8 @@ def apply_status(state: dict, target: str, *, by: str | None = None, error: str 
 def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None = None,
                error: str | None = None, **fields) -> dict:
     """The locked transition behind ``inv status --set`` and ``update_worktree_status``."""
-    if target not in STATUSES:
-        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(STATUSES)}")
+    if target not in _statuses():
+        raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     refresh = _commit_refresher(settings)
     return update(settings, adw_id, lambda s: (apply_status(s, target, by=by, error=error, **fields), refresh(s)))
 
