@@ -9,13 +9,16 @@ bare origin and warm uv and bun caches:
   compiles the API client, as codegen steps do): parallel installs;
 - **slow seed**: the seed app whose database reset seeds 800,000 rows (about a second): the warm pool.
 
+The Postgres rows (a database per agent, cloned from a ~50 MB template) come from
+scripts/bench_postgres.py, on a throwaway server of its own (`--only pg`).
+
 Every measurement runs interleaved with its baseline (A B A B ...), several times; the table shows
 each side's median and the median of the paired ratios (or differences), A_i against the B_i
 measured next to it; bench/results.json keeps every sample. Grove's own modules are byte-compiled
 first, as an installed package's are (PYTHONDONTWRITEBYTECODE is dropped for the runs).
 Not a timed test: machines are noisy.
 
-    python scripts/bench.py [--runs N] [--only NAME,...]
+    python scripts/bench.py [--runs N] [--only lean,heavy,pool,many,list,disk,pg]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ GROVE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(GROVE / "lib"))
 sys.path.insert(0, str(GROVE / "scripts"))
 
+import bench_postgres  # noqa: E402
 import sample_app  # noqa: E402
 
 from grove.deps import find_tool  # noqa: E402
@@ -265,14 +269,16 @@ def main() -> int:
                        env=ENV, check=True)
         disk = _disk(app / "trees", ["d0", "d1", "d2"])
         reset(app)
+    postgres = bench_postgres.measure(runs=max(runs, 5)) if want("pg") else None
     med = {k: statistics.median(v) for k, v in m.items()}
-    rows = _rows(m, disk)
+    rows = _rows(m, disk) + (bench_postgres.rows(postgres) if postgres else [])
     print(f"\n{'measurement':<58} {'grove':>8} {'baseline':>8} {'paired':>7}  goal")
     for name, value, base, ratio, goal, ok in rows:
         print(f"{name:<58} {value:>8.3f} {base:>8.3f} {ratio:>7.3f}  {goal}  {'met' if ok else 'MISSED'}")
     print(f"(medians of {runs} runs; plain scripts that failed in parallel and were rerun: "
           f"{sum(BASELINE_FAILURES)})")
-    results = {"runs": runs, "medians_seconds": med, "baseline_parallel_failures": BASELINE_FAILURES, "samples": m,
+    results = {"runs": runs, "medians_seconds": med, "postgres": postgres,
+               "baseline_parallel_failures": BASELINE_FAILURES, "samples": m,
                "disk_kib": disk,
                "rows": [{"name": r[0], "median": r[1], "baseline_median": r[2], "paired": r[3], "goal": r[4],
                          "met": r[5]}

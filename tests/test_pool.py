@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import GROVE, cli, commit_file, git, inv, inv_json
+from pg_fixture import pg_server, template_db  # noqa: F401 (fixtures)
+from test_postgres import pg_repo  # noqa: F401 (a fixture)
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -375,3 +377,21 @@ def test_pool_json_matches_the_docs(repo):
     assert set(shown["entries"][0]) == set(doc("## `inv pool", 0)["entries"][0])
     state = inv_json(repo, "setup", "--adw-id", "j1")
     assert set(state) == set(doc("## `inv setup --json` (one agent)")) and state["from_pool"] is True
+
+
+def test_a_postgres_database_per_agent_is_cloned_at_take(request, repo):
+    """With ADW_DB_URL the database is named after the agent, so the pool never makes one: the take
+    clones the agent's own and runs the reset script in it."""
+    pytest.importorskip("psycopg")
+    from test_postgres import agent_url, databases, runs
+
+    pg_repo = request.getfixturevalue("pg_repo")
+    pg_server, template = request.getfixturevalue("pg_server"), request.getfixturevalue("template_db")
+    filled = inv_json(pg_repo, "pool", "--size", "1")
+    assert filled["created"] and databases(pg_server, template) == []
+    s = inv_json(pg_repo, "setup", "--adw-id", "pgp1")
+    assert s["from_pool"] and s["steps"]["db"]["outcome"] == "done"
+    assert databases(pg_server, template) == [f"{template}_pgp1"]
+    assert runs(agent_url(pg_server, template, "pgp1")) == 1
+    ports_env = (Path(s["worktree_path"]) / ".ports.env").read_text()
+    assert filled["created"][0] not in ports_env and f"{template}_pgp1" in ports_env

@@ -25,7 +25,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import envfiles, git, ids, locks, owned, ports, proc, state, steps, worktree
+from . import agentdb, envfiles, git, ids, locks, owned, ports, proc, state, steps, worktree
 from .config import Settings
 from .errors import GroveError
 from .faults import fault
@@ -87,8 +87,9 @@ def _update(settings: Settings, change) -> object:
         return result
 
 
-def placeholder_values(settings: Settings) -> dict[str, str]:
-    return ports.env_lines({name: PLACEHOLDER_PORT for name, _ in settings.port_bases})
+def placeholder_values(settings: Settings, name: str) -> dict[str, str]:
+    """What a pool entry's env files hold until an agent takes it: port 0 for every port."""
+    return steps.env_values(settings, name, {port: PLACEHOLDER_PORT for port, _ in settings.port_bases})
 
 
 def env_digest(settings: Settings) -> str:
@@ -154,7 +155,11 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
                     timeout=settings.git_timeout)
         fault("pool", "after", "add")
         git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
-        values = placeholder_values(settings)
+        if (path / ".gitmodules").is_file():
+            raise GroveError("the pool cannot hold this repository's worktrees: it has submodules, and "
+                             "`git worktree move` refuses a worktree with submodules",
+                             hint="use `inv setup` without a pool (`inv pool --size 0`)")
+        values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
         written: list[str] = []
         for step in ("include", "ports_env", "env"):  # repoint runs at take: it writes the final path
@@ -162,7 +167,9 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         worktree.hide(settings, path, written)
         _relocatable_venvs(settings, path)
         steps.install(settings, path)
-        db, _ = steps.reset_db(settings, path, values)
+        # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
+        # the pool only resets databases that live in the worktree.
+        db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
@@ -368,7 +375,7 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
                 git.git(target, "checkout", "--quiet", "--no-track", "-b", branch, base_commit,
                         timeout=settings.git_timeout)
                 if not resuming:
-                    undo.branch = branch
+                    undo.branch, undo.base_commit = branch, base_commit
         fault("pool", "after", "branch")
     finally:
         if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here

@@ -119,6 +119,10 @@ def _config_env(pairs: dict[str, str]) -> dict[str, str]:
 def populate(settings: Settings, worktree: Path) -> tuple[str, str]:
     """The chain's submodules step: (outcome, detail). Submodules already checked out (a re-run,
     or an agent's own work in them) are left as they are."""
+    if not (worktree / ".gitmodules").is_file():
+        # No .gitmodules: no submodule Grove could check out (a bare gitlink has no URL to clone).
+        # Answered without the two git calls below, on every setup of every such repo (issue 12).
+        return "skipped", "no submodules"
     notes: list[str] = []
     changed = _level(settings, worktree, settings.repo, git.common_dir(settings.repo), "", notes)
     if not notes:
