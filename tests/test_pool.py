@@ -395,3 +395,15 @@ def test_a_postgres_database_per_agent_is_cloned_at_take(request, repo):
     assert runs(agent_url(pg_server, template, "pgp1")) == 1
     ports_env = (Path(s["worktree_path"]) / ".ports.env").read_text()
     assert filled["created"][0] not in ports_env and f"{template}_pgp1" in ports_env
+
+
+def test_an_install_dir_added_after_the_fill_is_installed_at_take(tmp_path, repo, monkeypatch):
+    app = sample_app.build(tmp_path / "plain", deps.find_tool("uv"), deps.find_tool("bun"))
+    monkeypatch.setenv("ADW_INSTALL_DIRS", "app/server")
+    inv_json(app, "pool", "--size", "1")
+    monkeypatch.delenv("ADW_INSTALL_DIRS")
+    out = inv(app, "setup", "--adw-id", "n1", "--json", check=True)
+    line = next(x for x in out.stderr.splitlines() if "from the pool" in x)
+    assert "reinstall: app/client (not an install dir when the pool was filled); db" in line, line
+    installed = next(x for x in out.stderr.splitlines() if "install " in x and "done" in x)
+    assert "app/client: bun" in installed and "app/server" not in installed, installed

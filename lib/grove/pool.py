@@ -171,7 +171,8 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
         _update(settings, lambda data: data["entries"][name].update(
-            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest))
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest,
+            installed=list(settings.install_dirs), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
     except BaseException:
         try:
@@ -434,7 +435,9 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     changed = _changed(target, old, base_commit)
     reasons = {}
     for d in settings.install_dirs:
-        if _lock_changed(d, changed):
+        if d not in entry.get("installed", settings.install_dirs):
+            reasons[d] = "not an install dir when the pool was filled"
+        elif _lock_changed(d, changed):
             reasons[d] = "lock file changed"
         elif _stale_venv(target / d, entry):
             reasons[d] = "venv named the pool path"
@@ -468,6 +471,8 @@ def db_inputs_changed(settings: Settings, entry: dict, changed: set[str]) -> tup
         return True, "the pool did not reset it"
     if settings.db_inputs == ("always",):
         return True, "ADW_DB_INPUTS=always"
+    if entry.get("db_reset", settings.db_reset) != settings.db_reset:
+        return True, "ADW_DB_RESET changed"
     if entry.get("env_digest") != env_digest(settings):
         return True, "the env files changed"
     if settings.db_inputs:
