@@ -4,9 +4,9 @@ Builds its own fixtures under bench/fixtures/ (git-ignored), each a seed-shaped 
 bare origin and warm uv and bun caches:
 
 - **seed**: one real dependency on each side (`six`, `is-number`): Grove's own overhead shows;
-- **heavy**: both installs take real time (FastAPI stack for uv, byte-compiled at install as
-  `compile-bytecode = true` asks; Vite, React and TypeScript for bun, with a `postinstall` that
-  compiles the API client, as codegen steps do): parallel installs;
+- **heavy**: both installs take real time: the server is a package (FastAPI stack; hatchling builds
+  it and uv installs it editable at every sync), the client has Vite, React and TypeScript with a
+  `postinstall` that compiles the API client, as codegen steps do: parallel installs;
 - **slow seed**: the seed app whose database reset seeds 800,000 rows (about a second): the warm pool.
 
 The Postgres rows (a database per agent, cloned from a ~50 MB template) come from
@@ -146,8 +146,10 @@ def build_app(root: Path, kind: str) -> Path:
         py_deps = '["six"]'
         js = {"name": "client", "private": True, "dependencies": {"is-number": "7.0.0"}}
     text = (server / "pyproject.toml").read_text().replace("dependencies = []", f"dependencies = {py_deps}")
-    if kind == "heavy":  # byte-compiling the installed packages is the uv side's real work
-        text += "\n[tool.uv]\ncompile-bytecode = true\n"
+    if kind == "heavy":  # the server is a package: uv builds and installs it (editable) at every sync
+        text += '\n[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        (server / "src/server").mkdir(parents=True)
+        (server / "src/server/__init__.py").write_text('"""The sample server as a package."""\n')
     (server / "pyproject.toml").write_text(text)
     (client / "package.json").write_text(json.dumps(js))
     if kind == "slow":

@@ -42,7 +42,9 @@ def locked(lock_path: Path, timeout: float, busy: str) -> Iterator[None]:
     lock = FileLock(lock_path, timeout=timeout, fallback_to_soft=False, preserve_lock_file=True,
                     on_acquired=_record_holder)
     try:
-        lock.acquire()
+        # filelock polls a busy lock every 50 ms by default; ten setups in one process queue on the
+        # port registry and the repo lock for a few ms each, so poll every 5 ms (issue 12).
+        lock.acquire(poll_interval=0.005)
     except Timeout:
         raise GroveError(f"{busy} (lock {lock_path} held by pid {holder(lock_path)})",
                          hint="wait for it to finish, or retry") from None
