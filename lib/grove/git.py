@@ -125,10 +125,17 @@ def linked_worktree_paths(repo: Path) -> set[str] | None:
         return paths
     for entry in entries:
         try:
-            paths.add(os.path.dirname(os.path.realpath((entry / "gitdir").read_text().strip())))
+            paths.add(os.path.dirname(_gitdir_target(entry)))
         except OSError:
             return None  # one being written right now: let git answer
     return paths
+
+
+def _gitdir_target(admin: Path) -> str:
+    """The real path of the worktree's .git that an admin dir's gitdir file names; relative paths
+    (git 2.48's worktree.useRelativePaths) are relative to the admin dir."""
+    text = (admin / "gitdir").read_text().strip()
+    return os.path.realpath(text if os.path.isabs(text) else os.path.join(admin, text))
 
 
 def registered(repo: Path, path: Path) -> bool:
@@ -144,7 +151,7 @@ def registered(repo: Path, path: Path) -> bool:
         return False
     for entry in entries:
         try:
-            if os.path.realpath((entry / "gitdir").read_text().strip()) == want:
+            if _gitdir_target(entry) == want:
                 return True
         except OSError:
             if not (entry / "gitdir").exists():
