@@ -321,15 +321,23 @@ def test_setup_refill_refills_in_the_background(repo):
     inv_json(repo, "pool", "--size", "1")
     s = inv_json(repo, "setup", "--adw-id", "b1", "--refill")
     assert s["from_pool"]
-    deadline = time.time() + 60
+    deadline, fillers = time.time() + 60, set()
     while time.time() < deadline:
         entries = pool_entries(repo)
+        fillers |= {e["pid"] for e in entries.values() if e.get("pid")}
         if entries and all(e["status"] == "ready" for e in entries.values()):
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert [e["status"] for e in pool_entries(repo).values()] == ["ready"]
-    log = (repo / "agents/.grove/pool-refill.log").read_text()
-    assert "ready" in log
+    log = repo / "agents/.grove/pool-refill.log"
+    while time.time() < deadline and "pool: 1 ready" not in log.read_text():  # its last line
+        time.sleep(0.05)
+    assert "pool: 1 ready, size 1" in log.read_text()
+    # The refill is a process of its own: it ends by itself, and the test waits for it (bounded).
+    for pid in fillers - {os.getpid()}:
+        while time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
 
 
 def test_bad_pool_size_exits_2_and_changes_nothing(repo):
