@@ -505,3 +505,19 @@ def test_merge_cleanup_salvages_a_dirty_merged_agent_and_reports_it(repo):
     [result] = summary["results"]
     assert result["outcome"] == "merged" and result["cleanup"]["salvage_ref"]
     assert git(repo, "show", f"{result['cleanup']['salvage_ref']}:notes.txt") == "left over"
+
+
+def test_a_merge_killed_inside_worktree_add_of_its_integration_tree_heals(repo):
+    """Found by the model-based test: a kill inside the merge's own `git worktree add` (seed 1055215874)."""
+    setup_agent(repo, "i1")
+    commit_file(repo / "trees/i1", "i.txt", "i\n")
+    finish(repo, "i1")
+    inv_json(repo, "merge", "--adw-id", "i1", "--dry-run")
+    git(repo, "worktree", "add", "-q", "--detach", "--no-checkout", str(repo / "trees/.grove-merge"), "main")
+    [admin] = [a for a in (repo / ".git/worktrees").iterdir() if ".grove-merge" in (a / "gitdir").read_text()]
+    (admin / "locked").write_text("initializing\n")
+    (admin / "HEAD").write_text("0" * 40 + "\n")
+    summary = inv_json(repo, "merge", "--adw-id", "i1")
+    assert summary["results"][0]["outcome"] == "merged"
+    git(repo, "rev-list", "--all")
+    assert inv(repo, "doctor").returncode == 0

@@ -39,13 +39,19 @@ def path(settings: Settings) -> Path:
 def reset(settings: Settings, tip: str) -> Path:
     """The integration worktree, detached at ``tip`` and clean (whatever a crash left in it)."""
     wt = path(settings)
-    if git.worktree_for(settings.repo, wt) is None:
+    entry = git.worktree_for(settings.repo, wt)
+    if entry is not None and worktree.is_stillborn(entry) and worktree.repair_stillborn(settings, wt):
+        entry = None  # a merge killed inside `git worktree add`: start again
+    if entry is None:
         if wt.exists():
             worktree.safe_rmtree(settings, wt)
         settings.trees_path.mkdir(parents=True, exist_ok=True)
         with worktree.repo_lock(settings):
             git.prune_entry(settings.repo, wt)
-            git.git(settings.repo, "worktree", "add", "--quiet", "--detach", wt, tip)
+            # --no-checkout, as for agents: a kill inside `worktree add` then leaves only `.git`,
+            # which doctor --fix and the next run can prove empty and remove (issue 10, defect 11).
+            git.git(settings.repo, "worktree", "add", "--quiet", "--detach", "--no-checkout", wt, tip)
+        git.git(wt, "reset", "--hard", "--quiet")
         return wt
     for abort in (("merge", "--abort"), ("rebase", "--abort")):
         proc.run(["git", "-C", wt, *abort], check=False)
