@@ -1,10 +1,11 @@
 """The safety invariants, checked by a model-based test (issue 10): random operations and crashes on
 real repositories with a bare origin, then "nothing is lost".
 
-Rules: setup; an agent commits on its branch or on a detached HEAD; an uncommitted edit (tracked
-file or new file); status changes; teardown with random --force/--delete-branch; merge with and
-without --cleanup; gc, doctor --fix and teardown --all; a kill -9 of a running setup, teardown or
-merge, at one of its crash points or at a random moment.
+Rules: setup (from the warm pool when it has an entry); an agent commits on its branch or on a
+detached HEAD; an uncommitted edit (tracked file or new file); status changes; teardown with random
+--force/--delete-branch; merge with and without --cleanup, sequential or --batch; sync (merge or
+rebase); filling and draining the pool; gc, doctor --fix and teardown --all; a kill -9 of a running
+setup, pooled take, sync, teardown or merge, at one of its crash points or at a random moment.
 
 Invariants, after every step:
 - every commit an agent made is reachable from a ref (after `doctor --fix` when git needs it);
@@ -49,6 +50,7 @@ CRASH_POINTS = (
      for w in ("before", "after")]
     + [f"teardown:{w}" for w in ("before:worktree", "after:worktree", "after:branch", "after:ports", "after:state")]
     + ["merge:before:publish", "merge:after:publish"]
+    + ["pool:after:claim", "pool:after:move", "pool:after:branch", "sync:before:merge"]
 )
 STEPS = int(os.environ.get("GROVE_FUZZ_STEPS") or 30)
 # Seeds that once found a defect stay here as regressions (see the closing notes of issue 10).
@@ -158,8 +160,17 @@ class NothingIsLost:
     def teardown_one(self, adw_id, force, delete_branch):
         self._quiet(lambda: cleanup.teardown(self.settings, adw_id, delete_branch=delete_branch, force=force))
 
-    def merge(self, ids, with_cleanup):
-        self._quiet(lambda: wm.merge_worktrees(ids, cleanup=with_cleanup, project_root=self.repo))
+    def merge(self, ids, with_cleanup, batch=False):
+        self._quiet(lambda: wm.merge_worktrees(ids, cleanup=with_cleanup, batch=batch, project_root=self.repo))
+
+    def sync(self, adw_id, rebase):
+        self._quiet(lambda: wm.sync_worktree(adw_id, strategy="rebase" if rebase else "merge", project_root=self.repo))
+
+    def pool(self, size):
+        """Fill (or drain) the warm pool; the next setups take from it."""
+        from grove import pool as pooling
+
+        self._quiet(lambda: pooling.fill(self.settings, size, None, self.report, fetch=False))
 
     def bulk(self, op):
         if op == "gc":
@@ -172,8 +183,10 @@ class NothingIsLost:
     def crash_at_a_point(self, adw_id, point):
         op = point.split(":")[0]
         args = {"setup": ["setup", "--adw-id", adw_id, "--no-install"],
+                "pool": ["setup", "--adw-id", adw_id, "--no-install"],  # takes a pooled worktree if any
                 "teardown": ["teardown", "--adw-id", adw_id, "--force", "--delete-branch"],
-                "merge": ["merge", "--adw-id", adw_id, "--cleanup"]}[op]
+                "merge": ["merge", "--adw-id", adw_id, "--cleanup"],
+                "sync": ["sync", "--adw-id", adw_id]}[op]
         self._cli(*args, env={"GROVE_FAULT": point})
 
     def kill_at_a_random_moment(self, adw_id, op, delay):
@@ -229,7 +242,9 @@ def random_step(rng: random.Random, model: NothingIsLost) -> tuple[str, tuple]:
         (3, "edit", (adw_id, rng.random() < 0.5)),
         (2, "status", (adw_id, rng.choice(state.STATUSES))),
         (2, "teardown_one", (adw_id, rng.random() < 0.5, rng.random() < 0.5)),
-        (1, "merge", (rng.sample(IDS, rng.randint(1, 3)), rng.random() < 0.5)),
+        (1, "merge", (rng.sample(IDS, rng.randint(1, 3)), rng.random() < 0.5, rng.random() < 0.3)),
+        (1, "sync", (adw_id, rng.random() < 0.3)),
+        (1, "pool", (rng.choice([0, 1, 2]),)),
         (1, "bulk", (rng.choice(["gc", "doctor", "teardown_all"]),)),
         (1, "crash_at_a_point", (adw_id, rng.choice(CRASH_POINTS))),
         (1, "kill_at_a_random_moment", (adw_id, rng.choice(["setup", "teardown", "merge"]),
