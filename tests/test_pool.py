@@ -415,3 +415,45 @@ def test_an_install_dir_added_after_the_fill_is_installed_at_take(tmp_path, repo
     assert "reinstall: app/client (not an install dir when the pool was filled); db" in line, line
     installed = next(x for x in out.stderr.splitlines() if "install " in x and "done" in x)
     assert "app/client: bun" in installed and "app/server" not in installed, installed
+
+
+# -- found by the second adversarial review -------------------------------------------------------
+
+
+def test_a_pooled_worktree_someone_worked_in_is_kept_never_handed_out(repo):
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    [entry] = inv_json(repo, "pool")["entries"]
+    wt = Path(entry["path"])
+    lost = commit_file(wt, "stranger.txt", "committed in the pool\n")
+    (wt / "notes.txt").write_text("uncommitted\n")
+    state = inv_json(repo, "setup", "--adw-id", "p9", "--no-install", "--no-fetch")
+    assert not state.get("from_pool") and not (repo / "trees/p9/notes.txt").exists()
+    assert (wt / "notes.txt").read_text() == "uncommitted\n" and git(wt, "rev-parse", "HEAD") == lost
+    assert [e["status"] for e in inv_json(repo, "pool")["entries"]] == ["kept"]
+
+
+def test_an_edited_pool_record_pointing_at_a_user_worktree_is_refused(repo, tmp_path):
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    user_wt = tmp_path / "userwt"
+    git(repo, "worktree", "add", "-q", "--detach", str(user_wt), "main")
+    registry = repo / "agents/.grove/pool.json"
+    data = json.loads(registry.read_text())
+    [name] = data["entries"]
+    data["entries"][name]["path"] = str(user_wt)
+    registry.write_text(json.dumps(data))
+    drained = inv(repo, "pool", "--size", "0")
+    assert drained.returncode == 1 and "not one Grove made" in drained.stderr
+    assert (user_wt / "README.md").is_file()
+    report = json.loads(inv(repo, "doctor", "--json").stdout)
+    assert "corrupt_pool_registry" in [p["kind"] for p in report["problems"]] and (user_wt / "README.md").is_file()
+
+
+def test_resuming_a_kept_branch_with_a_pool_present(repo):
+    inv(repo, "setup", "--adw-id", "r1", "--no-install", "--no-fetch", check=True)
+    tip = commit_file(repo / "trees/r1", "w.txt", "kept work\n")
+    inv(repo, "status", "--adw-id", "r1", "--set", "completed", check=True)
+    inv(repo, "teardown", "--adw-id", "r1", check=True)
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    state = inv_json(repo, "setup", "--adw-id", "r1", "--no-install", "--no-fetch")
+    assert git(repo / "trees/r1", "rev-parse", "HEAD") == tip and not state.get("from_pool")
+    assert inv_json(repo, "pool")["ready"] == 1, "the pooled entry is still there for the next agent"

@@ -144,8 +144,10 @@ def _chain(settings, req, report, branch, base, current, undo, tip=None) -> dict
                       task_name=req.task_name, agent_id=req.agent_id)
     state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
     with report.step("worktree", OP, done) as info:
+        # A branch a teardown kept is checked out as it is, into a fresh worktree, not a pooled one.
+        kept_branch = tip is not None and current is None
         taken = pool.take(settings, req.adw_id, branch, base, base_commit, current is not None, undo) \
-            if req.pool else None
+            if req.pool and not kept_branch else None
         reused = False
         if taken:
             info["outcome"] = "pooled"

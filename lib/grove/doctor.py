@@ -66,7 +66,10 @@ def check(settings: Settings, fix: bool = False) -> dict:
                 _repair_one(settings, p)
     from . import pool
 
-    problems += pool.check(settings, fix)  # the pool checks and repairs its own entries (issue 12)
+    try:
+        problems += pool.check(settings, fix)  # the pool checks and repairs its own entries (issue 12)
+    except GroveError as exc:
+        problems.append(_problem("corrupt_pool_registry", exc.message, None, hint=exc.hint))
     remaining = [p for p in problems if not p["fixed"]]
     return {"healthy": not remaining, "problems": problems, "fixed": len(problems) - len(remaining),
             "backups": preserve.listing(settings.repo, preserve.BACKUP),

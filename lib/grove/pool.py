@@ -71,7 +71,24 @@ def read(settings: Settings) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
         raise GroveError(f"pool registry {registry_path(settings)} is not a Grove pool registry",
                          hint="fix or move it aside; `inv doctor` shows the pool")
+    for name, entry in data["entries"].items():
+        _check_entry(settings, name, entry)
     return data
+
+
+STATUSES = ("filling", "ready", "taking", "draining", "kept")
+
+
+def _check_entry(settings: Settings, name: str, entry: object) -> None:
+    """Every entry must be one Grove made: its own name, a known status, and its worktree at exactly
+    trees/.pool/<name>. An edited record pointing elsewhere (a user's worktree) is refused whole:
+    the pool removes and moves worktrees, and must never act on one it did not create."""
+    expected = os.path.realpath(pool_root(settings) / name)
+    if (not isinstance(entry, dict) or entry.get("name") != name or entry.get("status") not in STATUSES
+            or not isinstance(entry.get("path"), str) or os.path.realpath(entry["path"]) != expected):
+        raise GroveError(f"pool registry {registry_path(settings)}: entry {name!r} is not one Grove made "
+                         f"(expected its worktree at {expected})",
+                         hint="fix or move the registry aside; Grove acts on no pool entry until then")
 
 
 def _write(settings: Settings, data: dict) -> None:
@@ -359,6 +376,13 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
         return None
     fault("pool", "after", "claim")
     source = Path(entry["path"])
+    if not resuming:
+        # A pooled worktree is nobody's until taken, but somebody may have worked in it anyway:
+        # such an entry is kept (as drain keeps it), never handed to an agent or checked out over.
+        reason = proven_empty(settings, entry)
+        if reason:
+            _set(settings, entry["name"], status="kept", pid=None, adw_id=None, reason=reason)
+            return None
     try:
         with worktree.repo_lock(settings):
             if source.exists() and not target.exists():
