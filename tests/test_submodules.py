@@ -163,3 +163,25 @@ def test_a_clean_agent_with_submodules_tears_down_without_force(sub_repo):
     assert not (sub_repo / ".git/worktrees/s7").exists()
     assert inv(sub_repo, "doctor").returncode == 0
     assert os.listdir(sub_repo / ".git/modules/vendor/lib")  # the main checkout's copy is untouched
+
+
+def test_teardown_keeps_a_submodule_s_stash_tags_and_reflog_only_commits(sub_repo):
+    """Found by the second adversarial review: only HEAD and branches were kept."""
+    inv(sub_repo, "setup", "--adw-id", "s7", "--no-install", check=True)
+    lib = sub_repo / "trees/s7/vendor/lib"
+    recorded = git(lib, "rev-parse", "HEAD")
+    (lib / "lib.txt").write_text("stashed edit\n")
+    git(lib, "stash", "-q")
+    stashed = git(lib, "rev-parse", "refs/stash")
+    git(lib, "checkout", "-q", "--detach")
+    tagged = commit_file(lib, "t.txt", "tagged\n")
+    git(lib, "tag", "mytag")
+    git(lib, "checkout", "-q", "--detach")
+    in_reflog = commit_file(lib, "r.txt", "reflog only\n")
+    git(lib, "checkout", "-q", "--detach", recorded)  # back where the superproject records it: clean
+    inv(sub_repo, "status", "--adw-id", "s7", "--set", "completed", check=True)
+    done = inv_json(sub_repo, "teardown", "--adw-id", "s7")
+    refs = done["submodule_refs"]
+    for commit in (stashed, tagged, in_reflog):
+        assert any(subprocess.run(["git", "-C", str(sub_repo), "merge-base", "--is-ancestor", commit, r]).returncode == 0
+                   for r in refs), commit

@@ -242,6 +242,17 @@ def _keep(settings: Settings, directory: Path, commit: str, label: str, why: str
     return ref
 
 
+def _commits_held(directory: Path) -> list[str]:
+    """Every commit the submodule's own repository holds that goes with the worktree: HEAD, its
+    branches, tags, stash entries and HEAD reflog (the clone's .git is deleted with the worktree)."""
+    listed = git.git(directory, "for-each-ref", "--format=%(objectname)", "refs/heads", "refs/tags").split()
+    for log in ("refs/stash", "HEAD"):
+        out = proc.run(["git", "-C", directory, "log", "-g", "--format=%H", log, "--"], check=False)
+        listed += out.stdout.split() if out.returncode == 0 else []
+    peeled = {git.rev(directory, sha) for sha in ["HEAD", *dict.fromkeys(listed)]}
+    return sorted(c for c in peeled if c)
+
+
 def save(settings: Settings, worktree: Path, adw_id: str, salvage: bool) -> list[str] | None:
     """Keep what the worktree's submodules hold before the worktree is removed.
 
@@ -265,9 +276,7 @@ def save(settings: Settings, worktree: Path, adw_id: str, salvage: bool) -> list
             if work:
                 refs.append(_keep(settings, directory, git.rev(directory, work), f"{label}/uncommitted",
                                   f"uncommitted work in submodule {where} of {adw_id}"))
-        tips = {git.rev(directory, "HEAD")} | set(
-            git.git(directory, "for-each-ref", "--format=%(objectname)", "refs/heads").split())
-        for tip in sorted(t for t in tips if t):
+        for tip in _commits_held(directory):
             if not _kept_elsewhere(settings, where, tip):
                 refs.append(_keep(settings, directory, tip, label, f"submodule {where} of {adw_id} before removal"))
     return refs
