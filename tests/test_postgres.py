@@ -378,3 +378,16 @@ def test_psycopg_is_not_imported_without_adw_db_url(repo):
             "print('psycopg' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(LIB), str(repo)], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_database_someone_made_after_a_killed_create_is_never_adopted_or_dropped(pg_repo, pg_server, template_db):
+    """Second review: a record without an OID (killed before CREATE) proved nothing about the name."""
+    out = inv(pg_repo, "setup", "--adw-id", "d3", "--no-install", env={"GROVE_FAULT": "db:after:record"})
+    assert out.returncode == -signal.SIGKILL
+    name = pgdb.agent_db_name(template_db, "d3")
+    pg_server.psql(f'CREATE DATABASE "{name}"')  # the user's own, same name
+    again = inv(pg_repo, "setup", "--adw-id", "d3", "--no-install")
+    assert again.returncode == 1 and "did not create" in again.stderr
+    inv(pg_repo, "teardown", "--adw-id", "d3", "--force", check=True)
+    assert pgdb.exists(pg_server.url(), name), "the user's database survives"
+    pgdb.drop(pg_server.url(), name)

@@ -17,6 +17,7 @@ Passwords never leave the process: the state, JSON, messages and the journal hol
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -62,8 +63,23 @@ def _mine(entry: dict | None, adw_id: str, server: str) -> bool:
     return bool(entry) and entry.get("adw_id") == adw_id and entry.get("server") == server
 
 
-def _record(settings: Settings, name: str, adw_id: str, server: str, oid: int | None) -> None:
-    owned.record(settings, KIND, name, adw_id=adw_id, server=server, template=settings.db_template or None, oid=oid)
+def _record(settings: Settings, name: str, adw_id: str, server: str, oid: int | None, token: str | None = None) -> None:
+    owned.record(settings, KIND, name, adw_id=adw_id, server=server, template=settings.db_template or None, oid=oid,
+                 token=token)
+
+
+def _proven(entry: dict, oid: int | None, mark: Callable[[], str | None]) -> bool:
+    """The database now called ``name`` is the one this journal entry records.
+
+    By OID once recorded; before that (a run killed between CREATE and recording the OID) by the
+    token Grove wrote into the journal before CREATE and onto the database right after it. A name
+    alone proves nothing: someone may have created a database of that name since (second review).
+    """
+    if oid is None or entry is None:
+        return False
+    if entry.get("oid") is not None:
+        return entry["oid"] == oid
+    return bool(entry.get("token")) and mark() == f"grove:{entry['token']}"
 
 
 def check(settings: Settings, adw_id: str, connect: bool = True) -> None:
@@ -121,7 +137,7 @@ def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, 
     entry = owned.owner(settings, KIND, name)
     oid = server.oid(name)
     if oid is not None:
-        if not _mine(entry, adw_id, key) or entry.get("oid") not in (None, oid):
+        if not _mine(entry, adw_id, key) or not _proven(entry, oid, lambda: server.mark_of(name)):
             raise GroveError(f"database {name!r} already exists on {admin} and Grove did not create it for {adw_id}",
                              hint="Grove never reuses or drops a database it did not create: drop it yourself, "
                                   "or set ADW_DB_NAME to another name (it may use {adw_id})")
@@ -131,7 +147,8 @@ def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, 
             return Outcome(name, "kept", safe, template)
     start = time.monotonic()
     # Recorded before it exists (DESIGN.md): only a database in the journal is ever Grove's to drop.
-    _record(settings, name, adw_id, key, None)
+    token = secrets.token_hex(8)
+    _record(settings, name, adw_id, key, None, token)
     fault("db", "after", "record")
     if oid is not None:
         server.drop(name)  # --reset-db: the record stays, the same agent gets a fresh clone
@@ -140,6 +157,7 @@ def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, 
     except GroveError as exc:
         _forget_failed(settings, admin, name, exc)
         raise
+    server.mark(name, f"grove:{token}")
     fault("db", "after", "create")
     _record(settings, name, adw_id, key, server.oid(name))
     if created is not None and oid is None:
@@ -167,7 +185,7 @@ def drop_created(settings: Settings, adw_id: str, name: str) -> None:
     if not _mine(entry, adw_id, pgdb.server_key(admin)):
         return
     oid = pgdb.database_oid(admin, name)
-    if oid is not None and entry.get("oid") not in (None, oid):
+    if oid is not None and not _proven(entry, oid, lambda: pgdb.database_mark(admin, name)):
         return
     owned.forget(settings, KIND, name)
     if oid is not None:
@@ -208,7 +226,7 @@ def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
             raise
         if oid is None:
             plans.append({"name": name, "action": "absent", "note": "already gone"})
-        elif info.get("oid") not in (None, oid):
+        elif not _proven(info, oid, lambda: pgdb.database_mark(admin, name)):
             plans.append({"name": name, "action": "not_owned",
                           "note": "a database of that name exists but is not the one Grove created: left alone"})
         else:
@@ -261,7 +279,7 @@ def orphans(settings: Settings, live: set[str], busy: Callable[[str], bool]) -> 
         if info.get("server") != server or busy(str(info.get("adw_id"))):
             continue
         oid = pgdb.database_oid(admin, name)
-        if oid is not None and info.get("oid") in (None, oid):
+        if oid is not None and _proven(info, oid, lambda: pgdb.database_mark(admin, name)):
             out.append({"database": name, "adw_id": info.get("adw_id"),
                         "url": pgdb.redact(pgdb.agent_url(admin, name))})
     return out
@@ -274,7 +292,7 @@ def drop_orphan(settings: Settings, name: str, adw_id: str) -> bool:
     if not _mine(entry, adw_id, pgdb.server_key(admin)) or entry.get("kept"):
         return False
     oid = pgdb.database_oid(admin, name)
-    if oid is None or entry.get("oid") not in (None, oid):
+    if oid is None or not _proven(entry, oid, lambda: pgdb.database_mark(admin, name)):
         return False
     owned.forget(settings, KIND, name)
     pgdb.drop(admin, name)

@@ -367,6 +367,12 @@ def database_oid(admin: AdminUrl | str, name: str) -> int | None:
         return s.oid(name)
 
 
+def database_mark(admin: AdminUrl | str, name: str) -> str | None:
+    """The label :meth:`Session.mark` put on the database, or None."""
+    with session(admin) as s:
+        return s.mark_of(name)
+
+
 def server_key(admin: AdminUrl) -> str:
     """Which server a URL reaches, as ``host:port`` from libpq's reading of it (user and database
     left out: database names are per server). Recorded with each database Grove creates, so that
@@ -538,6 +544,17 @@ class Session:
         """
         row = self.conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return int(row[0]) if row else None
+
+    def mark(self, name: str, token: str) -> None:
+        """Label the database Grove just created with the token it recorded before creating it."""
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(token)))
+
+    def mark_of(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                (name,)).fetchone()
+        return row[0] if row else None
 
     def create(self, template: str | None, name: str, *, busy_timeout: float = BUSY_TIMEOUT,
                strategy: str = "auto") -> Clone:
