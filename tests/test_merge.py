@@ -312,3 +312,20 @@ def test_a_base_reset_backwards_during_validation_is_respected_not_undone(repo, 
     assert summary["attempts"] == 2 and summary["base_after"] == git(repo, "rev-parse", "main")
     assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", dropped, "main"]).returncode == 1
     assert (repo / "rb1.txt").exists() and not (repo / "dropped.txt").exists()
+
+
+def test_a_merge_never_overwrites_an_ignored_file_in_the_user_s_checkout(repo):
+    """Second review: `git merge --ff-only` silently replaces ignored files in the checkout of the base."""
+    (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "local.db\n")
+    git(repo, "commit", "-qam", "ignore local.db")
+    (repo / "local.db").write_text("USER PRECIOUS LOCAL DB\n")
+    wt = agent(repo, "ig", {}, status="created")
+    (wt / "local.db").write_text("agent fixture\n")
+    git(wt, "add", "-f", "local.db")
+    git(wt, "commit", "-qm", "fixture")
+    state.set_status(settings_for(repo), "ig", "completed")
+    before = git(repo, "rev-parse", "main")
+    out = inv(repo, "merge", "--adw-id", "ig", "--json")
+    assert out.returncode == 1 and "local.db" in out.stdout + out.stderr
+    assert (repo / "local.db").read_text() == "USER PRECIOUS LOCAL DB\n"
+    assert git(repo, "rev-parse", "main") == before, "the base did not move under the checkout"
