@@ -351,6 +351,10 @@ def test_passwords_are_never_printed_stored_or_logged(repo, pg_server, password_
                  ["doctor", "--json"], ["db.reset", "--adw-id", "pw", "--json"]):
         out = inv(repo, *args, check=True)
         outputs.append(out.stdout + out.stderr)
+    # A command that prints the URL and fails: its log is the agent's, its tail in the state is scrubbed.
+    out = inv(repo, "exec", "--adw-id", "pw", "--json", "--", "sh", "-c", 'echo "connecting to $DATABASE_URL"; exit 3')
+    assert out.returncode == 1
+    outputs.append(out.stdout + out.stderr)
     url = dotenv(repo / "trees/pw/.ports.env")["DATABASE_URL"]
     assert SECRET in url and query(url, "SELECT current_user")[0][0] == password_role  # the app gets it
     assert (os.stat(repo / "trees/pw/.ports.env").st_mode & 0o777) == 0o600
@@ -391,3 +395,17 @@ def test_a_database_someone_made_after_a_killed_create_is_never_adopted_or_dropp
     inv(pg_repo, "teardown", "--adw-id", "d3", "--force", check=True)
     assert pgdb.exists(pg_server.url(), name), "the user's database survives"
     pgdb.drop(pg_server.url(), name)
+
+
+def test_merge_validates_with_its_own_database_when_postgres_is_configured(pg_repo, pg_server, template_db):
+    """Second review: the integration worktree has no state, and the db step insisted on one."""
+    inv(pg_repo, "setup", "--adw-id", "mv", "--no-install", check=True)
+    wt = pg_repo / "trees/mv"
+    (wt / "feature.txt").write_text("f\n")
+    git(wt, "add", "feature.txt")
+    git(wt, "commit", "-qm", "feature")
+    inv(pg_repo, "status", "--adw-id", "mv", "--set", "completed", check=True)
+    out = inv(pg_repo, "merge", "--adw-id", "mv", "--validate", 'test -n "$DATABASE_URL"', "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["results"][0]["outcome"] == "merged"
+    assert inv(pg_repo, "doctor").returncode == 0

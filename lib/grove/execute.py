@@ -23,9 +23,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from . import agentrun, locks, portable, proc, state
+from . import agentdb, agentrun, locks, portable, proc, state
 from .config import Settings
 from .errors import GroveError, bad_input
 from .models import WorktreeExecutionResult
@@ -140,6 +140,7 @@ def execute(settings: Settings, ids: list[str], argv: list[str], *, jobs: int | 
     backend = portable.process_backend(settings.process_backend)
     outcome = Outcome(list(argv), jobs or len(runs), timeout, runs)
     display = display or Display(mode="off")
+    display.scrub = lambda text: agentdb.scrub(settings, text)  # a log line may print DATABASE_URL
     with ExitStack() as stack:
         for run in runs:  # one exec per agent at a time; a busy one stops the whole call before it starts
             stack.enter_context(locks.locked(settings.lock_path(f"exec-{run.adw_id}"), 0,
@@ -270,7 +271,9 @@ class _Job:
                 why = f"timed out after {self.timeout:g}s ({why})"
             elif how == "interrupted":
                 why = f"interrupted ({why})"
-            error = f"inv exec {shlex.join(self.argv)}: {why}; log {run.log}: {proc.tail(log_tail(run.log), TAIL_LINES)}"
+            # The log is the agent's (0600); what reaches the state and stderr never holds a password.
+            said_tail = agentdb.scrub(self.settings, proc.tail(log_tail(run.log), TAIL_LINES))
+            error = f"inv exec {shlex.join(self.argv)}: {why}; log {run.log}: {said_tail}"
         refresh = state._commit_refresher(self.settings)
         said = []
 
@@ -340,6 +343,7 @@ class Display:
 
     def __init__(self, mode: str = "off", stream=None):
         self.mode, self.stream = mode, stream or sys.stderr
+        self.scrub: Callable[[str], str] = lambda text: text
         self.runs: list[Run] = []
         self.live = None
         self.lock = threading.Lock()
@@ -375,7 +379,7 @@ class Display:
             table.add_column(name)
         for run in self.runs:
             seconds = run.result["seconds"] if run.result else (time.monotonic() - run.began if run.began else 0.0)
-            table.add_row(run.adw_id, _state_word(run), f"{seconds:.1f}", last_line(run.log))
+            table.add_row(run.adw_id, _state_word(run), f"{seconds:.1f}", self.scrub(last_line(run.log)))
         return table
 
     def refresh(self) -> None:
@@ -404,7 +408,7 @@ class Display:
     def finished(self, run: Run, how: str) -> None:
         if self.mode == "lines":
             self.say(f"{'✓' if _state_word(run) == 'ok' else '✗'} {run.adw_id:<12} {_state_word(run):<10} "
-                     f"{run.result['seconds'] if run.result else 0:6.2f}s  {last_line(run.log)}")
+                     f"{run.result['seconds'] if run.result else 0:6.2f}s  {self.scrub(last_line(run.log))}")
         if run.error:
             print(f"warning: {run.adw_id}: {run.error}", file=self.stream, flush=True)
 

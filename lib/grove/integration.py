@@ -78,7 +78,7 @@ class Prepared:
         self.settings, self.wt = settings, wt
         claim = ports.claim(settings, CLAIM_ID)
         self.ports = dict(claim.ports)
-        self.values = ports.env_lines(claim.ports)
+        self.values = steps.env_values(settings, wt.name, claim.ports)  # ports, Compose name, database URL
         # Fresh env copies each run (an agent keeps its own edits; this tree has none to keep).
         for name in settings.env_files:
             if (wt / name).is_file() and not _tracked(wt, name):

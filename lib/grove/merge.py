@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import git, locks, proc, state, worktree
+from . import agentdb, git, locks, proc, state, worktree
 from . import integration
 from .config import Settings
 from .errors import BAD_INPUT, GroveError, bad_input
@@ -492,6 +492,7 @@ class Validator:
         # The user's own command, given as a shell command (their config), in its own session.
         code, output = proc.run_tree(["bash", "-c", self.plan.validate], cwd=self.wt, env=env,
                                      timeout=self.settings.install_timeout)
+        output = agentdb.scrub(self.settings, output)  # a test suite may print DATABASE_URL
         if code == 0:
             return Check(True, 0, "", None)
         tail = "\n".join(line.rstrip() for line in output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])

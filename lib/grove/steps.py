@@ -147,7 +147,8 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
     if agentdb.configured(settings):
         adw_id = path.name
         outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)
-        state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
+        if settings.state_path(adw_id).exists():  # the merge's integration worktree has no state
+            state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
         if kept and outcome.action == "kept":
             return "kept", f"{outcome.name}: {KEPT}"
         notes.append(outcome.line())

@@ -76,12 +76,13 @@ def _row(settings: Settings, s: dict, now: float) -> dict[str, Any]:
     running = s.get("running_exec")
     exec_info = None
     if running:
+        from .agentdb import scrub
         from .execute import last_line
 
         pid = running.get("pid")
         exec_info = {"command": shlex.join(running.get("command") or []), "pid": pid,
                      "alive": bool(pid) and portable.alive(int(pid), portable.process_backend(settings.process_backend)),
-                     "last_line": last_line(running.get("log"))}
+                     "last_line": scrub(settings, last_line(running.get("log")))}
     created = state.parse_time(s.get("created_at"))
     return {"adw_id": s["adw_id"], "status": s["status"], "branch": s["branch"], "ahead": ahead, "dirty": dirty,
             "ports": {name: (port, listening(port)) for name, port in (s.get("ports") or {}).items()},
