@@ -358,12 +358,13 @@ def test_sync_refuses_uncommitted_work_and_changes_nothing(mcp_repo):
     assert inv(repo, "sync", "--adw-id", "nobody").returncode == 2
 
 
-def test_an_agents_deliberate_edit_of_a_repointed_config_is_committable(mcp_repo):
+@pytest.mark.parametrize("indent", [2, None], ids=["indented", "one-line"])  # one-line: second review
+def test_an_agents_deliberate_edit_of_a_repointed_config_is_committable(mcp_repo, indent):
     repo = mcp_repo
     wt = agent(repo, "s5", {}, status="in_progress")
     mcp = json.loads((wt / ".mcp.json").read_text())
     mcp["mcpServers"]["playwright"]["args"].append(str(wt / "extra.json"))  # the agent's own change
-    (wt / ".mcp.json").write_text(json.dumps(mcp, indent=2) + "\n")
+    (wt / ".mcp.json").write_text(json.dumps(mcp, indent=indent) + "\n")
     assert git(wt, "status", "--porcelain") == "", "skip-worktree hides it from git status and git add -A"
     commit_file(repo, "theirs.txt", "main\n")
     refused = inv(repo, "sync", "--adw-id", "s5")

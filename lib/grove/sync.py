@@ -115,7 +115,20 @@ def _refuse_unsafe(settings: Settings, s: dict, wt: Path) -> None:
 def edited_hidden(settings: Settings, s: dict, wt: Path) -> list[str]:
     """Hidden (skip-worktree) files whose content is more than Grove's own rewrite: an agent's edit,
     which `git status` does not show. Salvage and teardown count them as uncommitted work."""
-    return [name for name in hidden_files(wt) if _working_bytes(wt, name) != _expected(settings, s, wt, name)]
+    return [name for name in hidden_files(wt)
+            if not _same(settings, name, _working_bytes(wt, name), _expected(settings, s, wt, name))]
+
+
+def _same(settings: Settings, name: str, working: bytes | None, expected: bytes | None) -> bool:
+    """A repointed JSON config is compared as data: `inv env.stage` may have re-formatted it."""
+    if working == expected:
+        return True
+    if name in settings.path_configs and working is not None and expected is not None:
+        try:
+            return json.loads(working) == json.loads(expected)
+        except ValueError:
+            return False
+    return False
 
 
 def _working_bytes(wt: Path, name: str) -> bytes | None:
