@@ -457,3 +457,19 @@ def test_resuming_a_kept_branch_with_a_pool_present(repo):
     state = inv_json(repo, "setup", "--adw-id", "r1", "--no-install", "--no-fetch")
     assert git(repo / "trees/r1", "rev-parse", "HEAD") == tip and not state.get("from_pool")
     assert inv_json(repo, "pool")["ready"] == 1, "the pooled entry is still there for the next agent"
+
+
+def test_a_take_goes_through_when_the_base_changed_a_file_the_fill_hid(repo):
+    """Second review: the fill hides a tracked .env (skip-worktree); a newer base changing it made
+    every take fail and destroyed an entry each time."""
+    (repo / ".env").write_text("APP_MODE=dev\n")
+    git(repo, "add", "-f", ".env")
+    git(repo, "commit", "-qm", "tracked env")
+    git(repo, "push", "-q", "origin", "main")
+    inv(repo, "pool", "--size", "1", check=True)
+    (repo / ".env").write_text("APP_MODE=dev\nFEATURE=on\n")
+    git(repo, "commit", "-qam", "env changes")
+    git(repo, "push", "-q", "origin", "main")
+    state = inv_json(repo, "setup", "--adw-id", "e1", "--no-install")
+    assert state["from_pool"] and "FEATURE=on" in (repo / "trees/e1/.env").read_text()
+    assert f"BACKEND_PORT={state['backend_port']}" in (repo / "trees/e1/.env").read_text()

@@ -43,8 +43,8 @@ def reset(settings: Settings, tip: str) -> Path:
     if entry is not None and worktree.is_stillborn(entry) and worktree.repair_stillborn(settings, wt):
         entry = None  # a merge killed inside `git worktree add`: start again
     if entry is None:
-        if wt.exists():
-            worktree.safe_rmtree(settings, wt)
+        if wt.exists() or wt.is_symlink():  # not a worktree: files Grove cannot save in git, moved aside
+            worktree.quarantine(settings, NAME, wt)
         settings.trees_path.mkdir(parents=True, exist_ok=True)
         with worktree.repo_lock(settings):
             git.prune_entry(settings.repo, wt)

@@ -397,6 +397,7 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
             if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
                 # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
                 owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
+                _unhide(target)
                 git.git(target, "checkout", "--quiet", "--no-track", "-b", branch, base_commit,
                         timeout=settings.git_timeout)
                 if not resuming:
@@ -406,6 +407,17 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
         if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here
             _update(settings, lambda data: data["entries"].pop(entry["name"], None))
     return _refresh(settings, entry, target, base_commit)
+
+
+def _unhide(target: Path) -> None:
+    """Put the committed versions of the files the fill hid (skip-worktree) back, so a checkout of
+    a newer base that changed them goes through; the file steps write the agent's own after."""
+    from .sync import hidden_files
+
+    hidden = hidden_files(target)
+    if hidden:
+        git.git(target, "update-index", "--no-skip-worktree", "--", *hidden)
+        git.git(target, "checkout", "--quiet", "--", *hidden)
 
 
 def _set(settings: Settings, name: str, **fields) -> None:
