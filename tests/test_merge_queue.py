@@ -18,24 +18,8 @@ from conftest import GROVE, commit_file, git, inv, inv_json, make_repo, settings
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import chain, deps, state  # noqa: E402
-from grove.report import Reporter  # noqa: E402
-
-
-def agent(repo: Path, adw_id: str, files: dict[str, str], status: str = "completed") -> Path:
-    """An agent set up in-process (no install, no db: fast), one commit per file, marked ``status``."""
-    settings = settings_for(repo)
-    chain.setup(settings, chain.Request(adw_id, install=False, db=False), Reporter(quiet=True))
-    wt = repo / "trees" / adw_id
-    for name, text in files.items():
-        commit_file(wt, name, text, f"{adw_id}: {name}")
-    if status != "created":
-        state.set_status(settings, adw_id, status)
-    return wt
-
-
-def read_state(repo: Path, adw_id: str) -> dict:
-    return json.loads((repo / "agents" / adw_id / "adw_state.json").read_text())
+from grove import deps  # noqa: E402
+from test_merge import agent, read_state  # noqa: E402  (the same in-process agents)
 
 
 def runs(counter: Path) -> int:
