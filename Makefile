@@ -32,7 +32,7 @@ demo: tools  ## the whole story on a sample app: setup, inv exec, merge with a c
 bench: tools  ## measure Grove against the bare git/uv/bun commands; writes bench/results.json
 	$(VENV)/bin/python scripts/bench.py
 
-clean-worktrees: venv  ## tear down every Grove worktree of ADW_REPO (or this repo); keeps unmerged work
+clean-worktrees: venv  ## tear down every completed, merged or failed agent of ADW_REPO (or this repo); nothing is lost
 	$(VENV)/bin/grove teardown --all
 
 clean:  ## remove Grove's own build products (.venv, .tools, .demo)
