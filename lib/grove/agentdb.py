@@ -17,17 +17,26 @@ Passwords never leave the process: the state, JSON, messages and the journal hol
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import owned, pgdb
+from . import owned
 from .config import Settings
 from .errors import GroveError, bad_input
 from .faults import fault
 
+if TYPE_CHECKING:
+    from . import pgdb
+
 KIND = "database"
+
+
+def _pg():
+    """pgdb, loaded only when a database is in play: a setup without ADW_DB_URL never pays for it."""
+    from . import pgdb
+
+    return pgdb
 NAME_HINT = "put {adw_id} in ADW_DB_NAME (e.g. myapp_{adw_id}) so that every agent gets its own"
 
 
@@ -36,11 +45,11 @@ def configured(settings: Settings) -> bool:
 
 
 def _admin(settings: Settings) -> pgdb.AdminUrl:
-    return pgdb.parse_admin_url(settings.db_url)
+    return _pg().parse_admin_url(settings.db_url)
 
 
 def name_for(settings: Settings, adw_id: str) -> str:
-    return pgdb.agent_db_name(settings.db_template or None, adw_id, settings.db_name or None)
+    return _pg().agent_db_name(settings.db_template or None, adw_id, settings.db_name or None)
 
 
 def env_values(settings: Settings, adw_id: str) -> dict[str, str]:
@@ -51,12 +60,12 @@ def env_values(settings: Settings, adw_id: str) -> dict[str, str]:
     """
     if not configured(settings):
         return {}
-    return {settings.db_url_var: pgdb.agent_url(_admin(settings), name_for(settings, adw_id))}
+    return {settings.db_url_var: _pg().agent_url(_admin(settings), name_for(settings, adw_id))}
 
 
 def scrub(settings: Settings, text: str) -> str:
     """``text`` with the database password hidden (a reset script may echo DATABASE_URL)."""
-    return pgdb.scrub(text, _admin(settings)) if configured(settings) else text
+    return _pg().scrub(text, _admin(settings)) if configured(settings) else text
 
 
 def _mine(entry: dict | None, adw_id: str, server: str) -> bool:
@@ -91,11 +100,11 @@ def check(settings: Settings, adw_id: str, connect: bool = True) -> None:
     admin = _admin(settings)
     name = name_for(settings, adw_id)
     entry = owned.owner(settings, KIND, name)
-    if entry and entry.get("adw_id") != adw_id and entry.get("server") == pgdb.server_key(admin):
+    if entry and entry.get("adw_id") != adw_id and entry.get("server") == _pg().server_key(admin):
         raise bad_input(f"database {name} is Grove's database for agent {entry.get('adw_id')}; "
                         "ADW_DB_NAME gives two agents the same name", NAME_HINT)
     if connect:
-        pgdb.preflight(admin, settings.db_template or None)
+        _pg().preflight(admin, settings.db_template or None)
 
 
 @dataclass(frozen=True)
@@ -124,16 +133,16 @@ def ensure(settings: Settings, adw_id: str, *, reset: bool = False, created: lis
     Names this call created are appended to ``created`` (the chain drops them on rollback).
     """
     admin = _admin(settings)
-    with pgdb.session(admin) as server:  # one connection for the looks and the CREATE
+    with _pg().session(admin) as server:  # one connection for the looks and the CREATE
         return _ensure(settings, server, adw_id, reset, created)
 
 
 def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, created: list[str] | None) -> Outcome:
     admin = server.admin
     name = name_for(settings, adw_id)
-    key = pgdb.server_key(admin)
+    key = _pg().server_key(admin)
     template = settings.db_template or None
-    safe = pgdb.redact(pgdb.agent_url(admin, name))
+    safe = _pg().redact(_pg().agent_url(admin, name))
     entry = owned.owner(settings, KIND, name)
     oid = server.oid(name)
     if oid is not None:
@@ -147,6 +156,8 @@ def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, 
             return Outcome(name, "kept", safe, template)
     start = time.monotonic()
     # Recorded before it exists (DESIGN.md): only a database in the journal is ever Grove's to drop.
+    import secrets  # lazy, as in ids.new_id: OpenSSL's hashlib costs a millisecond per start-up
+
     token = secrets.token_hex(8)
     _record(settings, name, adw_id, key, None, token)
     fault("db", "after", "record")
@@ -172,7 +183,7 @@ def _forget_failed(settings: Settings, admin: pgdb.AdminUrl, name: str, exc: Gro
     is absent: a connection lost mid-CREATE may have created it, and then the record must stay.
     """
     try:
-        if isinstance(exc, pgdb.DuplicateDatabase) or pgdb.database_oid(admin, name) is None:
+        if isinstance(exc, _pg().DuplicateDatabase) or _pg().database_oid(admin, name) is None:
             owned.forget(settings, KIND, name)
     except GroveError:
         pass  # the server is gone too: the record stays, the safe direction
@@ -182,14 +193,14 @@ def drop_created(settings: Settings, adw_id: str, name: str) -> None:
     """Roll back a database this setup run created (still recorded for this agent)."""
     admin = _admin(settings)
     entry = owned.owner(settings, KIND, name)
-    if not _mine(entry, adw_id, pgdb.server_key(admin)):
+    if not _mine(entry, adw_id, _pg().server_key(admin)):
         return
-    oid = pgdb.database_oid(admin, name)
-    if oid is not None and not _proven(entry, oid, lambda: pgdb.database_mark(admin, name)):
+    oid = _pg().database_oid(admin, name)
+    if oid is not None and not _proven(entry, oid, lambda: _pg().database_mark(admin, name)):
         return
     owned.forget(settings, KIND, name)
     if oid is not None:
-        pgdb.drop(admin, name)
+        _pg().drop(admin, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +223,7 @@ def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
         return [{"name": n, "action": "kept", "note": "ADW_DB_URL is not set, so Grove cannot reach it"}
                 for n in sorted(mine)]
     admin = _admin(settings)
-    server = pgdb.server_key(admin)
+    server = _pg().server_key(admin)
     plans = []
     for name, info in sorted(mine.items()):
         if info.get("server") != server:
@@ -220,13 +231,13 @@ def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
                           "note": f"recorded on {info.get('server')}, but ADW_DB_URL reaches {server}"})
             continue
         try:
-            oid = pgdb.database_oid(admin, name)
+            oid = _pg().database_oid(admin, name)
         except GroveError as exc:
             exc.hint = f"start the server, or pass --keep-db to tear down without dropping {name}"
             raise
         if oid is None:
             plans.append({"name": name, "action": "absent", "note": "already gone"})
-        elif not _proven(info, oid, lambda: pgdb.database_mark(admin, name)):
+        elif not _proven(info, oid, lambda: _pg().database_mark(admin, name)):
             plans.append({"name": name, "action": "not_owned",
                           "note": "a database of that name exists but is not the one Grove created: left alone"})
         else:
@@ -249,9 +260,9 @@ def apply_teardown(settings: Settings, plans: list[dict]) -> list[dict]:
         elif action == "drop":
             owned.forget(settings, KIND, name)  # just before the DROP (see the module note)
             fault("teardown", "after", "forget-db")
-            pgdb.drop(admin, name)
+            _pg().drop(admin, name)
             action = "dropped"
-        url = pgdb.redact(pgdb.agent_url(admin, name)) if admin else None
+        url = _pg().redact(_pg().agent_url(admin, name)) if admin else None
         out.append({"name": name, "action": action, "url": url, "note": plan["note"]})
     return out
 
@@ -273,15 +284,15 @@ def orphans(settings: Settings, live: set[str], busy: Callable[[str], bool]) -> 
     if not candidates:
         return []  # no connection when there is nothing to look at
     admin = _admin(settings)
-    server = pgdb.server_key(admin)
+    server = _pg().server_key(admin)
     out = []
     for name, info in sorted(candidates.items()):
         if info.get("server") != server or busy(str(info.get("adw_id"))):
             continue
-        oid = pgdb.database_oid(admin, name)
-        if oid is not None and _proven(info, oid, lambda: pgdb.database_mark(admin, name)):
+        oid = _pg().database_oid(admin, name)
+        if oid is not None and _proven(info, oid, lambda: _pg().database_mark(admin, name)):
             out.append({"database": name, "adw_id": info.get("adw_id"),
-                        "url": pgdb.redact(pgdb.agent_url(admin, name))})
+                        "url": _pg().redact(_pg().agent_url(admin, name))})
     return out
 
 
@@ -289,11 +300,11 @@ def drop_orphan(settings: Settings, name: str, adw_id: str) -> bool:
     """Drop an orphan :func:`orphans` found, after checking the record once more; True when dropped."""
     admin = _admin(settings)
     entry = owned.owner(settings, KIND, name)
-    if not _mine(entry, adw_id, pgdb.server_key(admin)) or entry.get("kept"):
+    if not _mine(entry, adw_id, _pg().server_key(admin)) or entry.get("kept"):
         return False
-    oid = pgdb.database_oid(admin, name)
-    if oid is None or not _proven(entry, oid, lambda: pgdb.database_mark(admin, name)):
+    oid = _pg().database_oid(admin, name)
+    if oid is None or not _proven(entry, oid, lambda: _pg().database_mark(admin, name)):
         return False
     owned.forget(settings, KIND, name)
-    pgdb.drop(admin, name)
+    _pg().drop(admin, name)
     return True
