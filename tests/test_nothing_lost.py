@@ -27,6 +27,17 @@ def finish(repo, adw_id, status="completed"):
     inv(repo, "status", "--adw-id", adw_id, "--set", status, check=True)
 
 
+def commit_db_script(repo, body: str) -> None:
+    """A reset_db.sh on the base that seeds app.db in the worktree."""
+    script = repo / "scripts/reset_db.sh"
+    script.parent.mkdir()
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    git(repo, "add", "scripts/reset_db.sh")
+    git(repo, "commit", "-q", "-m", "db script")
+    git(repo, "push", "-q", "origin", "main")
+
+
 def reachable(repo, commit) -> bool:
     """Some ref (any ref at all) contains ``commit``."""
     return bool(git(repo, "for-each-ref", f"--contains={commit}", "--format=%(refname)"))
@@ -183,13 +194,7 @@ def test_every_removal_path_salvages_uncommitted_work(repo, how):
 
 
 def test_rerun_keeps_the_database_and_reset_db_resets_it(repo):
-    script = repo / "scripts/reset_db.sh"
-    script.parent.mkdir()
-    script.write_text("#!/bin/sh\necho 'seed row' > app.db\n")
-    script.chmod(0o755)
-    git(repo, "add", "scripts/reset_db.sh")
-    git(repo, "commit", "-q", "-m", "db script")
-    git(repo, "push", "-q", "origin", "main")
+    commit_db_script(repo, "echo 'seed row' > app.db")
     setup_agent(repo, "db1")
     db = repo / "trees/db1/app.db"
     db.write_text(db.read_text() + "the agent's own row\n")
@@ -441,13 +446,7 @@ def test_doctor_reports_a_symlink_in_trees_and_still_fixes_the_rest(repo, tmp_pa
 
 
 def test_a_worktree_made_anew_gets_its_database_again(repo):
-    script = repo / "scripts/reset_db.sh"
-    script.parent.mkdir()
-    script.write_text("#!/bin/sh\necho seeded > app.db\n")
-    script.chmod(0o755)
-    git(repo, "add", "scripts")
-    git(repo, "commit", "-q", "-m", "db")
-    git(repo, "push", "-q", "origin", "main")
+    commit_db_script(repo, "echo seeded > app.db")
     setup_agent(repo, "m1")
     git(repo, "worktree", "remove", "--force", str(repo / "trees/m1"))
     again = setup_agent(repo, "m1")

@@ -61,16 +61,6 @@ def backup(repo: Path, label: str, commit: str, why: str) -> str:
     return _create_ref(repo, f"{BACKUP}{label}/", commit, f"grove backup: {why}")
 
 
-def keep_if_unreachable(repo: Path, commit: str | None, label: str, why: str,
-                        excluding: tuple[str, ...] = ()) -> str | None:
-    """Back ``commit`` up when nothing else reaches it; returns the backup ref, or None."""
-    if not commit or commit == _ZERO or git.rev(repo, commit) is None:
-        return None
-    if reachable_elsewhere(repo, commit, excluding):
-        return None
-    return backup(repo, label, commit, why)
-
-
 # What a worktree's own git directory points at: none of it survives the worktree's removal.
 _PSEUDO_REFS = ("HEAD", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "ORIG_HEAD",
                 "rebase-merge/orig-head", "rebase-apply/orig-head")

@@ -197,9 +197,9 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
         admin = git.admin_dir(settings.repo, path)
         if admin is None:
             return False
-        # The branch (if `add -b` got that far) stays; a HEAD that did get written is kept reachable.
-        preserve.keep_if_unreachable(settings.repo, entry["head"], entry["branch"] or f"detached/{path.name}",
-                                     "stillborn worktree")
+        # The branch (if `add -b` got that far) stays; whatever its admin dir points at is kept reachable,
+        # by the same mechanism as any other worktree removal.
+        _keep_worktree_commits(settings, path, entry)
         shutil.rmtree(admin)
         if os.path.isdir(real):
             Path(real, ".git").unlink(missing_ok=True)
