@@ -11,7 +11,7 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from . import agentdb, git, ids, locks, owned, pool, ports, state, steps, worktree
+from . import agentdb, deps, git, ids, locks, owned, pool, ports, state, steps, worktree
 from .config import Settings
 from .errors import GroveError, bad_input
 from .report import Reporter
@@ -83,87 +83,175 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
 
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     """Run the whole chain for one agent; returns its final state."""
-    with report.step("validate", OP) as info:
-        branch, base, current, tip = validate(settings, req)
-        for name in worktree.ignore_warnings(settings):
-            report.warn(f"{name} is not git-ignored in {settings.repo}; run `inv init` to add it")
-        info["detail"] = branch
+    run = _validated(settings, req, report)
+    _warn_unignored(settings, report)
     # One setup per id at a time; a second one is told so at once instead of racing the first.
-    with locks.locked(settings.lock_path(f"op-{req.adw_id}"), 0, f"{req.adw_id} is already being set up or torn down"):
-        undo = _Undo()
+    with _op_lock(settings, req):
         try:
-            return _chain(settings, req, report, branch, base, current, undo, tip)
+            _head(settings, run, {})
+            return _tail(settings, run)
         except BaseException as exc:
-            _fail(settings, req, report, undo, exc)
+            _fail(settings, req, run.report, run.undo, exc)
             raise
 
 
 def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tuple[list[dict], list[dict]]:
-    """Set up several agents concurrently in this one process (one Invoke start-up for all).
+    """Set up several agents in this one process (one Invoke start-up for all).
 
+    A pipeline: this thread runs each agent's git-facing head (ports, state, `worktree add`) one
+    after another, so the ten adds do not queue on the repo lock against each other and the base is
+    fetched once; each agent's tail (checkout, files, installs, db) then runs in a thread of its own
+    while the next head starts (issue 12).
     Returns (states of those that succeeded, [{adw_id, error, exit_code}] for the rest).
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    def one(req: Request):
-        try:
-            return setup(settings, req, report.for_agent(req.adw_id) if len(reqs) > 1 else report), None
-        except GroveError as exc:
-            if len(reqs) > 1:
-                report.warn(f"{req.adw_id}: {exc}")
-            return None, {"adw_id": req.adw_id, "error": exc.message, "exit_code": exc.code}
+    from contextlib import ExitStack
 
     if len({r.adw_id for r in reqs}) != len(reqs):
         raise bad_input("the same --adw-id is given twice")
     if len(reqs) == 1:
         return [setup(settings, reqs[0], report)], []
-    # Git work is serialised by the repo lock anyway; the installs are what runs in parallel.
-    with ThreadPoolExecutor(max_workers=min(len(reqs), 16)) as pool:
-        results = list(pool.map(one, reqs))
-    return [s for s, _ in results if s], [e for _, e in results if e]
+    errors: list[dict] = []
+
+    def failed(req: Request, exc: GroveError) -> None:
+        report.warn(f"{req.adw_id}: {exc}")
+        errors.append({"adw_id": req.adw_id, "error": exc.message, "exit_code": exc.code})
+
+    def tail(run: _Run) -> dict | None:
+        try:
+            return _tail(settings, run)
+        except BaseException as exc:
+            _fail(settings, run.req, run.report, run.undo, exc)
+            if not isinstance(exc, GroveError):
+                raise
+            failed(run.req, exc)
+            return None
+
+    runs = []
+    for req in reqs:  # every request is checked before anything is written
+        try:
+            runs.append(_validated(settings, req, report.for_agent(req.adw_id)))
+        except GroveError as exc:
+            failed(req, exc)
+    if runs:
+        _warn_unignored(settings, report)
+    fetched: dict = {}  # one fetch per base for all of them
+    shared = deps.SharedInterpreter()
+    futures = []
+    with ExitStack() as held, ThreadPoolExecutor(max_workers=min(len(reqs), 16)) as threads:
+        for run in runs:
+            req = run.req
+            try:
+                held.enter_context(_op_lock(settings, req))
+            except GroveError as exc:
+                failed(req, exc)
+                continue
+            try:
+                _head(settings, run, fetched, defer_checkout=True)
+            except BaseException as exc:
+                _fail(settings, req, run.report, run.undo, exc)
+                if not isinstance(exc, GroveError):
+                    raise
+                failed(req, exc)
+                continue
+            run.shared = shared
+            futures.append(threads.submit(tail, run))
+        states = [f.result() for f in futures]
+    order = {r.adw_id: i for i, r in enumerate(reqs)}
+    errors.sort(key=lambda e: order[e["adw_id"]])
+    return [s for s in states if s], errors
 
 
-def _chain(settings, req, report, branch, base, current, undo, tip=None) -> dict:
-    path = settings.worktree_path(req.adw_id)
-    done = undo.steps
+@dataclass
+class _Run:
+    """One agent's chain in flight: what validation found and what the steps have made so far."""
+
+    req: Request
+    report: Reporter
+    branch: str
+    base: str
+    current: dict | None
+    tip: str | None
+    undo: _Undo = field(default_factory=_Undo)
+    claim: ports.Claim | None = None
+    taken: pool.Taken | None = None
+    reused: bool = False
+    checked_out: bool = True
+    shared: deps.SharedInterpreter | None = None  # setup_many's one interpreter discovery
+
+
+def _validated(settings: Settings, req: Request, report: Reporter) -> _Run:
+    with report.step("validate", OP) as info:
+        branch, base, current, tip = validate(settings, req)
+        info["detail"] = branch
+    return _Run(req, report, branch, base, current, tip)
+
+
+def _warn_unignored(settings: Settings, report: Reporter) -> None:
+    for name in worktree.ignore_warnings(settings):
+        report.warn(f"{name} is not git-ignored in {settings.repo}; run `inv init` to add it")
+
+
+def _op_lock(settings: Settings, req: Request):
+    return locks.locked(settings.lock_path(f"op-{req.adw_id}"), 0, f"{req.adw_id} is already being set up or torn down")
+
+
+def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = False) -> None:
+    """fetch, ports, the state, the worktree: the steps that mutate the repository and the registries.
+
+    ``fetched`` remembers each base's fetch for the other agents of the same call; ``defer_checkout``
+    leaves a new worktree's checkout to the tail.
+    """
+    req, report, done, path = run.req, run.report, run.undo.steps, settings.worktree_path(run.req.adw_id)
     with report.step("fetch", OP, done) as info:
-        if current and current.get("base_commit") and path.is_dir():
-            base_commit, info["outcome"] = current["base_commit"], "reused"
+        if run.current and run.current.get("base_commit") and path.is_dir():
+            base_commit, info["outcome"] = run.current["base_commit"], "reused"
         else:
-            base_commit, info["detail"] = worktree.resolve_base(settings, base, req.fetch, report)
+            if (run.base, req.fetch) not in fetched:
+                fetched[run.base, req.fetch] = worktree.resolve_base(settings, run.base, req.fetch, report)
+            base_commit, info["detail"] = fetched[run.base, req.fetch]
             info["outcome"] = "done" if req.fetch else "skipped"
-            if tip:  # resuming on a kept branch: its commits are counted from where it left the base
-                base_commit = git.git(settings.repo, "merge-base", base_commit, tip) or base_commit
+            if run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
+                base_commit = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
     with report.step("ports", OP, done) as info:
-        claim = ports.claim(settings, req.adw_id)
-        undo.claim = not claim.reused
+        run.claim = claim = ports.claim(settings, req.adw_id)
+        run.undo.claim = not claim.reused
         info["outcome"] = "reused" if claim.reused else "done"
         info["detail"] = f"slot {claim.slot}: " + " ".join(f"{k}={v}" for k, v in claim.ports.items())
-    undo.state = current is None
-    fresh = state.new(settings, req.adw_id, branch, base, base_commit=base_commit, epic_id=req.epic_id,
+    run.undo.state = run.current is None
+    fresh = state.new(settings, req.adw_id, run.branch, run.base, base_commit=base_commit, epic_id=req.epic_id,
                       task_name=req.task_name, agent_id=req.agent_id)
     state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
     with report.step("worktree", OP, done) as info:
         # A branch a teardown kept is checked out as it is, into a fresh worktree, not a pooled one.
-        kept_branch = tip is not None and current is None
-        taken = pool.take(settings, req.adw_id, branch, base, base_commit, current is not None, undo) \
-            if req.pool and not kept_branch else None
-        reused = False
+        kept_branch = run.tip is not None and run.current is None
+        run.taken = taken = pool.take(settings, req.adw_id, run.branch, run.base, base_commit,
+                                      run.current is not None, run.undo) if req.pool and not kept_branch else None
         if taken:
             info["outcome"] = "pooled"
             report.say(f"  from the pool: {taken.detail}")
-        elif worktree.existing(settings, req.adw_id, branch):
-            reused = True
+        elif worktree.existing(settings, req.adw_id, run.branch):
+            run.reused = True
             info["outcome"] = "reused"
         else:
-            undo.worktree = True
-            undo.branch = branch if worktree.add(settings, req.adw_id, branch, base_commit,
-                                                 new_branch=tip is None) else None
-            undo.base_commit = base_commit
+            run.undo.worktree = True
+            run.checked_out = not defer_checkout
+            run.undo.branch = run.branch if worktree.add(settings, req.adw_id, run.branch, base_commit,
+                                                         new_branch=run.tip is None,
+                                                         checkout=run.checked_out) else None
+            run.undo.base_commit = base_commit
         info["detail"] = str(path)
+
+
+def _tail(settings: Settings, run: _Run) -> dict:
+    """The checkout (when the head deferred it), submodules, the files, install, db; the final state."""
+    req, report, done, path, taken = run.req, run.report, run.undo.steps, settings.worktree_path(run.req.adw_id), run.taken
+    if not run.checked_out:
+        with report.step("checkout", OP, done):
+            worktree.checkout_new(settings, path)
     with report.step("submodules", OP, done) as info:
         info["outcome"], info["detail"] = steps.submodules_step(settings, path)
-    values = steps.env_values(settings, req.adw_id, claim.ports)
+    values = steps.env_values(settings, req.adw_id, run.claim.ports)
     written: list[str] = []
     for name, step in steps.FILE_STEPS.items():
         with report.step(name, OP, done) as info:
@@ -178,20 +266,22 @@ def _chain(settings, req, report, branch, base, current, undo, tip=None) -> dict
     # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
     # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
     # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
-    before = {name: info.get("outcome") for name, info in (current or {}).get("steps", {}).items()} if reused else {}
+    before = {name: info.get("outcome") for name, info in (run.current or {}).get("steps", {}).items()} \
+        if run.reused else {}
     with report.step("install", OP, done, long=True) as info:
         if before.get("install") in DONE and req.install:
             info["outcome"], info["detail"] = "kept", "installed by an earlier run"
         else:
             info["outcome"], info["detail"] = steps.install(settings, path, req.install,
-                                                            only=taken.install_only if taken else None)
+                                                            only=taken.install_only if taken else None,
+                                                            shared=run.shared)
     with report.step("db", OP, done, long=True) as info:
         if taken and not taken.db and req.db and not req.reset_db:
             info["outcome"], info["detail"] = "kept", f"the pool's database: {taken.db_reason}"
         else:
             kept = before.get("db") in DONE and not req.reset_db
             info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
-                                                             reset=req.reset_db, created=undo.databases)
+                                                             reset=req.reset_db, created=run.undo.databases)
     return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
 
 

@@ -73,8 +73,10 @@ def record_claim(s: dict, claim: ports.Claim) -> None:
         state.apply_status(s, "created")
 
 
-def install(settings: Settings, path: Path, enabled: bool = True, only: tuple[str, ...] | None = None) -> tuple[str, str]:
+def install(settings: Settings, path: Path, enabled: bool = True, only: tuple[str, ...] | None = None,
+            shared: deps.SharedInterpreter | None = None) -> tuple[str, str]:
     """Install every install dir; ``only`` limits it to those dirs (a pooled worktree's changed ones).
+    ``shared``: the interpreter discovery shared by the agents of one setup_many (deps.py).
 
     The dirs are independent projects (the uv server, the bun client), so they install at the same
     time (issue 12); the db step runs after all of them. The first failure is raised once all ended.
@@ -86,17 +88,18 @@ def install(settings: Settings, path: Path, enabled: bool = True, only: tuple[st
         return "kept", "installed by the pool; no lock file changed since"
     if not names:
         return "done", ""
-    results = _parallel([lambda d=path / n: _install_dir(d, settings.install_timeout) for n in names])
+    results = _parallel([lambda d=path / n: _install_dir(d, settings.install_timeout, shared, path) for n in names])
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
     return "done", "; ".join(f"{n}: {r}" for n, r in zip(names, results))
 
 
-def _install_dir(directory: Path, timeout: float) -> str:
+def _install_dir(directory: Path, timeout: float, shared: deps.SharedInterpreter | None = None,
+                 root: Path | None = None) -> str:
     if not directory.is_dir():
         return "missing, skipped"
-    ran = deps.install(directory, timeout)
+    ran = deps.install(directory, timeout, shared, root)
     return "+".join(ran) if ran else "no project"
 
 

@@ -6,6 +6,7 @@ The lib is imported inside the task bodies so `inv --list` pays only for Invoke 
 from __future__ import annotations
 
 import functools
+import gc as _gc
 import json as _json
 import sys
 from pathlib import Path
@@ -33,6 +34,11 @@ def _guard(body):
             if kwargs.get("json"):
                 print(_json.dumps({"error": exc.message, "hint": exc.hint or None, "exit_code": exc.code}))
             raise Exit(f"grove: {exc}", code=exc.code) from None
+        finally:
+            # Interpreter shutdown walks every object the imports made (Invoke's alone cost a bare
+            # `inv` ~17 ms); frozen objects are skipped, so a setup exits ~25 ms sooner (issue 12).
+            # Only the cyclic collector is affected: a later task in the same run still runs.
+            _gc.freeze()
 
     return wrapper
 

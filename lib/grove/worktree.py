@@ -120,11 +120,13 @@ def _fetched_commit(settings: Settings, base: str) -> str | None:
     return None
 
 
-def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_branch: bool | None = None) -> bool:
+def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_branch: bool | None = None,
+        checkout: bool = True) -> bool:
     """Create the worktree on ``branch``; True when this call created the branch.
 
     ``--no-track`` keeps git from writing upstream config (the config.lock race); ``--no-checkout``
-    keeps the file checkout out of the lock, it happens right after in the worktree alone.
+    keeps the file checkout out of the lock, it happens right after in the worktree alone (or, with
+    ``checkout=False``, when the caller calls ``checkout``).
     ``new_branch``: validation already found the branch absent (a race that made it since makes
     ``worktree add -b`` fail, as it should); None asks git.
     """
@@ -146,8 +148,14 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
                 # journal as Grove's (an unrecorded branch is kept, the safe direction).
                 owned.forget(settings, "branch", branch)
             raise
-    git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+    if checkout:
+        checkout_new(settings, path)
     return created
+
+
+def checkout_new(settings: Settings, path: Path) -> None:
+    """Check out the files of a worktree that ``add`` made with ``--no-checkout`` (it has no index yet)."""
+    git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
 
 
 def existing(settings: Settings, adw_id: str, branch: str) -> bool:
