@@ -6,7 +6,7 @@ Precedence, highest first (documented in README "Configuration"):
   3. Invoke's config (``invoke.yaml`` beside tasks.py, ``INVOKE_GROVE_*``), key ``grove.<name>``;
   4. the target repo's ``.env``;
   5. Grove's own ``.env``;
-  6. the defaults below (the same ones ``.env.example`` documents).
+  6. the defaults in ``defaults.py`` (the same ones ``.env.example`` documents).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .defaults import DEFAULTS
 from .errors import bad_input
 
 
@@ -32,49 +33,10 @@ def _checkout() -> Path | None:
 
 GROVE_DIR = _checkout()
 
-DEFAULTS: dict[str, str] = {
-    "ADW_REPO": "",
-    "ADW_REMOTE": "origin",
-    "ADW_BASE_BRANCH": "main",
-    "ADW_TREES_DIR": "trees",
-    "ADW_AGENTS_DIR": "agents",
-    "ADW_PORT_SLOTS": "15",
-    "ADW_BACKEND_PORT_BASE": "9100",
-    "ADW_FRONTEND_PORT_BASE": "9200",
-    "ADW_EXTRA_PORTS": "",
-    "ADW_ENV_FILES": ".env,app/server/.env",
-    "ADW_PATH_CONFIGS": ".mcp.json,playwright-mcp-config.json",
-    "ADW_INSTALL_DIRS": "app/server,app/client",
-    "ADW_DB_RESET": "scripts/reset_db.sh",
-    "ADW_DB_URL": "",
-    "ADW_DB_TEMPLATE": "",
-    "ADW_DB_NAME": "",
-    "ADW_DB_URL_VAR": "DATABASE_URL",
-    "ADW_DB_BUSY_TIMEOUT": "5",
-    "ADW_COMPOSE_PROJECT_VAR": "COMPOSE_PROJECT_NAME",
-    "ADW_DB_INPUTS": "",
-    "ADW_MERGE_STRATEGY": "no-ff",
-    "ADW_MERGE_VALIDATE": "",
-    "ADW_MERGE_MODE": "sequential",
-    "ADW_PUSH_RETRIES": "3",
-    "ADW_LOCK_TIMEOUT": "120",
-    "ADW_GIT_TIMEOUT": "120",
-    "ADW_INSTALL_TIMEOUT": "900",
-    # Issue 15: how processes are found and files cloned (auto picks the best this machine has),
-    # and how long a stopped process gets between SIGTERM and SIGKILL.
-    "ADW_PROCESS_BACKEND": "auto",
-    "ADW_COPY_BACKEND": "auto",
-    "ADW_STOP_GRACE": "5",
-}
-
 PORT_MIN, PORT_MAX = 1024, 65535
 _PORT_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-
-def field_name(key: str) -> str:
-    """``ADW_PORT_SLOTS`` -> ``port_slots``: the name used in invoke.yaml (``grove.port_slots``)."""
-    return key[len("ADW_"):].lower()
 
 
 @dataclass(frozen=True)

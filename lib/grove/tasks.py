@@ -13,7 +13,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from .config import DEFAULTS, field_name
+from .defaults import DEFAULTS, field_name
 
 REPO = "target repository (default: ADW_REPO, else the git top level of the current directory)"
 JSON = "print exactly one JSON document on stdout (progress stays on stderr)"
@@ -698,10 +698,14 @@ def build_namespace() -> Collection:
         for name, body in table.items():
             sub.add_task(body, name=name)
         root.add_collection(sub)
-    # Defaults live in config.py; these None keys only make invoke.yaml (grove.port_slots: 20) and
+    # Defaults live in defaults.py; these None keys only make invoke.yaml (grove.port_slots: 20) and
     # INVOKE_GROVE_PORT_SLOTS=20 visible to Grove: Invoke loads env vars only for keys it already has.
     root.configure({"grove": {field_name(key): None for key in DEFAULTS}})
     return root
 
 
 ns = build_namespace()
+
+# What the imports made lives until exit: the cyclic collector need not walk it again, neither in
+# the collections a run triggers nor at interpreter shutdown (`inv --list` exits ~2 ms sooner).
+_gc.freeze()
