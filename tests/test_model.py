@@ -131,6 +131,13 @@ class NothingIsLost:
         if adw_id == "d":
             assert result is None, "setup must refuse a branch the user owns"
 
+    def setup_many(self, ids):
+        """Several agents in one call: the pipeline of issue 12 (heads in turn, tails in threads)."""
+        reqs = [chain.Request(i, install=False) for i in ids]
+        result = self._quiet(lambda: chain.setup_many(self.settings, reqs, self.report))
+        if result is not None and "d" in ids:
+            assert "d" in [e["adw_id"] for e in result[1]], "setup must refuse a branch the user owns"
+
     def commit(self, adw_id, detached):
         wt = self._tree(adw_id)
         if not self._live(adw_id):
@@ -190,7 +197,9 @@ class NothingIsLost:
         self._cli(*args, env={"GROVE_FAULT": point})
 
     def kill_at_a_random_moment(self, adw_id, op, delay):
+        others = [a for i in IDS if i != adw_id for a in ("--adw-id", i)][:4]
         args = {"setup": ["setup", "--adw-id", adw_id, "--no-install"],
+                "setup_many": ["setup", "--adw-id", adw_id, *others, "--no-install"],
                 "teardown": ["teardown", "--adw-id", adw_id, "--force"],
                 "merge": ["merge", "--adw-id", adw_id]}[op]
         self._cli(*args, kill_after=delay)
@@ -238,6 +247,7 @@ def random_step(rng: random.Random, model: NothingIsLost) -> tuple[str, tuple]:
     adw_id = rng.choice(IDS)
     table = [
         (3, "setup", (adw_id,)),
+        (1, "setup_many", (rng.sample(IDS, rng.randint(2, 3)),)),
         (3, "commit", (adw_id, rng.random() < 0.3)),
         (3, "edit", (adw_id, rng.random() < 0.5)),
         (2, "status", (adw_id, rng.choice(state.STATUSES))),
@@ -247,7 +257,7 @@ def random_step(rng: random.Random, model: NothingIsLost) -> tuple[str, tuple]:
         (1, "pool", (rng.choice([0, 1, 2]),)),
         (1, "bulk", (rng.choice(["gc", "doctor", "teardown_all"]),)),
         (1, "crash_at_a_point", (adw_id, rng.choice(CRASH_POINTS))),
-        (1, "kill_at_a_random_moment", (adw_id, rng.choice(["setup", "teardown", "merge"]),
+        (1, "kill_at_a_random_moment", (adw_id, rng.choice(["setup", "setup_many", "teardown", "merge"]),
                                         round(rng.uniform(0.0, 0.6), 2))),
     ]
     _, name, args = rng.choices(table, weights=[w for w, _, _ in table])[0]
