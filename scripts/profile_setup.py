@@ -2,7 +2,8 @@
 
 Builds the sample app (no dependencies, so installs and the db do not hide anything), then in a
 fresh Python process per sample: times the imports a `setup` needs beyond Invoke's own, the
-configuration, and `chain.setup(--no-install --no-db)` with every subprocess and fsync timed.
+configuration, and `chain.setup(--no-install --no-db)` with every subprocess and fsync timed; then
+how long the interpreter takes to exit after Invoke's run, for a bare `inv` and for `inv setup`.
 Prints medians over the samples. Byte-compiles Grove first, as an installed package is.
 
     python scripts/profile_setup.py [--samples N]
@@ -16,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 GROVE = Path(__file__).resolve().parent.parent
@@ -53,6 +55,24 @@ print(json.dumps({"imports_tasks": t2 - t1, "imports_setup": t3 - t2, "config": 
 '''
 
 
+# Invoke's program run to the end, then the interpreter's own exit timed from outside (the
+# parent's clock after the child is reaped, less the time the child printed when its run ended).
+EXIT_CHILD = r'''
+import sys, time
+from invoke.main import program
+try:
+    program.run()
+except SystemExit:
+    pass
+sys.stderr.write(f"\n{time.time()!r}\n")
+'''
+
+
+def exit_ms(argv: list[str], env: dict, cwd: Path) -> float:
+    out = subprocess.run([sys.executable, "-c", EXIT_CHILD, *argv], env=env, cwd=cwd, capture_output=True, text=True)
+    return (time.time() - float(out.stderr.strip().splitlines()[-1])) * 1000
+
+
 def main() -> int:
     samples = int(sys.argv[sys.argv.index("--samples") + 1]) if "--samples" in sys.argv else 9
     sys.path.insert(0, str(GROVE / "scripts"))
@@ -70,6 +90,14 @@ def main() -> int:
                                  capture_output=True, text=True, check=True)
             if i:  # the first one warms the git-version and ignore caches
                 runs.append(json.loads(out.stdout))
+        noop = Path(tmp) / "noop"
+        noop.mkdir()
+        (noop / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
+        exits: dict[str, list[float]] = {"bare inv": [], "inv setup": []}
+        for i in range(samples):
+            exits["bare inv"].append(exit_ms(["-r", str(noop), "noop"], env, app))
+            exits["inv setup"].append(exit_ms(["-r", str(GROVE), "setup", "--adw-id", f"x{i}", "--no-install",
+                                               "--no-db", "--quiet"], env, app))
     med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     git_total = [sum(t for _, t in r["git"]) for r in runs]
     calls: dict[str, list[float]] = {}
@@ -87,6 +115,8 @@ def main() -> int:
         print(f"      git {name:<44} {med(ts):6.1f}")
     print(f"    fsync ({runs[0]['fsyncs']}: state twice, port registry, ownership journal)  {med([r['fsync'] for r in runs]):6.1f}")
     print(f"    Grove's Python (locks, files, state, ports)      {med(chain_own):6.1f}")
+    for name, ts in exits.items():
+        print(f"  interpreter exit after the run: {name:<18}     {statistics.median(ts):6.1f}")
     return 0
 
 
