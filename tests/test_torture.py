@@ -299,6 +299,24 @@ def test_corrupt_files_are_named_and_never_replaced(repo):
     assert out.returncode == 1 and str(registry) in out.stderr and registry.read_text() == "[]"
 
 
+def test_a_file_holding_json_null_is_corrupt_not_absent(repo):
+    # json.loads("null") is None, which is also what a missing file reads as: a state file holding
+    # `null` was taken for no agent (setup wrote a fresh state over it, list and gc crashed on it),
+    # and a `null` ownership journal for an empty one (setup replaced it, forgetting what it held).
+    inv(repo, "setup", "--adw-id", "n1", "--no-install", check=True)
+    state_file = repo / "agents/n1/adw_state.json"
+    state_file.write_text("null")
+    for args in (["setup", "--adw-id", "n1", "--no-install"], ["list"], ["gc"]):
+        out = inv(repo, *args)
+        assert out.returncode == 1 and str(state_file) in out.stderr and "Traceback" not in out.stderr, (args, out)
+    assert state_file.read_text() == "null"
+    state_file.unlink()
+    journal = repo / "agents/.grove/owned.json"
+    journal.write_text("null")
+    out = inv(repo, "setup", "--adw-id", "n2", "--no-install")
+    assert out.returncode == 1 and str(journal) in out.stderr and journal.read_text() == "null"
+
+
 def test_env_file_with_invalid_line_is_named(repo):
     registry = repo / "agents/.grove/ports.json"
     (repo / ".env").write_text("GOOD=1\nthis is not an env line\n")

@@ -90,7 +90,12 @@ def read_json(path: Path, what: str) -> object | None:
     except FileNotFoundError:
         return None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except ValueError as exc:
         raise GroveError(f"{what} {path} is not valid JSON ({exc})",
                          hint="fix or move the file aside; Grove will not overwrite it") from None
+    if data is None:
+        # `null` would read as an absent file, and callers would write a fresh one over it.
+        raise GroveError(f"{what} {path} holds JSON null, not Grove's data",
+                         hint="fix or move the file aside; Grove will not overwrite it")
+    return data
