@@ -289,3 +289,38 @@ def test_abandoned_cleanup_via_api(repo):
     _age(repo, "aband", 10)
     assert wm.cleanup_abandoned_worktrees(max_age_days=7, project_root=repo) == 1
     assert "adw/aband" in git(repo, "branch")
+
+
+def test_readers_skip_an_agent_torn_down_while_they_list(repo, monkeypatch):
+    # A teardown in another process can archive a state between state.all_ids() and state.load()
+    # (`inv list --watch` polls while agents come and go): list, gc, exec --all and merge --all
+    # took the None that load() then gives for a state and crashed (TypeError, AttributeError).
+    from grove import cleanup, execute, merge, queries
+
+    settings = settings_for(repo)
+    for adw_id in ("stay", "gone"):
+        make_agent(repo, adw_id)
+        state.set_status(settings, adw_id, "completed")
+    listed = state.all_ids
+
+    def listed_then_torn_down(s):
+        ids = listed(s)
+        cleanup.teardown(s, "gone")  # lands right after the listing
+        return ids
+
+    readers = {
+        "list": lambda: [r["adw_id"] for r in queries.list_agents(settings)],
+        "gc": lambda: [a["adw_id"] for a in cleanup.gc(settings, 0, dry_run=True)["abandoned"]],
+        "exec --all": lambda: execute.select(settings, [], None, True)[0],
+        "merge --all": lambda: [s["adw_id"] for s in merge.select(settings, [], None, True)[0]],
+    }
+    expected = {"list": ["stay"], "gc": [], "exec --all": ["stay"], "merge --all": ["stay"]}
+    for name, read in readers.items():
+        if state.load(settings, "gone") is None:  # set up again for the next reader
+            make_agent(repo, "gone")
+            state.set_status(settings, "gone", "completed")
+        monkeypatch.setattr(state, "all_ids", listed_then_torn_down)
+        try:
+            assert read() == expected[name], name
+        finally:
+            monkeypatch.setattr(state, "all_ids", listed)

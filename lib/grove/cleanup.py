@@ -207,6 +207,8 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
     found, removed, kept = [], [], []
     for adw_id in state.all_ids(settings):
         s = state.load(settings, adw_id)
+        if s is None:  # torn down by another process since all_ids() listed it
+            continue
         if s["status"] in state.TERMINAL or s["status"] == "cleaned":
             continue
         idle = last_activity(settings, s)

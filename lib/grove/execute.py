@@ -85,6 +85,8 @@ def select(settings: Settings, ids: list[str], epic: str | None, all_: bool) -> 
     chosen, notes = [], []
     for adw_id in state.all_ids(settings):
         s = state.load(settings, adw_id)
+        if s is None:  # torn down by another process since all_ids() listed it
+            continue
         if epic and s.get("epic_id") != epic:
             continue
         if s["status"] in BLOCKED:

@@ -63,8 +63,10 @@ def select(settings: Settings, ids: list[str], epic: str | None, all_: bool) -> 
     if ids:
         chosen = [state.require(settings, i) for i in ids]
     elif epic or all_:
-        chosen = [state.load(settings, i) for i in state.all_ids(settings)]
-        chosen = [s for s in chosen if s["status"] == "completed" and (not epic or s.get("epic_id") == epic)]
+        loaded = [state.load(settings, i) for i in state.all_ids(settings)]
+        # None: torn down by another process since all_ids() listed it.
+        chosen = [s for s in loaded if s is not None and s["status"] == "completed"
+                  and (not epic or s.get("epic_id") == epic)]
         chosen.sort(key=lambda s: (s.get("completed_at") or "", s.get("created_at") or "", s["adw_id"]))
     else:
         raise bad_input("say what to merge: --adw-id ID (repeatable), --epic E, or --all")

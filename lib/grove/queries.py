@@ -20,6 +20,8 @@ def list_agents(settings: Settings, epic_id: str | None = None, status: str | No
         rows = []
         for adw_id in state.all_ids(settings):
             s = state.load(settings, adw_id)
+            if s is None:  # torn down by another process since all_ids() listed it
+                continue
             real = os.path.realpath(s["worktree_path"])
             rows.append(dict(s, git=real in known, exists=os.path.isdir(real)))
     rows = [r for r in rows if (epic_id is None or r.get("epic_id") == epic_id)
