@@ -10,7 +10,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import locks
 from .config import Settings
@@ -64,7 +64,7 @@ def parse_time(text: str | None) -> float | None:
 
 def new(settings: Settings, adw_id: str, branch: str, base: str, **fields) -> dict:
     stamp = now()
-    state = {
+    state: dict[str, Any] = {
         "adw_id": adw_id,
         "branch": branch,
         "base_branch": base,
@@ -172,7 +172,12 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     refresh = _commit_refresher(settings)
-    return update(settings, adw_id, lambda s: (apply_status(s, target, by=by, error=error, **fields), refresh(s)))
+
+    def change(s: dict) -> None:
+        apply_status(s, target, by=by, error=error, **fields)
+        refresh(s)
+
+    return update(settings, adw_id, change)
 
 
 def _commit_refresher(settings: Settings) -> Callable[[dict], None]:
@@ -217,6 +222,11 @@ def archive_locked(settings: Settings, adw_id: str, change: Callable[[dict], Non
     """Under the state lock: apply a last change to the state, then archive it."""
     with locks.locked(lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
         state = load(settings, adw_id)
+        if state is None:
+            # Callers hold the agent's op lock and found the state under it; only a hand or a
+            # process ignoring the locks can have removed it since.
+            raise GroveError(f"the state of {adw_id} ({settings.state_path(adw_id)}) vanished before it was archived",
+                             hint="see `inv doctor`")
         change(state)
         state["updated_at"] = now()
         return archive(settings, adw_id, state)
