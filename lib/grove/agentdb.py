@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeGuard
 
 from . import owned
 from .config import Settings
@@ -68,8 +68,8 @@ def scrub(settings: Settings, text: str) -> str:
     return _pg().scrub(text, _admin(settings)) if configured(settings) else text
 
 
-def _mine(entry: dict | None, adw_id: str, server: str) -> bool:
-    return bool(entry) and entry.get("adw_id") == adw_id and entry.get("server") == server
+def _mine(entry: dict | None, adw_id: str, server: str) -> TypeGuard[dict]:
+    return entry is not None and entry.get("adw_id") == adw_id and entry.get("server") == server
 
 
 def _record(settings: Settings, name: str, adw_id: str, server: str, oid: int | None, token: str | None = None) -> None:
@@ -224,7 +224,7 @@ def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
                 for n in sorted(mine)]
     admin = _admin(settings)
     server = _pg().server_key(admin)
-    plans = []
+    plans: list[dict] = []
     for name, info in sorted(mine.items()):
         if info.get("server") != server:
             plans.append({"name": name, "action": "kept",

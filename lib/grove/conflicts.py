@@ -88,7 +88,7 @@ def _touched(settings: Settings, base: str, tip: str) -> list[str]:
 
 def _prefixes(files: list[str]) -> set[str]:
     """Each file's parent directories ('a/b/c' -> 'a', 'a/b'): a file there conflicts with the directory."""
-    dirs = set()
+    dirs: set[str] = set()
     for path in files:
         parts = path.split("/")[:-1]
         dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))

@@ -76,13 +76,13 @@ def merge_one(main_file: Path, target: Path, values: dict[str, str]) -> str:
     """
     if target.is_file():
         text, origin = target.read_text(encoding="utf-8"), "kept"
-        source = target
+        source: Path | None = target
     else:
         source, fallback = source_for(main_file)
         if source is None and not target.parent.is_dir():
             return "skipped (directory missing)"
         text = source.read_text(encoding="utf-8") if source else ""
-        origin = f"from {source.name}" if fallback else ("copied" if source else "ports only")
+        origin = f"from {source.name}" if source and fallback else ("copied" if source else "ports only")
     merged = lay_over(text, values, source or target)
     changed = write_if_changed(target, merged, SECRET_MODE)
     return origin if changed else "unchanged"

@@ -23,12 +23,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import agentdb, agentrun, locks, portable, proc, state
 from .config import Settings
 from .errors import GroveError, bad_input
 from .models import WorktreeExecutionResult
+
+if TYPE_CHECKING:
+    from rich.live import Live  # the optional `watch` extra, imported at run time only when used
 
 TAIL_LINES = 5
 EXECUTIONS_KEPT = 100  # the state keeps the latest runs, like `history`
@@ -347,7 +350,7 @@ class Display:
         self.mode, self.stream = mode, stream or sys.stderr
         self.scrub: Callable[[str], str] = lambda text: text
         self.runs: list[Run] = []
-        self.live = None
+        self.live: Live | None = None
         self.lock = threading.Lock()
 
     @classmethod

@@ -118,7 +118,7 @@ def linked_worktree_paths(repo: Path) -> set[str] | None:
     admin = Path(repo) / ".git" / "worktrees"
     if not (Path(repo) / ".git").is_dir():
         return None
-    paths = set()
+    paths: set[str] = set()
     try:
         entries = list(admin.iterdir())
     except FileNotFoundError:
@@ -188,7 +188,8 @@ def worktrees(repo: Path) -> list[dict]:
     Paths are matched exactly, never by substring (DESIGN.md pitfalls).
     """
     raw = _worktree_list(repo)
-    entries, current = [], {}
+    entries: list[dict] = []
+    current: dict = {}
     for field in raw.split("\0"):
         if not field:
             if current:

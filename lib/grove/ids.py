@@ -26,7 +26,7 @@ def check_id(adw_id: str) -> str:
 
 def check_unique_case(settings: Settings, adw_id: str) -> None:
     """Refuse an id that differs from an existing agent's only by case (they collide on macOS/Windows)."""
-    taken = set()
+    taken: set[str] = set()
     for root in (settings.agents_path, settings.trees_path):
         if root.is_dir():
             taken.update(p.name for p in root.iterdir() if not p.name.startswith("."))

@@ -392,7 +392,7 @@ def _merge_one(settings: Settings, plan: Plan, wt: Path, s: dict, tip: str) -> t
     if plan.strategy == "rebase":
         git.git(wt, "checkout", "--quiet", "--detach", "--force", branch)
         attempt = proc.run(["git", "-C", wt, "rebase", "--quiet", tip], check=False)
-        abort = ("rebase", "--abort")
+        abort: tuple[str, ...] = ("rebase", "--abort")
     else:
         flags = ["--no-ff", "--no-edit", "-m", message] if plan.strategy == "no-ff" else ["--squash"]
         attempt = proc.run(["git", "-C", wt, "merge", "--quiet", *flags, branch], check=False)
@@ -433,7 +433,7 @@ class Check:
     reason: str | None
 
     def as_result(self) -> dict:
-        out = {"reason": self.reason, "output_tail": self.output_tail}
+        out: dict = {"reason": self.reason, "output_tail": self.output_tail}
         if self.exit_code is not None:
             out["exit_code"] = self.exit_code
         return out

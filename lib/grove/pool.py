@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import agentdb, envfiles, git, ids, locks, owned, ports, proc, state, steps, worktree
 from .config import Settings
@@ -95,7 +96,10 @@ def _write(settings: Settings, data: dict) -> None:
     locks.atomic_write_json(registry_path(settings), data)
 
 
-def _update(settings: Settings, change) -> object:
+T = TypeVar("T")
+
+
+def _update(settings: Settings, change: Callable[[dict], T]) -> T:
     """Locked read-modify-write of the pool registry; returns what ``change`` returns."""
     with _lock(settings):
         data = read(settings)

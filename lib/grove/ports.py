@@ -125,6 +125,7 @@ def claim(settings: Settings, adw_id: str, explicit: bool = False) -> Claim:
     """
     with _registry_lock(settings):
         claims = read_registry(settings)
+        held: dict | None  # a slot's claim; None below for a slot nobody holds
         for slot_text, held in claims.items():
             if held.get("adw_id") == adw_id and int(slot_text) < settings.port_slots:
                 if explicit and not held.get("explicit"):

@@ -14,11 +14,14 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import git, portable, queries, state
 from .config import Settings
 from .errors import GroveError, bad_input
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 STATUS_STYLE = {"created": "dim", "assigned": "cyan", "in_progress": "yellow", "completed": "green",
                 "failed": "red", "conflict": "magenta", "merged": "blue", "cleaned": "dim"}
@@ -117,8 +120,10 @@ def render(rows: list[dict], title: str = ""):
     from rich.text import Text
 
     table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("ADW_ID", "left"), ("STATUS", "left"), ("BRANCH", "left"), ("AHEAD", "right"),
-                          ("DIRTY", "right"), ("PORTS", "left"), ("EXEC", "left"), ("AGE", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("ADW_ID", "left"), ("STATUS", "left"), ("BRANCH", "left"), ("AHEAD", "right"),
+        ("DIRTY", "right"), ("PORTS", "left"), ("EXEC", "left"), ("AGE", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name != "EXEC", overflow="ellipsis")
     for r in rows:
         ports = Text()
