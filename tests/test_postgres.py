@@ -316,6 +316,19 @@ def test_template_in_use_fails_clearly_after_a_bounded_retry(pg_repo, pg_server,
     inv(pg_repo, "teardown", "--adw-id", "busy", "--force", check=True)
 
 
+def test_template1_in_use_without_a_template_fails_clearly(repo, pg_server, monkeypatch):
+    # Without ADW_DB_TEMPLATE, CREATE DATABASE copies template1, and refuses the same way while
+    # anyone is connected to it: Grove then wrote "template database None" and its hint crashed
+    # (AttributeError: 'NoneType' object has no attribute 'replace').
+    monkeypatch.setenv("ADW_DB_URL", pg_server.url())
+    with psycopg.connect(pg_server.url("template1"), application_name="template1-user"):
+        out = inv(repo, "setup", "--adw-id", "busy1", "--no-install", env={"ADW_DB_BUSY_TIMEOUT": "0.5"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot clone template database 'template1': it is in use" in out.stderr
+    assert "template1-user" in out.stderr and "pg_terminate_backend" in out.stderr
+    assert journal(repo) == {}
+
+
 def test_teardown_with_the_server_down_changes_nothing_and_keep_db_gets_through(repo, monkeypatch):
     server = pg_fixture.start_server()  # a server of its own, to stop halfway
     try:

@@ -92,7 +92,9 @@ def _split_uri(url: str) -> _UriParts:
     at, slash = rest.find("@"), rest.find("/")
     if at != -1 and (slash == -1 or at < slash):  # libpq: credentials end at the first '@' before any '/'
         userinfo, rest = rest[:at], rest[at + 1:]
-    hosts = re.match(r"[^/?]*", rest).group()
+    hosts_match = re.match(r"[^/?]*", rest)
+    assert hosts_match is not None  # a `*` pattern matches (maybe empty) at the start of any string
+    hosts = hosts_match.group()
     rest = rest[len(hosts):]
     dbname = query = None
     if rest.startswith("/"):
@@ -460,8 +462,10 @@ def _create_statement(name: str, template: str | None, strategy: str):
 
 def _wait_until_free(conn, template: str | None, start: float, busy_timeout: float) -> None:
     """Return once nobody else is connected to ``template``; GroveError once busy_timeout has passed."""
+    if not template:
+        return
     while True:
-        sessions = _sessions_on(conn, template) if template else []
+        sessions = _sessions_on(conn, template)
         if not sessions:
             return
         waited = time.monotonic() - start
@@ -527,14 +531,21 @@ class Session:
 
     def __init__(self, admin: AdminUrl):
         self.admin = admin
-        self.conn = None
+        self.conn: Any | None = None  # psycopg's connection (the driver is imported lazily: untyped)
 
     def __enter__(self) -> "Session":
         self.conn = _connect(self.admin)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.conn.close()
+        self._connection().close()
+
+    def _connection(self) -> Any:
+        """The open connection: a Session is used inside ``with pgdb.session(admin) as s``."""
+        if self.conn is None:
+            raise GroveError("pgdb.Session used outside `with pgdb.session(...)`: it has no connection",
+                             hint="a bug in Grove: please report it with the command you ran")
+        return self.conn
 
     def oid(self, name: str) -> int | None:
         """The database's OID, or None when there is none of that name.
@@ -542,18 +553,19 @@ class Session:
         A name proves nothing (DESIGN.md): the OID is what Grove records after creating a database,
         so one of the same name made later by someone else (or on another server) is told apart.
         """
-        row = self.conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        row = self._connection().execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return int(row[0]) if row else None
 
     def mark(self, name: str, token: str) -> None:
         """Label the database Grove just created with the token it recorded before creating it."""
         from psycopg import sql
 
-        self.conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(token)))
+        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(token))
+        self._connection().execute(statement)
 
     def mark_of(self, name: str) -> str | None:
-        row = self.conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                                (name,)).fetchone()
+        row = self._connection().execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return row[0] if row else None
 
     def create(self, template: str | None, name: str, *, busy_timeout: float = BUSY_TIMEOUT,
@@ -573,7 +585,7 @@ class Session:
         """
         if strategy not in _STRATEGIES:
             raise bad_input(f"unknown CREATE DATABASE strategy {strategy!r}", f"use one of {', '.join(_STRATEGIES)}")
-        admin, conn, psycopg = self.admin, self.conn, _driver()
+        admin, conn, psycopg = self.admin, self._connection(), _driver()
         _check_not_current(conn, *(n for n in (template, name) if n))
         chosen = _choose_strategy(conn, template, strategy)
         statement = _create_statement(name, template, chosen)
@@ -586,9 +598,10 @@ class Session:
             except psycopg.errors.ObjectInUse as e:  # a session arrived after our look
                 if time.monotonic() - start >= busy_timeout:
                     detail = _scrub(" ".join(str(e).split()), admin.secrets)
-                    sessions = _sessions_on(conn, template) if template else []
-                    raise GroveError(_busy_message(template, sessions, time.monotonic() - start, detail),
-                                     hint=_busy_hint(template)) from None
+                    source = template or "template1"  # what CREATE DATABASE copies when told no template
+                    sessions = _sessions_on(conn, source)
+                    raise GroveError(_busy_message(source, sessions, time.monotonic() - start, detail),
+                                     hint=_busy_hint(source)) from None
             except psycopg.Error as e:
                 raise _create_error(e, admin, template, name) from None
 
@@ -599,7 +612,7 @@ class Session:
         ``pg_terminate_backend`` and a short retry. Callers must only pass names Grove recorded as
         its own (lib/grove/agentdb.py checks the ownership journal first).
         """
-        admin, conn, psycopg = self.admin, self.conn, _driver()
+        admin, conn, psycopg = self.admin, self._connection(), _driver()
         _check_not_current(conn, name)
         if not _exists(conn, name):
             return False
