@@ -278,8 +278,7 @@ def _pipeline(table: list[Proc]) -> set[int]:
     """The rest of Grove's own shell pipeline (`grove teardown ... | cat`): a sibling whose stdin or
     stdout is one of our own pipes. A server the same script started earlier shares our parent and
     process group too, but not our pipes, so it is still stopped. (Linux: /proc; elsewhere none.)"""
-    ours = {_fd_target("self", fd) for fd in (0, 1)} - {None}
-    ours = {target for target in ours if target.startswith("pipe:")}
+    ours = {target for target in (_fd_target("self", fd) for fd in (0, 1)) if target and target.startswith("pipe:")}
     if not ours:
         return set()
     parent = os.getppid()

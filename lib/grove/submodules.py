@@ -165,6 +165,7 @@ def _check_out(settings: Settings, root: Path, sub: Sub, where: str, source: Pat
     first = proc.run(["git", "-C", root, "submodule", "update", "--init", "--no-fetch", "--quiet", "--", sub.path],
                      env=env, check=False, timeout=timeout)
     if not cloned and (target / ".git").exists():
+        assert source is not None  # not cloned: without a source, the check above raised
         upstream = proc.run(["git", "-C", source, "config", "--get", "remote.origin.url"], check=False).stdout.strip()
         if upstream:  # the agent fetches and pushes where the main checkout does, not into its copy
             git.git(target, "remote", "set-url", "origin", upstream)
@@ -274,7 +275,11 @@ def save(settings: Settings, worktree: Path, adw_id: str, salvage: bool) -> list
         if salvage and _checkout(directory):  # a clone that was never checked out holds no work
             work, _ = preserve.salvage(directory, adw_id, directory)  # its own submodules: saved on their own
             if work:
-                refs.append(_keep(settings, directory, git.rev(directory, work), f"{label}/uncommitted",
+                commit = git.rev(directory, work)
+                if commit is None:  # salvage() has just made this ref: only a hand in the clone removes it
+                    raise GroveError(f"salvage ref {work} vanished from {directory} before it was copied",
+                                     hint="the worktree was left as it is; run the teardown again")
+                refs.append(_keep(settings, directory, commit, f"{label}/uncommitted",
                                   f"uncommitted work in submodule {where} of {adw_id}"))
         for tip in _commits_held(directory):
             if not _kept_elsewhere(settings, where, tip):
