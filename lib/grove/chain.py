@@ -251,6 +251,7 @@ def _tail(settings: Settings, run: _Run) -> dict:
             worktree.checkout_new(settings, path)
     with report.step("submodules", OP, done) as info:
         info["outcome"], info["detail"] = steps.submodules_step(settings, path)
+    assert run.claim is not None  # _head() has claimed the ports: the tail runs only after it
     values = steps.env_values(settings, req.adw_id, run.claim.ports)
     written: list[str] = []
     for name, step in steps.FILE_STEPS.items():

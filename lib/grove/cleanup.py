@@ -73,6 +73,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
         if plan["delete"]:
+            assert branch  # _plan() decides to delete only a branch that exists
             result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
             result["branch_action"] = "deleted"
         fault(OP, "after", "branch")

@@ -156,8 +156,11 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
 
     new, extra = _update(settings, plan)
     created, failed = [], []
-    for name, error in zip(new, steps._parallel([lambda n=n: _make(settings, n, commit, report) for n in new])):
-        (failed.append({"name": name, "error": str(getattr(error, "message", error))}) if error else created.append(name))
+    if new:
+        assert commit is not None  # plan() makes entries only when size > 0, and then the base was resolved
+        for name, error in zip(new, steps._parallel([lambda n=n: _make(settings, n, commit, report) for n in new])):
+            (failed.append({"name": name, "error": str(getattr(error, "message", error))}) if error
+             else created.append(name))
     removed, kept = [], []
     for name in extra:
         reason = _remove(settings, name)
@@ -249,6 +252,8 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
         return f"{path} is at {str(head)[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
     index = Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
+        if head is None:  # only for an entry with no recorded commit (see above): nothing to read the index from
+            return f"{path} has no index and no HEAD commit: its files cannot be compared with a commit"
         git.git(path, "read-tree", head)  # the index only: files on disk are compared, never touched
     raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
     # A tracked file missing from disk is no one's work (its content is in the commit); anything

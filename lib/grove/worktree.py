@@ -58,8 +58,10 @@ def resolve_base(settings: Settings, base: str, fetch: bool, report) -> tuple[st
     remote, tracking = settings.remote, f"refs/remotes/{settings.remote}/{base}"
     if fetch and remote and git.has_remote(settings.repo, remote):
         try:
-            fetched = fetch_base(settings, base)
-            return fetched or git.rev(settings.repo, tracking), f"{remote}/{base}"
+            fetched = fetch_base(settings, base) or git.rev(settings.repo, tracking)
+            if fetched is None:  # the fetch has just written it: only a concurrent prune removes it
+                raise GroveError(f"{tracking} is missing right after the fetch")
+            return fetched, f"{remote}/{base}"
         except GroveError as exc:
             # Offline, or a base that only exists here (not pushed yet): the local one is the base.
             if exc.code == BAD_INPUT and not git.rev(settings.repo, f"refs/heads/{base}"):
@@ -87,6 +89,7 @@ def fetch_base(settings: Settings, base: str) -> str | None:
     asked = time.time()
     stamp = _fetch_stamp(settings, base)
     refspec = f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}"
+    sha: str | None  # the fetched commit: from the stamp, or from FETCH_HEAD after our own fetch
     with repo_lock(settings):
         try:
             when, _, sha = stamp.read_text().strip().partition(" ")
@@ -137,7 +140,8 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
         if created:
             # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
             owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
-            args = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path, base_commit]
+            args: list[str | Path] = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path,
+                                      base_commit]
         else:
             args = ["worktree", "add", "--quiet", "--no-checkout", path, branch]
         try:
