@@ -20,7 +20,7 @@ tools:  ## venv, plus bun in .tools (for the demo and the install tests)
 test: tools typecheck  ## run the type check and the whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests
 
-typecheck: venv  ## mypy over the package (the public API is typed; py.typed ships)
+typecheck: venv  ## mypy over every module of the package (the public API fully annotated; py.typed ships)
 	$(VENV)/bin/mypy
 
 fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]
