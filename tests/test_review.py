@@ -273,3 +273,30 @@ def test_held_registry_stays_exact_when_tails_roll_back_while_heads_claim(repo):
     assert git(repo, "branch", "--list", "adw/b*") == ""
     h = inv(repo, "doctor", "--json")
     assert h.returncode == 0 and json.loads(h.stdout)["problems"] == [], h.stdout
+
+
+def test_an_unforeseen_exception_in_one_tail_becomes_that_agents_error(repo):
+    """Whatever a tail raises, the agents that were set up are returned and the failed one is rolled
+    back and listed: here a step of b's raises a plain RuntimeError (a stand-in for any bug)."""
+    from contextlib import contextmanager
+
+    from grove import chain
+    from grove.report import Reporter
+
+    class Breaks(Reporter):
+        def for_agent(self, adw_id):
+            return Breaks(self.quiet, f"[{adw_id}] ", self.stream)
+
+        @contextmanager
+        def step(self, name, op, outcomes=None, long=False):
+            with super().step(name, op, outcomes, long) as info:
+                if name == "env" and self.prefix == "[b] ":
+                    raise RuntimeError("a bug in a step")
+                yield info
+
+    settings = settings_for(repo)
+    states, errors = chain.setup_many(settings, [chain.Request(i, install=False) for i in ("a", "b", "c")],
+                                      Breaks(quiet=True))
+    assert [s["adw_id"] for s in states] == ["a", "c"]
+    assert [(e["adw_id"], e["exit_code"]) for e in errors] == [("b", 1)] and "a bug in a step" in errors[0]["error"]
+    assert not (repo / "trees/b").exists() and not settings.state_path("b").exists()
