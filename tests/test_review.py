@@ -103,6 +103,8 @@ def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo
     crashed = subprocess.run([*cli(), "setup", *args, "--no-install"], cwd=repo, capture_output=True, text=True,
                              start_new_session=True, timeout=120)
     assert crashed.returncode == -9 and not arm.exists(), crashed.stderr
+    admin = [d for d in (repo / ".git/worktrees").iterdir() if d.name in ids]
+    assert any(not (d / "index").exists() for d in admin), "killed mid-checkout: a worktree has no index yet"
     inv(repo, "doctor", "--fix")
     again = inv(repo, "setup", *args, "--no-install", "--json")
     assert again.returncode == 0, again.stderr
