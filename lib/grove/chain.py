@@ -87,6 +87,7 @@ def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     _warn_unignored(settings, report)
     # One setup per id at a time; a second one is told so at once instead of racing the first.
     with _op_lock(settings, req):
+        run = _recheck(settings, run)
         try:
             _head(settings, run, {})
             return _tail(settings, run)
@@ -104,7 +105,7 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
     while the next head starts (issue 12).
     Returns (states of those that succeeded, [{adw_id, error, exit_code}] for the rest).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
     from contextlib import ExitStack
 
     if len({r.adw_id for r in reqs}) != len(reqs):
@@ -121,6 +122,10 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
         try:
             return _tail(settings, run)
         except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, GroveError):
+                # A bug or an unforeseen OSError in one agent must not throw away what the others
+                # did: it becomes that agent's error, and the JSON still lists everyone.
+                exc = GroveError(f"unexpected {type(exc).__name__}: {exc}", hint="please report it with this line")
             _fail(settings, run.req, run.report, run.undo, exc)
             if not isinstance(exc, GroveError):
                 raise
@@ -137,26 +142,49 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
         _warn_unignored(settings, report)
     fetched: dict = {}  # one fetch per base for all of them
     shared = deps.SharedInterpreter()
+    workers = min(len(reqs), 16)
     futures = []
-    with ExitStack() as held, ThreadPoolExecutor(max_workers=min(len(reqs), 16)) as threads:
-        for run in runs:
-            req = run.req
-            try:
-                held.enter_context(_op_lock(settings, req))
-            except GroveError as exc:
-                failed(req, exc)
-                continue
-            try:
-                _head(settings, run, fetched, defer_checkout=True)
-            except BaseException as exc:
-                _fail(settings, req, run.report, run.undo, exc)
-                if not isinstance(exc, GroveError):
-                    raise
-                failed(req, exc)
-                continue
-            run.shared = shared
-            futures.append(threads.submit(tail, run))
+    locks_of: dict = {}  # a tail's future -> the ExitStack holding its agent's op lock (this thread's)
+
+    def release_finished(block: bool) -> None:
+        # Each op lock is an open file: release those of finished tails, and run no head further
+        # ahead than the workers can take (45 agents held 45 files and hit EMFILE under ulimit 48).
+        pending = [f for f in locks_of if not f.done()]
+        if block and len(pending) >= workers:
+            wait(pending, return_when=FIRST_COMPLETED)
+        for future in [f for f in locks_of if f.done()]:
+            locks_of.pop(future).close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            for run in runs:
+                release_finished(block=True)
+                req = run.req
+                held = ExitStack()
+                try:
+                    held.enter_context(_op_lock(settings, req))
+                    run = _recheck(settings, run)
+                except GroveError as exc:
+                    held.close()
+                    failed(req, exc)
+                    continue
+                try:
+                    _head(settings, run, fetched, defer_checkout=True)
+                except BaseException as exc:
+                    _fail(settings, req, run.report, run.undo, exc)
+                    held.close()
+                    if not isinstance(exc, GroveError):
+                        raise
+                    failed(req, exc)
+                    continue
+                run.shared = shared
+                future = threads.submit(tail, run)
+                futures.append(future)
+                locks_of[future] = held
         states = [f.result() for f in futures]
+    finally:
+        for held in locks_of.values():  # the executor waited for every tail: nothing runs now
+            held.close()
     order = {r.adw_id: i for i, r in enumerate(reqs)}
     errors.sort(key=lambda e: order[e["adw_id"]])
     return [s for s in states if s], errors
@@ -185,6 +213,15 @@ def _validated(settings: Settings, req: Request, report: Reporter) -> _Run:
         branch, base, current, tip = validate(settings, req)
         info["detail"] = branch
     return _Run(req, report, branch, base, current, tip)
+
+
+def _recheck(settings: Settings, run: _Run) -> _Run:
+    """Validation ran before this agent's op lock was held: another process may have set the agent
+    up or torn it down since. Its state then differs, and validation runs again, so the chain sees
+    an agent that exists now as existing (its install and database kept, its state never removed)."""
+    if state.load(settings, run.req.adw_id) == run.current:
+        return run
+    return _validated(settings, run.req, run.report)
 
 
 def _warn_unignored(settings: Settings, report: Reporter) -> None:

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from . import locks
-from .errors import bad_input
+from .errors import GroveError, bad_input
 
 SECRET_MODE = 0o600
 PORTS_FILE = ".ports.env"
@@ -75,14 +75,23 @@ def merge_one(main_file: Path, target: Path, values: dict[str, str]) -> str:
     A target that already exists keeps the agent's own edits: the ports are laid over it.
     """
     if target.is_file():
-        text, origin = target.read_text(encoding="utf-8"), "kept"
+        text, origin = _read(target), "kept"
         source: Path | None = target
     else:
         source, fallback = source_for(main_file)
         if source is None and not target.parent.is_dir():
             return "skipped (directory missing)"
-        text = source.read_text(encoding="utf-8") if source else ""
+        text = _read(source) if source else ""
         origin = f"from {source.name}" if source and fallback else ("copied" if source else "ports only")
     merged = lay_over(text, values, source or target)
     changed = write_if_changed(target, merged, SECRET_MODE)
     return origin if changed else "unchanged"
+
+
+def _read(path: Path) -> str:
+    """The file's text; one that is not UTF-8 is named (an agent may save its .env as latin-1)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GroveError(f"env file {path} is not UTF-8 (byte {exc.start})",
+                         hint="save it as UTF-8; Grove will not guess its encoding") from None

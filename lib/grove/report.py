@@ -13,6 +13,10 @@ from typing import Iterator
 
 from .faults import fault
 
+# One line at a time on the shared stream: print() writes the text and the newline separately, so
+# the agents of one setup_many (heads in the main thread, tails in workers) spliced their lines.
+_WRITE = threading.Lock()
+
 
 class Reporter:
     def __init__(self, quiet: bool = False, prefix: str = "", stream=None):
@@ -26,11 +30,16 @@ class Reporter:
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            print(f"{self.prefix}{text}", file=self.stream, flush=True)
+            self._line(f"{self.prefix}{text}\n")
 
     def warn(self, text: str) -> None:
         # Warnings show even with --quiet: they tell the user about something Grove did not do.
-        print(f"{self.prefix}warning: {text}", file=self.stream, flush=True)
+        self._line(f"{self.prefix}warning: {text}\n")
+
+    def _line(self, text: str) -> None:
+        with _WRITE:
+            self.stream.write(text)
+            self.stream.flush()
 
     @contextmanager
     def step(self, name: str, op: str, outcomes: dict | None = None, long: bool = False) -> Iterator[dict]:
@@ -62,9 +71,8 @@ class Reporter:
 
         def tick() -> None:
             while not stop.wait(0.5):
-                self.stream.write(f"\r{self.prefix}… {name:<10} {time.monotonic() - start:6.1f}s")
-                self.stream.flush()
-            self.stream.write("\r\033[K")
+                self._line(f"\r{self.prefix}… {name:<10} {time.monotonic() - start:6.1f}s")
+            self._line("\r\033[K")
 
         threading.Thread(target=tick, daemon=True).start()
         return stop

@@ -158,8 +158,27 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
 
 
 def checkout_new(settings: Settings, path: Path) -> None:
-    """Check out the files of a worktree that ``add`` made with ``--no-checkout`` (it has no index yet)."""
-    git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+    """Check out the files of a worktree that ``add`` made with ``--no-checkout`` (it has no index yet).
+
+    Into a private index that is moved into place once complete: a kill -9 midway (setup_many runs
+    several checkouts at once) must not leave git's own index.lock, which makes every later
+    `reset --hard` fail until a human deletes it. Grove's private files are its own, written only
+    here under the agent's op lock, so a re-run removes what a killed one left and starts again.
+    """
+    admin = _admin_dir(path)
+    private = admin / "grove-checkout.index"
+    for leftover in (private, admin / "grove-checkout.index.lock"):
+        leftover.unlink(missing_ok=True)
+    proc.run(["git", "-C", path, "reset", "--hard", "--quiet"], env={"GIT_INDEX_FILE": str(private)},
+             timeout=settings.git_timeout, what="git reset")
+    os.replace(private, admin / "index")
+
+
+def _admin_dir(path: Path) -> Path:
+    """The worktree's admin dir in the main repo (its `.git` file says `gitdir: <dir>`), read
+    without a subprocess."""
+    text = (path / ".git").read_text(encoding="utf-8")
+    return Path(path, text.partition("gitdir:")[2].strip())
 
 
 def existing(settings: Settings, adw_id: str, branch: str) -> bool:
@@ -183,7 +202,7 @@ def existing(settings: Settings, adw_id: str, branch: str) -> bool:
                          hint="run `inv doctor --fix` to prune the stale entry")
     # A crash between `worktree add --no-checkout` and the checkout leaves no index: finish it.
     if not Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index")).exists():
-        git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+        checkout_new(settings, path)
     return True
 
 
