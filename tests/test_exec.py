@@ -126,6 +126,27 @@ def test_timeout_kills_the_whole_process_tree(repo, monkeypatch):
     assert s["status"] == "failed" and "timed out after 2s" in s["error_message"] and "started" in s["error_message"]
 
 
+@pytest.mark.parametrize("backend", ["psutil", "proc"])  # ps + lsof cannot read another process's env
+def test_timeout_kills_a_daemon_that_left_the_tree(repo, monkeypatch, tmp_path, backend):
+    (wt,) = make_agents(repo, "d1")
+    monkeypatch.setenv("ADW_STOP_GRACE", "0.5")
+    monkeypatch.setenv("ADW_PROCESS_BACKEND", backend)
+    # A daemon: a subshell starts `setsid sleep` and exits at once, so the sleep's parent is gone
+    # (it is re-parented to init) and it is in a session of its own: neither the command's process
+    # group nor its tree reaches it. It chdirs out of the worktree too, as daemons do.
+    pidfile = tmp_path / "daemon.pid"
+    script = (f'(cd / && setsid sleep 603 & echo $! > {pidfile}); '
+              f'while [ ! -s {pidfile} ]; do sleep 0.05; done; echo started; sleep 604')
+    out = inv(repo, "exec", "--adw-id", "d1", "--timeout", "2", "--json", "--", "sh", "-c", script)
+    assert out.returncode == 1, out.stderr
+    daemon = int(pidfile.read_text())
+    try:
+        assert not portable.alive(daemon, BACKEND), "the daemon outlived the timeout"
+    finally:
+        if portable.alive(daemon, BACKEND):
+            os.kill(daemon, signal.SIGKILL)
+
+
 def test_sigint_to_inv_exec_stops_every_child_and_records_them_failed(repo):
     trees = make_agents(repo, "i1", "i2", "i3")
     script = 'echo $$ > shell.pid; sleep 600 & echo $! > child.pid; wait'

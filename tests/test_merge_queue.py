@@ -430,6 +430,41 @@ def test_a_validation_that_hangs_is_killed_with_its_children(repo, tmp_path, mon
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie
 
 
+def test_a_validation_that_hangs_after_starting_a_daemon_takes_the_daemon_down_too(repo, tmp_path, monkeypatch):
+    agent(repo, "dmn", {"dmn.txt": "1\n"})
+    monkeypatch.setenv("ADW_INSTALL_TIMEOUT", "2")
+    pidfile = shlex.quote(str(tmp_path / "daemon.pid"))
+    # The daemon's parent exits at once and it runs in a session of its own: outside the group and tree.
+    out = inv(repo, "merge", "--adw-id", "dmn", "--json", "--validate",
+              f"[ -e dmn.txt ] || exit 0; (cd / && setsid sleep 607 & echo $! > {pidfile}); sleep 608")
+    assert out.returncode == 1 and "timed out after 2s" in json.loads(out.stdout)["results"][0]["reason"]
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    stat = Path(f"/proc/{daemon}/stat")
+    try:
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the daemon outlived it"
+    finally:
+        if stat.exists():
+            os.kill(daemon, signal.SIGKILL)
+
+
+def test_a_passing_validation_that_leaves_a_server_running_lands_and_the_server_is_stopped(repo, tmp_path):
+    agent(repo, "srv", {"srv.txt": "1\n"})
+    pidfile = shlex.quote(str(tmp_path / "server.pid"))
+    # The suite starts a server in the background, passes, and forgets to stop it: the server holds
+    # the output stream open. The merge must not wait for it (it would until the timeout, 900 s).
+    out = inv(repo, "merge", "--adw-id", "srv", "--json", "--validate",
+              f"[ -e srv.txt ] || exit 0; sleep 609 & echo $! > {pidfile}; echo suite passed", timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["results"][0]["outcome"] == "merged"
+    server = int((tmp_path / "server.pid").read_text())
+    stat = Path(f"/proc/{server}/stat")
+    try:
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the server outlived it"
+    finally:
+        if stat.exists():
+            os.kill(server, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("mode", ["--sequential", "--batch"])
 def test_a_suite_that_fails_on_the_base_itself_blames_no_branch(repo, tmp_path, mode):
     names = queue_of_eight(repo, set())[:3]

@@ -5,7 +5,8 @@ ADW_WORKTREE, ADW_BRANCH, Grove's own venv off PATH), no shell, its stdout and s
 agents/<id>/logs/<utc>.log, and a session of its own so its whole process tree can be stopped.
 While it runs the agent is `in_progress`; then `completed` (exit 0) or `failed` (exit code and log
 tail in error_message), and a WorktreeExecutionResult is appended to the state's `executions`.
-A timeout, Ctrl-C or SIGTERM stops each tree: SIGTERM, then SIGKILL after ADW_STOP_GRACE seconds;
+A timeout, Ctrl-C or SIGTERM stops each tree (and every process carrying the run's GROVE_RUN_MARK,
+a daemon that left it included): SIGTERM, then SIGKILL after ADW_STOP_GRACE seconds;
 interrupted runs are recorded as failed, runs that had not started yet are left untouched.
 """
 
@@ -52,6 +53,7 @@ class Run:
     began: float = 0.0  # monotonic
     result: dict | None = None
     error: str | None = None  # a failure of Grove's own bookkeeping, said after the run
+    mark: str = field(default_factory=portable.new_mark)  # in the command's env: finds what escaped its tree
 
 
 @dataclass
@@ -211,7 +213,8 @@ class _Job:
         run.began = time.monotonic()
         with open(run.log, "ab") as out:
             try:
-                popen = subprocess.Popen(self.argv, executable=run.program, cwd=run.worktree, env=run.env,
+                popen = subprocess.Popen(self.argv, executable=run.program, cwd=run.worktree,
+                                         env={**run.env, portable.MARK: run.mark},
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
             except OSError as exc:  # not executable, bad interpreter line ...
@@ -226,7 +229,7 @@ class _Job:
                 how, code = self._wait(popen, run)
         except BaseException as exc:
             if popen is not None and popen.poll() is None:
-                portable.stop_tree(popen, self.backend, self.settings.stop_grace, self.hurry.is_set)
+                portable.stop_tree(popen, self.backend, self.settings.stop_grace, self.hurry.is_set, run.mark)
                 how, code = "interrupted", _exit_code(popen.returncode)
             run.error = getattr(exc, "message", None) or repr(exc)
         finished_at = datetime.now(timezone.utc)
@@ -255,7 +258,7 @@ class _Job:
             else:
                 continue
             # The command has not been reaped, so its pid (the group id) cannot be reused meanwhile.
-            portable.stop_tree(popen, self.backend, self.settings.stop_grace, self.hurry.is_set)
+            portable.stop_tree(popen, self.backend, self.settings.stop_grace, self.hurry.is_set, run.mark)
             return how, _exit_code(popen.returncode)
 
     def _mark_running(self, run: Run, started_at: datetime) -> None:

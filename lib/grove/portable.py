@@ -406,16 +406,63 @@ def tree(pid: int, backend: str) -> list[Proc]:
     return list(found.values())
 
 
-def stop_tree(popen: subprocess.Popen, backend: str, grace: float, hurry: Callable[[], bool] = lambda: False) -> str:
+# Every process a command starts inherits its environment, so a variable unique to the run marks
+# them all, even a daemon that left the tree (fork, setsid, parent exits: re-parented to init).
+MARK = "GROVE_RUN_MARK"
+
+
+def new_mark() -> str:
+    return os.urandom(8).hex()
+
+
+def marked(mark: str, backend: str) -> list[int]:
+    """The live processes whose environment holds ``GROVE_RUN_MARK=<mark>`` (ours to read: same user).
+
+    With the ps + lsof backend there is no portable way to read another process's environment:
+    none are found, and a stop reaches the command's group and tree only."""
+    needle = f"{MARK}={mark}"
+    if backend == "proc":
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as handle:
+                        if needle.encode() in handle.read().split(b"\0"):
+                            found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+    if backend == "psutil":
+        import psutil
+
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get(MARK) == mark:
+                    found.append(p.pid)
+            except (psutil.Error, OSError):
+                continue
+        return found
+    return []
+
+
+def stop_tree(popen: subprocess.Popen, backend: str, grace: float, hurry: Callable[[], bool] = lambda: False,
+              mark: str | None = None) -> str:
     """Stop a command started with ``start_new_session=True`` and everything it started.
 
     SIGTERM to its process group and to each descendant found (a snapshot taken first, while
-    the tree is whole), SIGKILL to what is left after ``grace`` seconds (sooner when ``hurry()``).
+    the tree is whole) and, with ``mark`` (the command's env has GROVE_RUN_MARK=<mark>), to every
+    process carrying it; SIGKILL to what is left after ``grace`` seconds (sooner when ``hurry()``).
     The command itself is reaped last, so its pid, which is the group's id, cannot be reused meanwhile.
     Returns the signal that ended it.
     """
     root = popen.pid
-    rest = [p.pid for p in tree(root, backend)]
+
+    def found() -> list[int]:
+        pids = {p.pid for p in tree(root, backend)} | (set(marked(mark, backend)) if mark else set())
+        return sorted(pids - {root, os.getpid()})
+
+    rest = found()
     fds = _pidfds(rest)  # opened now: later signals cannot reach a reused pid
     try:
         _group(root, signal.SIGTERM)
@@ -428,9 +475,12 @@ def stop_tree(popen: subprocess.Popen, backend: str, grace: float, hurry: Callab
             time.sleep(POLL)
         else:
             used = "SIGKILL"
-        # SIGKILL the group in any case: it catches what was started during the grace period.
+        # SIGKILL the group in any case: it catches what was started during the grace period, as a
+        # second look for marked processes does.
         _group(root, signal.SIGKILL)
-        _each([pid for pid in rest if alive(pid, backend)], fds, signal.SIGKILL)
+        late = [pid for pid in found() if pid not in fds]
+        fds.update(_pidfds(late))
+        _each([pid for pid in rest + late if alive(pid, backend)], fds, signal.SIGKILL)
     finally:
         for fd in fds.values():
             os.close(fd)

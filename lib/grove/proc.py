@@ -89,22 +89,28 @@ def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping
              timeout: float) -> tuple[int | None, str]:
     """Run a user's command (a validation) in its own session: (exit code or None on timeout, output).
 
-    stdout and stderr are one stream, in order. On timeout the whole process group is killed: a
-    test suite's children (servers, workers) would otherwise outlive it and hold the pipe open.
+    stdout and stderr are one stream, in order, through a file: a process the command leaves behind
+    (a server its suite started) would hold a pipe open, and the run with it, until it exits.
+    When the command ends or times out, its process group, its tree and every process carrying the
+    run's mark (a daemon that left the group) are stopped: a validation's tree is thrown away.
     ``env`` is the complete environment (git's leaks removed).
     """
-    import signal
+    import tempfile
 
-    with subprocess.Popen([os.fspath(a) for a in args], cwd=cwd, env=clean_env(env, inherit=False),
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace", start_new_session=True) as child:
+    from . import portable
+
+    mark = portable.new_mark()
+    with tempfile.TemporaryFile() as output:
+        child = subprocess.Popen([os.fspath(a) for a in args], cwd=cwd,
+                                 env={**clean_env(env, inherit=False), portable.MARK: mark},
+                                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        code: int | None = None
         try:
-            out, _ = child.communicate(timeout=timeout)
-            return child.returncode, out
+            code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            out, _ = child.communicate()
-            return None, out
+            pass
+        finally:  # also on Ctrl-C: nothing the validation started outlives it
+            portable.stop_tree(child, portable.process_backend(), grace=0, mark=mark)
+        output.seek(0)
+        return code, output.read().decode("utf-8", errors="replace")
