@@ -17,7 +17,7 @@ from .defaults import DEFAULTS, field_name
 
 REPO = "target repository (default: ADW_REPO, else the git top level of the current directory)"
 JSON = "print exactly one JSON document on stdout (progress stays on stderr)"
-QUIET = "print nothing but errors and warnings"
+QUIET = "no progress lines on stderr; errors and warnings still show, and the result still goes to stdout"
 ID = "agent id: 1-64 ASCII letters, digits, '-' or '_'"
 
 
