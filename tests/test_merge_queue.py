@@ -326,6 +326,12 @@ def test_sync_rebase_replays_the_agents_commits_on_the_base(repo):
     assert result["outcome"] == "rebased" and result["head_after"] != result["head_before"]
     assert git(repo, "rev-parse", "adw/s3~2") == git(repo, "rev-parse", "main"), "linear on top of main"
     assert (wt / "theirs.txt").exists() and (wt / "a.txt").exists()
+    # The rebase rewrote the agent's commits: the originals stay reachable under a backup ref
+    # (the model-based test found them unreachable, seed 2054376180).
+    assert result["backup"].startswith("refs/grove-backup/adw/s3/")
+    assert git(repo, "rev-parse", result["backup"]) == result["head_before"]
+    again = inv_json(repo, "sync", "--adw-id", "s3", "--strategy", "rebase")
+    assert again["outcome"] == "up_to_date" and again["backup"] is None
 
 
 def test_sync_refuses_uncommitted_work_and_changes_nothing(mcp_repo):

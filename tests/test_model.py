@@ -54,7 +54,9 @@ CRASH_POINTS = (
 )
 STEPS = int(os.environ.get("GROVE_FUZZ_STEPS") or 30)
 # Seeds that once found a defect stay here as regressions (see the closing notes of issue 10).
-REGRESSION_SEEDS: list[int] = []
+REGRESSION_SEEDS: list[tuple[int, int]] = [  # (seed, steps it needs)
+    (2054376180, 32),  # sync --strategy rebase left the agent's original commits unreachable (session 3)
+]
 _ports = itertools.count(31000, 40)
 _serial = itertools.count()
 
@@ -281,20 +283,23 @@ def run_sequence(seed: int, steps: int = STEPS) -> None:
         model.converge()
     except AssertionError as exc:
         steps_text = "\n  ".join(done)
-        raise AssertionError(f"invariant broken with seed {seed} (replay: GROVE_FUZZ_SEED={seed}) after:\n"
+        raise AssertionError(f"invariant broken with seed {seed} (replay: GROVE_FUZZ_SEED={seed} "
+                             f"GROVE_FUZZ_STEPS={steps}) after:\n"
                              f"  {steps_text}\n{exc}") from None
     finally:
         model.close()
 
 
-def _seeds() -> list[int]:
+def _seeds() -> list[tuple[int, int]]:
     if os.environ.get("GROVE_FUZZ_SEED"):
         first = int(os.environ["GROVE_FUZZ_SEED"])
-        return [first + i for i in range(int(os.environ.get("GROVE_FUZZ_RUNS") or 1))]
+        return [(first + i, STEPS) for i in range(int(os.environ.get("GROVE_FUZZ_RUNS") or 1))]
     fresh = random.SystemRandom()
-    return REGRESSION_SEEDS + [fresh.randrange(2**31) for _ in range(int(os.environ.get("GROVE_FUZZ_RUNS") or 4))]
+    runs = int(os.environ.get("GROVE_FUZZ_RUNS") or 4)
+    return [(seed, max(steps, STEPS)) for seed, steps in REGRESSION_SEEDS] + \
+        [(fresh.randrange(2**31), STEPS) for _ in range(runs)]
 
 
-@pytest.mark.parametrize("seed", _seeds())
-def test_random_operations_and_crashes_lose_nothing(seed):
-    run_sequence(seed)
+@pytest.mark.parametrize("seed,steps", _seeds())
+def test_random_operations_and_crashes_lose_nothing(seed, steps):
+    run_sequence(seed, steps)

@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from . import envfiles, git, ids, locks, ports, proc, repoint, state, steps, worktree
+from . import envfiles, git, ids, locks, ports, preserve, proc, repoint, state, steps, worktree
 from .config import Settings
 from .errors import BAD_INPUT, GroveError, bad_input
 from .faults import fault
@@ -76,7 +76,7 @@ def sync(settings: Settings, adw_id: str, strategy: str = "merge", fetch: bool =
         result = {"adw_id": adw_id, "branch": s["branch"], "base": base, "base_commit": tip, "from": source,
                   "strategy": strategy, "outcome": "up_to_date", "head_before": head, "head_after": head,
                   "incoming_commits": len(git.commits_between(settings.repo, head, tip)), "conflict_files": [],
-                  "status": s["status"], "reapplied": []}
+                  "status": s["status"], "reapplied": [], "backup": None}
         if result["incoming_commits"]:
             _integrate(settings, s, wt, tip, strategy, result)
         if result["outcome"] != "conflict":
@@ -215,6 +215,11 @@ def _integrate(settings: Settings, s: dict, wt: Path, tip: str, strategy: str, r
         message = f"Merge {result['base']} ({tip[:10]}) into {s['branch']} (inv sync)"
         attempt = proc.run(["git", "-C", wt, "merge", "--no-edit", "-m", message, tip], check=False)
     else:
+        head = result["head_before"]
+        if not git.ok(settings.repo, "merge-base", "--is-ancestor", head, tip):
+            # A rebase rewrites the agent's commits: the originals stay reachable (issue 10).
+            result["backup"] = preserve.backup(settings.repo, s["branch"], head,
+                                               f"before inv sync --strategy rebase of {s['adw_id']}")
         attempt = proc.run(["git", "-C", wt, "rebase", tip], check=False)
     conflicted = sorted(set(filter(None, git.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n"))))
     if attempt.returncode != 0 and conflicted:
