@@ -231,6 +231,7 @@ class SyncResult:
     status: Optional[str] = None
     reapplied: list[str] = field(default_factory=list)
     source: Optional[str] = None  # "main" or "origin/main": where base_commit came from
+    backup: Optional[str] = None  # with rebase over the agent's own commits: the ref keeping the old tip
 
     @property
     def success(self) -> bool:
