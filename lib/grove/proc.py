@@ -6,9 +6,12 @@ Nothing here takes a shell string; user text never reaches a shell.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .errors import GroveError
 
@@ -100,7 +103,7 @@ def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping
     from . import portable
 
     mark = portable.new_mark()
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryFile() as output, sigterm_interrupts():
         child = subprocess.Popen([os.fspath(a) for a in args], cwd=cwd,
                                  env={**clean_env(env, inherit=False), portable.MARK: mark},
                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
@@ -114,3 +117,22 @@ def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping
             portable.stop_tree(child, portable.process_backend(), grace=0, mark=mark)
         output.seek(0)
         return code, output.read().decode("utf-8", errors="replace")
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) behaves like Ctrl-C meanwhile: it
+    raises KeyboardInterrupt, so the cleanup in ``finally`` runs. Python's default would end Grove at
+    once and leave a command started in a session of its own (a validation) running forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
