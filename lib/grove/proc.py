@@ -108,15 +108,30 @@ def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping
                                  env={**clean_env(env, inherit=False), portable.MARK: mark},
                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-        code: int | None = None
+        exited = False
         try:
-            code = child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+            exited = _wait_unreaped(child, timeout)
         finally:  # also on Ctrl-C: nothing the validation started outlives it
-            portable.stop_tree(child, portable.process_backend(), grace=0, mark=mark)
+            portable.stop_tree(child, portable.process_backend(), grace=0, mark=mark)  # reaps it, last
         output.seek(0)
-        return code, output.read().decode("utf-8", errors="replace")
+        return (child.returncode if exited else None), output.read().decode("utf-8", errors="replace")
+
+
+def _wait_unreaped(child: subprocess.Popen, timeout: float) -> bool:
+    """True once ``child`` has exited, False after ``timeout``; it is left unreaped (a zombie).
+
+    Its pid is also the id of the process group stop_tree signals next: reaped first (Popen.wait),
+    that pid may be handed to another process, such as another agent's `inv exec` command, which
+    leads a session of its own, and the stop would then kill that process's whole group."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(0.02, left))
+    return True
 
 
 @contextmanager
