@@ -28,6 +28,9 @@ _GIT_LEAKS = (
 )
 
 DEFAULT_TIMEOUT = 120.0
+# What run_tree keeps of a command's output: only its tail is ever shown, and the whole of a verbose
+# suite's log (gigabytes) read into memory and split into lines took ten times its size.
+OUTPUT_KEPT = 64 * 1024
 
 
 def clean_env(extra: Mapping[str, str] | None = None, inherit: bool = True) -> dict[str, str]:
@@ -90,7 +93,8 @@ def tail(text: str, lines: int = 3) -> str:
 
 def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping[str, str],
              timeout: float) -> tuple[int | None, str]:
-    """Run a user's command (a validation) in its own session: (exit code or None on timeout, output).
+    """Run a user's command (a validation) in its own session: (exit code or None on timeout, the
+    output's last OUTPUT_KEPT bytes).
 
     stdout and stderr are one stream, in order, through a file: a process the command leaves behind
     (a server its suite started) would hold a pipe open, and the run with it, until it exits.
@@ -113,8 +117,19 @@ def run_tree(args: Sequence[str | os.PathLike], *, cwd: str | Path, env: Mapping
             exited = _wait_unreaped(child, timeout)
         finally:  # also on Ctrl-C: nothing the validation started outlives it
             portable.stop_tree(child, portable.process_backend(), grace=0, mark=mark)  # reaps it, last
-        output.seek(0)
-        return (child.returncode if exited else None), output.read().decode("utf-8", errors="replace")
+        return (child.returncode if exited else None), _tail_of(output, OUTPUT_KEPT)
+
+
+def _tail_of(handle, size: int) -> str:
+    """The last ``size`` bytes of a file from its first whole line on, as text."""
+    handle.seek(0, os.SEEK_END)
+    end = handle.tell()
+    handle.seek(max(0, end - size))
+    data = handle.read()
+    if end > size:  # the first line is cut: drop it (a secret cut in two would escape the scrub),
+        _, newline, rest = data.partition(b"\n")  # unless the tail is all one line
+        data = rest if newline else data
+    return data.decode("utf-8", errors="replace")
 
 
 def _wait_unreaped(child: subprocess.Popen, timeout: float) -> bool:
