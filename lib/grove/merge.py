@@ -391,7 +391,8 @@ def _merge_one(settings: Settings, plan: Plan, wt: Path, s: dict, tip: str) -> t
     message = f"Merge {s['branch']} (adw {s['adw_id']})"
     if plan.strategy == "rebase":
         git.git(wt, "checkout", "--quiet", "--detach", "--force", branch)
-        attempt = proc.run(["git", "-C", wt, "rebase", "--quiet", tip], check=False)
+        # A user's rebase.updateRefs=true would move their own branches that point into the range.
+        attempt = proc.run(["git", "-c", "rebase.updateRefs=false", "-C", wt, "rebase", "--quiet", tip], check=False)
         abort: tuple[str, ...] = ("rebase", "--abort")
     else:
         flags = ["--no-ff", "--no-edit", "-m", message] if plan.strategy == "no-ff" else ["--squash"]

@@ -220,7 +220,9 @@ def _integrate(settings: Settings, s: dict, wt: Path, tip: str, strategy: str, r
             # A rebase rewrites the agent's commits: the originals stay reachable (issue 10).
             result["backup"] = preserve.backup(settings.repo, s["branch"], head,
                                                f"before inv sync --strategy rebase of {s['adw_id']}")
-        attempt = proc.run(["git", "-C", wt, "rebase", tip], check=False)
+        # -c rebase.updateRefs=false: a user's `rebase.updateRefs=true` would also move every other
+        # branch pointing into the rebased commits (their own, another agent's); any git reads it.
+        attempt = proc.run(["git", "-c", "rebase.updateRefs=false", "-C", wt, "rebase", tip], check=False)
     conflicted = sorted(set(filter(None, git.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n"))))
     if attempt.returncode != 0 and conflicted:
         result.update(outcome="conflict", conflict_files=conflicted, head_after=git.git(wt, "rev-parse", "HEAD"))
