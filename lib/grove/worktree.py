@@ -174,6 +174,24 @@ def checkout_new(settings: Settings, path: Path) -> None:
     os.replace(private, admin / "index")
 
 
+def status_against(path: Path, rev: str, untracked: str = "all") -> str:
+    """`git status --porcelain -z` of ``path``'s files against ``rev`` through a scratch index: files
+    on disk are compared, never touched, and neither the worktree's own index nor a lock a killed git
+    left on it is used (for a worktree with no index)."""
+    import tempfile
+
+    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=_admin_dir(path))
+    os.close(fd)
+    os.unlink(scratch)  # read-tree makes it (an empty file is not an index)
+    try:
+        env = {"GIT_INDEX_FILE": scratch}
+        proc.run(["git", "-C", path, "read-tree", rev], env=env, what="git read-tree")
+        return proc.run(["git", "-C", path, "status", "--porcelain", "-z", f"--untracked-files={untracked}"],
+                        env=env).stdout
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+
+
 def _admin_dir(path: Path) -> Path:
     """The worktree's admin dir in the main repo (its `.git` file says `gitdir: <dir>`), read
     without a subprocess."""
@@ -202,8 +220,19 @@ def existing(settings: Settings, adw_id: str, branch: str) -> bool:
                          hint="run `inv doctor --fix` to prune the stale entry")
     # A crash between `worktree add --no-checkout` and the checkout leaves no index: finish it.
     if not Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index")).exists():
+        _save_edits_before_checkout(settings, adw_id, path)
         checkout_new(settings, path)
     return True
+
+
+def _save_edits_before_checkout(settings: Settings, adw_id: str, path: Path) -> None:
+    """No index also means an agent's worktree whose index went missing later (a crashed tool, the
+    classic `rm index` to get past "index file corrupt"): its edits are on disk, and the checkout's
+    `reset --hard` would overwrite them. A file that differs from HEAD (not merely one the killed
+    checkout had not written yet) is salvaged under refs/grove-salvage/ first (trust first)."""
+    raw = status_against(path, "HEAD", untracked="no")
+    if any(len(e) > 3 and e[:2] != " D" for e in raw.split("\0")):
+        preserve.salvage(settings.repo, adw_id, path, generated_files(settings))
 
 
 def is_stillborn(entry: dict) -> bool:
