@@ -178,7 +178,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
             git.git(settings.repo, "worktree", "add", "--quiet", "--detach", "--no-checkout", path, commit,
                     timeout=settings.git_timeout)
         fault("pool", "after", "add")
-        git.git(path, "reset", "--hard", "--quiet", timeout=settings.git_timeout)
+        worktree.checkout_new(settings, path)  # a private index: a kill midway leaves no index.lock
         if (path / ".gitmodules").is_file():
             raise GroveError("the pool cannot hold this repository's worktrees: it has submodules, and "
                              "`git worktree move` refuses a worktree with submodules",
@@ -254,8 +254,9 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
         if head is None:  # only for an entry with no recorded commit (see above): nothing to read the index from
             return f"{path} has no index and no HEAD commit: its files cannot be compared with a commit"
-        git.git(path, "read-tree", head)  # the index only: files on disk are compared, never touched
-    raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+        raw = worktree.status_against(path, head)
+    else:
+        raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
     # untracked or changed may be.
     work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")]
