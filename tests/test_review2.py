@@ -380,20 +380,25 @@ def test_kill_9_during_a_pool_entrys_checkout_then_doctor_and_a_refill_converge(
     assert health.returncode == 0 and json.loads(health.stdout)["problems"] == [], health.stdout
 
 
-def test_kill_9_during_the_integration_worktrees_checkout_then_doctor_and_a_merge_converge(repo, tmp_path):
+@pytest.mark.parametrize("tree", ["new", "existing"])
+def test_kill_9_during_the_integration_worktrees_checkout_then_doctor_and_a_merge_converge(repo, tmp_path, tree):
     """The merge queue checks its integration worktree out with a plain `git reset --hard` too: a kill
-    -9 of `inv merge` midway leaves git's index.lock there, and every later merge fails on it."""
+    -9 of `inv merge` midway leaves git's index.lock there, and every later merge fails on it; the
+    same for a kill inside a later checkout in an integration worktree that already exists."""
     from test_review import TRAP, commit_all
 
     for i in range(5):
         (repo / f"f{i}.txt").write_text(f"file {i}\n")
     (repo / ".gitattributes").write_text("*.txt filter=trap\n")
     commit_all(repo, "files behind a filter")
-    agent(repo, "km", {"km.md": "1\n"})
     arm = tmp_path / "armed"
     (tmp_path / "trap.sh").write_text(TRAP.format(arm=arm))
     os.chmod(tmp_path / "trap.sh", 0o755)
     git(repo, "config", "filter.trap.smudge", str(tmp_path / "trap.sh"))
+    if tree == "existing":  # a first merge makes the integration worktree (the trap is not armed)
+        agent(repo, "k0", {"k0.md": "1\n"})
+        inv(repo, "merge", "--adw-id", "k0", "--quiet", check=True)
+    agent(repo, "km", {"km.md": "1\n", "km.txt": "behind the filter\n"})
     arm.touch()
     crashed = subprocess.run([*cli(), "merge", "--adw-id", "km", "--quiet"], cwd=repo, capture_output=True,
                              text=True, start_new_session=True, timeout=120)
