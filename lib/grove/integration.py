@@ -51,8 +51,12 @@ def reset(settings: Settings, tip: str) -> Path:
             # --no-checkout, as for agents: a kill inside `worktree add` then leaves only `.git`,
             # which doctor --fix and the next run can prove empty and remove (issue 10, defect 11).
             git.git(settings.repo, "worktree", "add", "--quiet", "--detach", "--no-checkout", wt, tip)
-        git.git(wt, "reset", "--hard", "--quiet")
+        worktree.checkout_new(settings, wt)  # a private index: a kill midway leaves no index.lock
         return wt
+    # A git command killed with `inv merge` (kill -9, a cancelled CI job) leaves index.lock, and then
+    # every later checkout here fails. Under the merge lock no Grove process uses this worktree, and
+    # what it holds is thrown away below anyway, so a lock found now is stale.
+    (worktree._admin_dir(wt) / "index.lock").unlink(missing_ok=True)
     for abort in (("merge", "--abort"), ("rebase", "--abort")):
         proc.run(["git", "-C", wt, *abort], check=False)
     goto(wt, tip)
