@@ -439,3 +439,19 @@ def test_a_nested_exec_timeout_stops_only_its_own_run(repo, tmp_path):
         assert gone(pids[1])
     finally:
         kill_if_alive(*pids)
+
+
+def test_setup_with_submodules_and_submodule_recurse_true(repo):
+    """With the user's `submodule.recurse=true` (a common recommendation), the checkout's `reset
+    --hard` recurses into submodules that the submodules step has not set up yet; git fails ("not a
+    git repository: .git/worktrees/<id>/modules/...") and setup of any repo with submodules fails."""
+    from test_submodules import sub_repo as make_sub_repo  # noqa: F401  (the fixture's body, called below)
+
+    sub = make_sub_repo.__wrapped__(repo)
+    git(sub, "config", "submodule.recurse", "true")
+    state = inv_json(sub, "setup", "--adw-id", "sr", "--no-install")
+    tree = sub / "trees/sr"
+    assert state["steps"]["submodules"]["outcome"] == "done"
+    assert (tree / "vendor/lib/deep/deep.txt").read_text() == "deep\n"
+    assert git(tree, "status", "--porcelain") == ""
+    assert git(tree / "vendor/lib", "status", "--porcelain") == ""
