@@ -169,9 +169,20 @@ def checkout_new(settings: Settings, path: Path) -> None:
     private = admin / "grove-checkout.index"
     for leftover in (private, admin / "grove-checkout.index.lock"):
         leftover.unlink(missing_ok=True)
-    proc.run(["git", "-C", path, "reset", "--hard", "--quiet"], env={"GIT_INDEX_FILE": str(private)},
-             timeout=settings.git_timeout, what="git reset")
+    # submodule.recurse=false: a user's `true` makes reset recurse into submodules the submodules
+    # step has not set up yet, and git fails; that step checks them out itself, right after.
+    env = {"GIT_INDEX_FILE": str(private), **_config_env("submodule.recurse", "false")}
+    proc.run(["git", "-C", path, "reset", "--hard", "--quiet"], env=env, timeout=settings.git_timeout,
+             what="git reset")
     os.replace(private, admin / "index")
+
+
+def _config_env(key: str, value: str) -> dict[str, str]:
+    """``git -c key=value`` as environment (GIT_CONFIG_COUNT, git 2.31+), after any pairs the user's
+    environment already gives."""
+    raw = os.environ.get("GIT_CONFIG_COUNT", "")
+    n = int(raw) if raw.isdigit() else 0
+    return {"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": key, f"GIT_CONFIG_VALUE_{n}": value}
 
 
 def status_against(path: Path, rev: str, untracked: str = "all") -> str:
