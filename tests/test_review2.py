@@ -455,3 +455,20 @@ def test_setup_with_submodules_and_submodule_recurse_true(repo):
     assert (tree / "vendor/lib/deep/deep.txt").read_text() == "deep\n"
     assert git(tree, "status", "--porcelain") == ""
     assert git(tree / "vendor/lib", "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("strategy", ["no-ff", "squash", "rebase"])
+def test_merge_of_a_repo_with_submodules_under_submodule_recurse_true(repo, strategy):
+    """The merge queue's integration worktree never sets its submodules up, but its `git checkout
+    --force` (and reset, merge, rebase) recurse under the user's submodule.recurse=true and fail the
+    same way: nothing can be merged with --validate in such a repository."""
+    from test_submodules import sub_repo as make_sub_repo  # noqa: F401
+
+    sub = make_sub_repo.__wrapped__(repo)
+    git(sub, "config", "submodule.recurse", "true")
+    inv(sub, "setup", "--adw-id", "ms", "--no-install", check=True)
+    commit_file(sub / "trees/ms", "x.txt", "1\n")
+    inv(sub, "status", "--adw-id", "ms", "--set", "completed", check=True)
+    out = inv(sub, "merge", "--adw-id", "ms", "--json", "--strategy", strategy, "--validate", "true")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["results"][0]["outcome"] == "merged"
