@@ -30,6 +30,14 @@ CLAIM_ID = NAME
 LOCK_FILES = ("uv.lock", "pyproject.toml", "package.json", "bun.lock", "bun.lockb", "package-lock.json")
 # What `git clean` must keep between runs even when the repo does not ignore it: installs.
 KEEP = (".venv/", "node_modules/")
+# This worktree never sets its submodules up: a user's submodule.recurse=true would make checkout
+# and reset recurse into them, and git fails ("not a git repository: .../modules/<path>").
+NO_RECURSE = ("-c", "submodule.recurse=false")
+
+
+def run_git(wt: Path, *args: str) -> str:
+    """``git -C wt args`` with NO_RECURSE; stdout without its final newline."""
+    return proc.run(["git", *NO_RECURSE, "-C", wt, *args], what=f"git {args[0]}").stdout.rstrip("\n")
 
 
 def path(settings: Settings) -> Path:
@@ -58,20 +66,20 @@ def reset(settings: Settings, tip: str) -> Path:
     # what it holds is thrown away below anyway, so a lock found now is stale.
     (worktree._admin_dir(wt) / "index.lock").unlink(missing_ok=True)
     for abort in (("merge", "--abort"), ("rebase", "--abort")):
-        proc.run(["git", "-C", wt, *abort], check=False)
+        proc.run(["git", *NO_RECURSE, "-C", wt, *abort], check=False)
     goto(wt, tip)
     return wt
 
 
 def goto(wt: Path, tip: str) -> None:
     """Detached HEAD, index and files at ``tip``; untracked files go, ignored ones and installs stay."""
-    git.git(wt, "checkout", "--quiet", "--detach", "--force", tip)
+    run_git(wt, "checkout", "--quiet", "--detach", "--force", tip)
     clean(wt)
 
 
 def clean(wt: Path) -> None:
     excludes = [arg for keep in KEEP for arg in ("-e", keep)]
-    git.git(wt, "reset", "--hard", "--quiet")
+    run_git(wt, "reset", "--hard", "--quiet")
     git.git(wt, "clean", "-ffdq", *excludes)
 
 

@@ -390,17 +390,18 @@ def _merge_one(settings: Settings, plan: Plan, wt: Path, s: dict, tip: str) -> t
     branch = f"refs/heads/{s['branch']}"
     message = f"Merge {s['branch']} (adw {s['adw_id']})"
     if plan.strategy == "rebase":
-        git.git(wt, "checkout", "--quiet", "--detach", "--force", branch)
+        integration.run_git(wt, "checkout", "--quiet", "--detach", "--force", branch)
         # A user's rebase.updateRefs=true would move their own branches that point into the range.
-        attempt = proc.run(["git", "-c", "rebase.updateRefs=false", "-C", wt, "rebase", "--quiet", tip], check=False)
+        attempt = proc.run(["git", *integration.NO_RECURSE, "-c", "rebase.updateRefs=false", "-C", wt, "rebase",
+                            "--quiet", tip], check=False)
         abort: tuple[str, ...] = ("rebase", "--abort")
     else:
         flags = ["--no-ff", "--no-edit", "-m", message] if plan.strategy == "no-ff" else ["--squash"]
-        attempt = proc.run(["git", "-C", wt, "merge", "--quiet", *flags, branch], check=False)
+        attempt = proc.run(["git", *integration.NO_RECURSE, "-C", wt, "merge", "--quiet", *flags, branch], check=False)
         abort = ("merge", "--abort") if plan.strategy == "no-ff" else ("reset", "--hard", "--quiet", tip)
     if attempt.returncode != 0:
         files = sorted(set(filter(None, git.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n"))))
-        proc.run(["git", "-C", wt, *abort], check=False)
+        proc.run(["git", *integration.NO_RECURSE, "-C", wt, *abort], check=False)
         if not files:
             raise GroveError(f"git could not merge {s['branch']}: {proc.tail(attempt.stderr or attempt.stdout)}")
         return "conflict", tip, {"conflict_files": files, "reason": f"conflict in {', '.join(files)}"}
@@ -469,7 +470,7 @@ class Validator:
         if tip in self.seen:
             return self.seen[tip]
         self.count += 1
-        git.git(self.wt, "checkout", "--quiet", "--detach", "--force", tip)
+        integration.run_git(self.wt, "checkout", "--quiet", "--detach", "--force", tip)
         try:
             result = self._prepare_and_run(agents)
         finally:
