@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 from . import agentdb, agentrun, locks, portable, proc, state
 from .config import Settings
@@ -152,7 +151,7 @@ def execute(settings: Settings, ids: list[str], argv: list[str], *, jobs: int | 
         for run in runs:  # one exec per agent at a time; a busy one stops the whole call before it starts
             stack.enter_context(locks.locked(settings.lock_path(f"exec-{run.adw_id}"), 0,
                                              f"{run.adw_id} is already running an inv exec"))
-        stack.enter_context(_sigterm_interrupts())
+        stack.enter_context(proc.sigterm_interrupts())
         job = _Job(settings, argv, timeout, backend, display)
         display.start(runs)
         try:
@@ -160,23 +159,6 @@ def execute(settings: Settings, ids: list[str], argv: list[str], *, jobs: int | 
         finally:
             display.stop()
     return outcome
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM to Grove behaves like Ctrl-C: the children are stopped, not orphaned."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _Job:
