@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -142,3 +143,14 @@ def snapshot(repo: Path) -> dict:
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60.0) -> None:
+    """Poll until ``predicate()``: an ordering device; the limit only turns a hang into a failure."""
+    end = time.monotonic() + limit
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}: {proc.communicate()}")
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, commit_file, git, inv, inv_json, settings_for
+from conftest import cli, commit_file, git, inv, inv_json, settings_for, wait_for
 
 from grove import chain, portable
 from grove.report import Reporter
@@ -35,15 +35,6 @@ def make_agents(repo: Path, *ids: str) -> list[Path]:
 
 def load(repo: Path, adw_id: str) -> dict:
     return json.loads((repo / "agents" / adw_id / "adw_state.json").read_text())
-
-
-def wait_for(predicate, what: str, limit: float = 60.0) -> None:
-    """Poll until ``predicate()``; the limit only turns a hang into a failure, it asserts no speed."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def pids_in(path: Path) -> list[int]:

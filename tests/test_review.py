@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, git, inv, inv_json, settings_for
+from conftest import GROVE, cli, git, inv, inv_json, settings_for, wait_for
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -36,17 +36,6 @@ def commit_reset_script(repo: Path, text: str = RESET_WRITES_FRESH) -> None:
     (repo / "scripts/reset_db.sh").write_text(text)
     os.chmod(repo / "scripts/reset_db.sh", 0o755)
     commit_all(repo, "reset script")
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60) -> None:
-    """Poll until ``predicate()`` (an ordering device, not an assertion on time)."""
-    end = time.monotonic() + limit
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended before {what}: {proc.communicate()}")
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def start_inv(repo: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -86,9 +75,8 @@ cat
 """
 
 
-def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo, tmp_path):
-    """A kill -9 while `git reset --hard` checks a new worktree out leaves git's index.lock and no
-    index; `doctor --fix` and a re-run must finish that agent, as for every other crash point."""
+def set_checkout_trap(repo: Path, tmp_path: Path) -> Path:
+    """Five files behind the TRAP smudge filter, committed; returns the file that arms it."""
     for i in range(5):
         (repo / f"f{i}.txt").write_text(f"file {i}\n")
     (repo / ".gitattributes").write_text("*.txt filter=trap\n")
@@ -97,6 +85,13 @@ def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo
     (tmp_path / "trap.sh").write_text(TRAP.format(arm=arm))
     os.chmod(tmp_path / "trap.sh", 0o755)
     git(repo, "config", "filter.trap.smudge", str(tmp_path / "trap.sh"))
+    return arm
+
+
+def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo, tmp_path):
+    """A kill -9 while `git reset --hard` checks a new worktree out leaves git's index.lock and no
+    index; `doctor --fix` and a re-run must finish that agent, as for every other crash point."""
+    arm = set_checkout_trap(repo, tmp_path)
     arm.touch()
     ids = ["k1", "k2", "k3"]
     args = [x for i in ids for x in ("--adw-id", i)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, commit_file, git, inv, inv_json, settings_for
+from conftest import GROVE, cli, commit_file, git, inv, inv_json, settings_for, wait_for
 
 from grove import portable  # noqa: E402
 from test_merge import agent  # noqa: E402
@@ -33,17 +33,6 @@ def kill_if_alive(*pids: int) -> None:
     for pid in pids:
         if not gone(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60) -> None:
-    """Poll until ``predicate()`` (an ordering device, not an assertion on time)."""
-    end = time.monotonic() + limit
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended before {what}: {proc.communicate()}")
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def start_inv(repo: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
@@ -358,16 +347,9 @@ def test_kill_9_during_a_pool_entrys_checkout_then_doctor_and_a_refill_converge(
     """The pool checks its new worktrees out with a plain `git reset --hard`: a kill -9 midway leaves
     git's index.lock (the defect checkout_new's private index fixed for setup), and then every
     reading of that entry (`git read-tree` to prove it empty) fails until a human removes the lock."""
-    from test_review import TRAP, commit_all
+    from test_review import set_checkout_trap
 
-    for i in range(5):
-        (repo / f"f{i}.txt").write_text(f"file {i}\n")
-    (repo / ".gitattributes").write_text("*.txt filter=trap\n")
-    commit_all(repo, "files behind a filter")
-    arm = tmp_path / "armed"
-    (tmp_path / "trap.sh").write_text(TRAP.format(arm=arm))
-    os.chmod(tmp_path / "trap.sh", 0o755)
-    git(repo, "config", "filter.trap.smudge", str(tmp_path / "trap.sh"))
+    arm = set_checkout_trap(repo, tmp_path)
     arm.touch()
     crashed = subprocess.run([*cli(), "pool", "--size", "1", "--quiet"], cwd=repo, capture_output=True, text=True,
                              start_new_session=True, timeout=120)
@@ -385,16 +367,9 @@ def test_kill_9_during_the_integration_worktrees_checkout_then_doctor_and_a_merg
     """The merge queue checks its integration worktree out with a plain `git reset --hard` too: a kill
     -9 of `inv merge` midway leaves git's index.lock there, and every later merge fails on it; the
     same for a kill inside a later checkout in an integration worktree that already exists."""
-    from test_review import TRAP, commit_all
+    from test_review import set_checkout_trap
 
-    for i in range(5):
-        (repo / f"f{i}.txt").write_text(f"file {i}\n")
-    (repo / ".gitattributes").write_text("*.txt filter=trap\n")
-    commit_all(repo, "files behind a filter")
-    arm = tmp_path / "armed"
-    (tmp_path / "trap.sh").write_text(TRAP.format(arm=arm))
-    os.chmod(tmp_path / "trap.sh", 0o755)
-    git(repo, "config", "filter.trap.smudge", str(tmp_path / "trap.sh"))
+    arm = set_checkout_trap(repo, tmp_path)
     if tree == "existing":  # a first merge makes the integration worktree (the trap is not armed)
         agent(repo, "k0", {"k0.md": "1\n"})
         inv(repo, "merge", "--adw-id", "k0", "--quiet", check=True)
