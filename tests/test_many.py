@@ -136,7 +136,9 @@ def test_one_failing_tail_rolls_back_that_agent_alone(repo):
 def test_a_bad_request_among_many_changes_nothing_for_it(repo):
     git(repo, "branch", "adw/mine")  # the user's own branch: no agent may take it
     out = inv(repo, "setup", "--adw-id", "good", "--adw-id", "mine", "--no-install", "--json")
-    assert out.returncode == 2, out.stderr
+    # `good` was set up, so the call is not "nothing changed" (exit 2): 1, with mine's own code in errors.
+    assert out.returncode == 1, out.stderr
+    assert [(e["adw_id"], e["exit_code"]) for e in json.loads(out.stdout)["errors"]] == [("mine", 2)]
     assert not (repo / "trees" / "mine").exists()
     assert git(repo, "rev-parse", "adw/mine") == git(repo, "rev-parse", "main")
     assert (repo / "trees" / "good").is_dir()

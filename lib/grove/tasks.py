@@ -147,7 +147,9 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     else:
         _emit({"agents": states, "errors": errors}, json, lambda d: [_print_ready(s) for s in d["agents"]])
     if errors:
-        raise Exit(f"grove: {len(errors)} of {len(reqs)} setups failed", code=max(e["exit_code"] for e in errors))
+        # Exit 2 promises that nothing changed: only when no agent was set up (each error says its own code).
+        code = max(e["exit_code"] for e in errors)
+        raise Exit(f"grove: {len(errors)} of {len(reqs)} setups failed", code=1 if states and code == 2 else code)
 
 
 def _print_ready(s):
