@@ -94,6 +94,23 @@ def test_teardown_refuses_live_status_but_conflict_is_cleanable(repo):
     assert [a["adw_id"] for a in archived] == ["t2"] and archived[0]["status"] == "cleaned"
 
 
+def test_teardown_of_several_ids_checks_them_all_first_and_exits_2_only_when_nothing_changed(repo):
+    for adw_id in ("m1", "m2", "m3"):
+        make_agent(repo, adw_id)
+    for adw_id in ("m1", "m2"):
+        state.set_status(settings_for(repo), adw_id, "completed")
+    state.set_status(settings_for(repo), "m3", "in_progress")
+    unknown = inv(repo, "teardown", "--adw-id", "m1", "--adw-id", "nosuch", "--json")
+    assert unknown.returncode == 2 and "nosuch" in unknown.stdout
+    assert (repo / "trees/m1").is_dir(), "an unknown id among several tears nothing down"
+    out = inv(repo, "teardown", "--adw-id", "m1", "--adw-id", "m3", "--adw-id", "m2", "--json")
+    doc = json.loads(out.stdout)
+    assert [r["adw_id"] for r in doc["torn_down"]] == ["m1", "m2"]
+    assert [(e["adw_id"], e["exit_code"]) for e in doc["errors"]] == [("m3", 2)]  # its own refusal
+    assert out.returncode == 1, "m1 and m2 were torn down: the call must not say 'nothing changed'"
+    assert (repo / "trees/m3").is_dir() and not (repo / "trees/m1").exists()
+
+
 def test_cleanup_epic_counts_and_keeps_unmerged_branches(repo):
     for i in (1, 2, 3):
         make_agent(repo, f"e{i}", epic_id="EP", task_name=f"t{i}")

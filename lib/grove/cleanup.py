@@ -37,6 +37,18 @@ def branch_merged(settings: Settings, s: dict) -> bool:
     return git.is_merged(settings.repo, f"refs/heads/{s['branch']}", _base_ref(settings, s))
 
 
+def check_known(settings: Settings, adw_id: str, looked_up: tuple[dict | None, dict | None] | None = None) -> None:
+    """Bad input (exit 2) unless Grove knows ``adw_id`` here: a state, a worktree or a port claim.
+    ``looked_up``: (state, git's worktree entry) when the caller has read them already."""
+    ids.check_id(adw_id)
+    path = settings.worktree_path(adw_id)
+    s, entry = looked_up or (state.load(settings, adw_id), git.worktree_for(settings.repo, path))
+    claimed = any(c.get("adw_id") == adw_id for c in ports.read_registry(settings).values())
+    if s is None and entry is None and not path.exists() and not claimed:
+        raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
+                        "see `inv list` and `inv git-worktrees`")
+
+
 def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
              salvage: bool | None = None, keep_db: bool = False, report: Reporter | None = None) -> dict:
     """Remove one agent's worktree, free its slot and archive its state; returns what was done.
@@ -53,10 +65,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         s = state.load(settings, adw_id)
         path = settings.worktree_path(adw_id)
         entry = git.worktree_for(settings.repo, path)
-        claimed = any(c.get("adw_id") == adw_id for c in ports.read_registry(settings).values())
-        if s is None and entry is None and not path.exists() and not claimed:
-            raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
-                            "see `inv list` and `inv git-worktrees`")
+        check_known(settings, adw_id, (s, entry))
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
         databases = agentdb.plan_teardown(settings, adw_id, keep_db)  # an unreachable server: exit 1 here

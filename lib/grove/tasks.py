@@ -189,9 +189,28 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         _emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
         return
-    done = [cleanup.teardown(settings, _one([a]), delete_branch=delete_branch, force=force, keep_db=keep_db,
-                             report=report) for a in (adw_id or [None])]
-    _emit(done[0] if len(done) == 1 else {"torn_down": done}, json, lambda d: None)
+    targets = [_one([a]) for a in (adw_id or [None])]
+    if len(targets) == 1:
+        _emit(cleanup.teardown(settings, targets[0], delete_branch=delete_branch, force=force, keep_db=keep_db,
+                               report=report), json, lambda d: None)
+        return
+    from .errors import GroveError
+
+    for target in targets:  # every id is checked before any is torn down: exit 2 changes nothing
+        cleanup.check_known(settings, target)
+    done, errors = [], []
+    for target in targets:
+        try:
+            done.append(cleanup.teardown(settings, target, delete_branch=delete_branch, force=force, keep_db=keep_db,
+                                         report=report))
+        except GroveError as exc:
+            report.warn(f"{target}: {exc}")
+            errors.append({"adw_id": target, "error": exc.message, "exit_code": exc.code})
+    _emit({"torn_down": done, "errors": errors}, json, lambda d: None)
+    if errors:
+        # Exit 2 promises that nothing changed: only when none was torn down.
+        code = max(e["exit_code"] for e in errors)
+        raise Exit(f"grove: {len(errors)} of {len(targets)} teardowns failed", code=1 if done and code == 2 else code)
 
 
 @task(
