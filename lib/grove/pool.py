@@ -229,13 +229,26 @@ def _remove_worktree(settings: Settings, path: Path) -> None:
     """Remove a pool entry's worktree: its HEAD is the recorded base commit (reachable) and it holds
     no one's work (the caller proved it, or made it itself just now), so no salvage ref is made."""
     entry = git.worktree_for(settings.repo, path)
+    if entry is not None and not path.is_dir():
+        _forget_gone(settings, path, entry)
+        entry = None
     with worktree.repo_lock(settings):
         if entry is not None and path.is_dir():
             git.git(settings.repo, "worktree", "remove", "--force", path, timeout=settings.git_timeout)
-        elif entry is not None:
-            git.prune_entry(settings.repo, path)
     if path.exists() or os.path.islink(path):
         worktree.safe_rmtree(settings, path)
+
+
+def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> None:
+    """Forget git's entry for a pool worktree whose directory is gone (deleted or moved by hand).
+    Its HEAD and reflog in git's admin entry may hold commits someone made there and no ref
+    reaches: they go to refs/grove-backup/ first, as doctor does for an agent's (DESIGN.md)."""
+    entry = entry or git.worktree_for(settings.repo, path)
+    if entry is None:
+        return
+    worktree._keep_worktree_commits(settings, path, entry)
+    with worktree.repo_lock(settings):
+        git.prune_entry(settings.repo, path)
 
 
 def proven_empty(settings: Settings, entry: dict) -> str | None:
@@ -313,8 +326,7 @@ def _entry_problem(settings: Settings, entry: dict) -> dict | None:
 def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
     path = Path(entry["path"])
     if problem["kind"] == "pool_entry_gone":
-        with worktree.repo_lock(settings):
-            git.prune_entry(settings.repo, path)
+        _forget_gone(settings, path)
         _update(settings, lambda data: data["entries"].pop(name, None))
     elif entry["status"] == "filling" or not entry.get("ready_at"):
         reason = proven_empty(settings, entry)
