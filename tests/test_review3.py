@@ -43,3 +43,34 @@ def test_a_commit_in_a_pooled_worktree_moved_or_deleted_by_hand_is_not_lost(repo
         shutil.rmtree(wt)
     inv(repo, *repair, "--no-fetch" if repair[0] == "pool" else "--json")
     assert reachable(repo, work), "the commit made in the pooled worktree is in no ref"
+
+
+def test_kill_9_inside_the_takes_checkout_then_doctor_and_a_rerun_converge(repo):
+    """The take checks the agent's branch out with a plain `git checkout -b` in the moved worktree.
+    A kill -9 while it writes the files (the base changed many since the fill) leaves the branch
+    made, HEAD detached and index.lock behind; doctor --fix and the same setup must then finish it."""
+    light(repo)
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    [entry] = pool_entries(repo).values()
+    for i in range(40):
+        d = repo / f"bulk/{i}"
+        d.mkdir(parents=True)
+        for j in range(500):
+            (d / f"f{j}.txt").write_text(f"{i} {j}\n" * 20)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "bulk")
+    git(repo, "push", "-q", "origin", "main")
+    lock = repo / ".git/worktrees" / entry["name"] / "index.lock"
+    proc = subprocess.Popen([*cli(), "setup", "--adw-id", "c1", "--no-fetch"], cwd=repo, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lock.exists, "the take's checkout", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    inv(repo, "doctor", "--fix", "--json")
+    again = inv(repo, "setup", "--adw-id", "c1", "--no-fetch", "--json")
+    assert again.returncode == 0, again.stderr
+    wt = repo / "trees/c1"
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/c1"
+    assert git(wt, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
+    assert git(wt, "status", "--porcelain") == "" and (wt / "bulk/39/f499.txt").is_file()
+    assert inv_json(repo, "doctor")["healthy"]
