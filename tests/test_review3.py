@@ -60,10 +60,10 @@ def test_kill_9_inside_the_takes_checkout_then_doctor_and_a_rerun_converge(repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "bulk")
     git(repo, "push", "-q", "origin", "main")
-    lock = repo / ".git/worktrees" / entry["name"] / "index.lock"
     proc = subprocess.Popen([*cli(), "setup", "--adw-id", "c1", "--no-fetch"], cwd=repo, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lock.exists, "the take's checkout", proc)
+    # Killed once the checkout has begun writing the base's files (and long before it is done).
+    wait_for((repo / "trees/c1/bulk").exists, "the take's checkout", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     inv(repo, "doctor", "--fix", "--json")
