@@ -419,9 +419,7 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
             if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
                 # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
                 owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
-                _unhide(target)
-                git.git(target, "checkout", "--quiet", "--no-track", "-b", branch, base_commit,
-                        timeout=settings.git_timeout)
+                _switch(settings, target, branch, base_commit)
                 if not resuming:
                     undo.branch, undo.base_commit = branch, base_commit
         fault("pool", "after", "branch")
@@ -431,15 +429,40 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
     return _refresh(settings, entry, target, base_commit)
 
 
-def _unhide(target: Path) -> None:
-    """Put the committed versions of the files the fill hid (skip-worktree) back, so a checkout of
-    a newer base that changed them goes through; the file steps write the agent's own after."""
-    from .sync import hidden_files
+def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> None:
+    """Bring the taken worktree to ``base_commit`` on a new ``branch``, crash-safe.
 
-    hidden = hidden_files(target)
+    A plain `git checkout -b` killed while writing files leaves git's index.lock, HEAD detached
+    and half the base's files on disk: every re-run then failed. So, like ``worktree.checkout_new``,
+    the files are written through a private copy of the index (only the files the base changed
+    are written, as its stat data is the real one's), which replaces the real index once complete;
+    then the branch is made and HEAD set. A re-run of a killed take starts over from the real
+    index, untouched until then; what is on disk is the pool's checkout (proven empty at the
+    claim) plus what the killed run wrote, so ``reset --hard`` loses no one's work. The files the
+    fill hid (skip-worktree) are unhidden in the copy, so a base that changed them goes through;
+    the file steps write the agent's own after.
+    """
+    admin = worktree._admin_dir(target)
+    private = admin / "grove-take.index"
+    for leftover in (private, admin / "grove-take.index.lock"):
+        leftover.unlink(missing_ok=True)
+    if (admin / "index").is_file():
+        shutil.copyfile(admin / "index", private)
+    env = {"GIT_INDEX_FILE": str(private)}
+    hidden = [e[2:] for e in proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
+              if e[:2] == "S "]
     if hidden:
-        git.git(target, "update-index", "--no-skip-worktree", "--", *hidden)
-        git.git(target, "checkout", "--quiet", "--", *hidden)
+        proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
+    proc.run(["git", "-C", target, "-c", "submodule.recurse=false", "reset", "--hard", "--quiet", base_commit],
+             env=env, timeout=settings.git_timeout, what="git reset")
+    os.replace(private, admin / "index")
+    tip = git.rev(settings.repo, f"refs/heads/{branch}")
+    if tip is None:
+        git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)
+    elif tip != base_commit:  # made by a killed run of this take, at the same base (recorded in the state)
+        raise GroveError(f"branch {branch} exists at {tip[:10]}, not at the base {base_commit[:10]}",
+                         hint=f"look at it; `inv teardown --adw-id` and set up again")
+    git.git(target, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
 
 def _set(settings: Settings, name: str, **fields) -> None:
