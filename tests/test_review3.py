@@ -74,3 +74,36 @@ def test_kill_9_inside_the_takes_checkout_then_doctor_and_a_rerun_converge(repo)
     assert git(wt, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
     assert git(wt, "status", "--porcelain") == "" and (wt / "bulk/39/f499.txt").is_file()
     assert inv_json(repo, "doctor")["healthy"]
+
+
+def test_a_pool_filled_for_another_base_is_filled_for_the_base_asked(repo):
+    """`inv pool --size 2 --base dev` over a pool of 2 on main said "size 2", exit 0, created
+    nothing: no entry on dev, so `setup --base dev` never took one. The pool has one size; the
+    entries on another base count for nothing towards it (and go first, as fill says)."""
+    light(repo)
+    git(repo, "push", "-q", "origin", "main:dev")
+    inv(repo, "pool", "--size", "2", "--no-fetch", check=True)
+    filled = inv_json(repo, "pool", "--size", "2", "--base", "dev")
+    assert [e["base"] for e in filled["entries"] if e["status"] == "ready"] == ["dev", "dev"], filled
+    assert inv_json(repo, "setup", "--adw-id", "d1", "--base", "dev", "--no-install")["from_pool"] is True
+
+
+def test_a_file_the_fills_db_reset_made_does_not_make_every_entry_kept(repo):
+    """A reset script whose output is not git-ignored (data/seed.sqlite) is Grove's own work in a
+    pooled worktree, yet the take's "someone worked in it" check saw it as a change: every entry
+    went `kept` at its first take, never handed out, and no drain could remove it."""
+    commit_file(repo, "scripts/reset_db.sh", "#!/bin/sh\nmkdir -p data && echo seeded > data/seed.sqlite\n")
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "db")
+    git(repo, "push", "-q", "origin", "main")
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    s = inv_json(repo, "setup", "--adw-id", "u1", "--no-fetch")
+    assert s["from_pool"] is True and inv_json(repo, "pool")["entries"] == []
+    assert (repo / "trees/u1/data/seed.sqlite").read_text() == "seeded\n"
+    # Changed by someone after the fill, it is work again: kept, never handed out.
+    inv(repo, "pool", "--size", "1", "--no-fetch", check=True)
+    [entry] = pool_entries(repo).values()
+    (Path(entry["path"]) / "data/seed.sqlite").write_text("someone's rows\n")
+    assert inv_json(repo, "setup", "--adw-id", "u2", "--no-fetch")["from_pool"] is False
+    assert [e["status"] for e in inv_json(repo, "pool")["entries"]] == ["kept"]
