@@ -141,13 +141,15 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
     def plan(data: dict) -> tuple[list[str], list[str]]:
         data["size"] = size
         live = [n for n, e in data["entries"].items() if e["status"] in ("ready", "filling")]
-        # Entries on another base, or the oldest, go first when the pool shrinks.
+        # Entries on another base, or the oldest, go first when the pool shrinks; and they count for
+        # nothing towards the size: `--size 2 --base dev` over two entries on main made none on dev.
         live.sort(key=lambda n: (data["entries"][n].get("base") == base, data["entries"][n].get("created_at") or ""))
-        new = [f"p-{ids.new_id()}" for _ in range(max(0, size - len(live)))]
+        here = sum(data["entries"][n].get("base") == base for n in live)
+        new = [f"p-{ids.new_id()}" for _ in range(max(0, size - here))]
         for name in new:
             data["entries"][name] = {"name": name, "path": str(pool_root(settings) / name), "status": "filling",
                                      "pid": os.getpid(), "base": base, "commit": commit, "created_at": state.now()}
-        extra = [n for n in live if data["entries"][n]["status"] == "ready"][:max(0, len(live) - size)]
+        extra = [n for n in live if data["entries"][n]["status"] == "ready"][:max(0, len(live) + len(new) - size)]
         # Entries kept for holding changes are looked at again: once cleaned up, they go.
         extra += [n for n, e in data["entries"].items() if e["status"] == "kept"]
         for name in extra:
