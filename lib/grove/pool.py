@@ -196,8 +196,9 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
+        own = _own_files(path)
         _update(settings, lambda data: data["entries"][name].update(
-            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest,
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
             installed=list(settings.install_dirs), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
     except BaseException:
@@ -273,11 +274,33 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     else:
         raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
-    # untracked or changed may be.
-    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")]
+    # untracked or changed may be, except the untracked files the fill itself made (a reset
+    # script's database that is not git-ignored), as long as they are as the fill left them.
+    own = entry.get("own") or {}
+    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
+            and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))]
     if work:
         return f"{path} has changes: {', '.join(work[:5])}"
     return None
+
+
+def _own_files(path: Path) -> dict[str, list[int]]:
+    """The untracked, not ignored files a fill made (its installs and db reset): path -> [size, mtime]."""
+    raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    own = {}
+    for e in raw.split("\0"):
+        if e[:3] == "?? ":
+            st = (path / e[3:]).lstat()
+            own[e[3:]] = [st.st_size, st.st_mtime_ns]
+    return own
+
+
+def _unchanged(file: Path, recorded: list | None) -> bool:
+    try:
+        st = file.lstat()
+    except OSError:
+        return False
+    return recorded is not None and [st.st_size, st.st_mtime_ns] == list(recorded)
 
 
 def _remove(settings: Settings, name: str) -> str | None:
