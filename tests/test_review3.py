@@ -107,3 +107,35 @@ def test_a_file_the_fills_db_reset_made_does_not_make_every_entry_kept(repo):
     (Path(entry["path"]) / "data/seed.sqlite").write_text("someone's rows\n")
     assert inv_json(repo, "setup", "--adw-id", "u2", "--no-fetch")["from_pool"] is False
     assert [e["status"] for e in inv_json(repo, "pool")["entries"]] == ["kept"]
+
+
+def test_a_python_version_the_base_changed_above_the_install_dir_reinstalls_it(tmp_path, repo):
+    """uv picks a project's interpreter from .python-version in its directory *or any parent*, and
+    a workspace's uv.lock / bun.lock sit at its root: the take looked for lock files only inside
+    each install dir, so a base that moved the repo's .python-version kept the pool's venv on the
+    old Python while a fresh setup got the new one."""
+    sys.path.insert(0, str(GROVE / "scripts"))
+    import sample_app
+    from grove import deps
+
+    def version(wt: Path) -> str:
+        return subprocess.run([str(wt / "app/server/.venv/bin/python"), "-c",
+                               "import platform; print(platform.python_version())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    found = subprocess.run([deps.find_tool("uv"), "python", "list", "--only-installed", "--output-format", "json"],
+                           capture_output=True, text=True, check=True)
+    versions = sorted({p["version"] for p in json.loads(found.stdout) if p["version"].startswith("3.")})
+    if len(versions) < 2:
+        pytest.skip("needs two Python versions uv can find")
+    app = sample_app.build(tmp_path / "plain", deps.find_tool("uv"), deps.find_tool("bun"))
+    commit_file(app, ".python-version", versions[0] + "\n")
+    git(app, "push", "-q", "origin", "main")
+    inv(app, "pool", "--size", "1", check=True)
+    commit_file(app, ".python-version", versions[1] + "\n")
+    git(app, "push", "-q", "origin", "main")
+    pooled = inv_json(app, "setup", "--adw-id", "v1")
+    fresh = inv_json(app, "setup", "--adw-id", "v2", "--no-pool")
+    assert pooled["from_pool"] and not fresh["from_pool"]
+    assert version(app / "trees/v2") == versions[1]
+    assert version(app / "trees/v1") == versions[1], "the pooled venv kept the old interpreter"
