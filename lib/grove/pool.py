@@ -35,8 +35,8 @@ from .report import Reporter
 POOL_DIR = ".pool"
 PLACEHOLDER_PORT = 0
 # Files whose change means an install dir's dependencies must be installed again.
-LOCK_FILES = ("uv.lock", "pyproject.toml", ".python-version", "package.json", "bun.lock", "bun.lockb",
-              "package-lock.json", "npm-shrinkwrap.json")
+LOCK_FILES = ("uv.lock", "pyproject.toml", ".python-version", ".python-versions", "uv.toml", "package.json",
+              "bun.lock", "bun.lockb", "package-lock.json", "npm-shrinkwrap.json")
 
 
 class Taken:
@@ -545,6 +545,9 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
             reasons[d] = "not an install dir when the pool was filled"
         elif _lock_changed(d, changed):
             reasons[d] = "lock file changed"
+            venv = target / d / ".venv"
+            if _lock_changed(d, changed, INTERPRETER_FILES) and venv.is_dir() and not venv.is_symlink():
+                shutil.rmtree(venv)  # the pool's own venv: `uv sync` makes it anew with the interpreter asked for
         elif _stale_venv(target / d, entry):
             reasons[d] = "venv named the pool path"
     reinstall = list(reasons)
@@ -562,9 +565,17 @@ def _changed(target: Path, old: str, new: str) -> set[str]:
     return set(filter(None, out.split("\0")))
 
 
-def _lock_changed(install_dir: str, changed: set[str]) -> bool:
-    prefix = "" if install_dir in (".", "") else install_dir.rstrip("/") + "/"
-    return any(f"{prefix}{name}" in changed for name in LOCK_FILES)
+# What uv reads to choose the interpreter: a venv that exists is kept by `uv sync` when one of these
+# changed in a parent directory (measured, uv 0.13), where a fresh setup gets the new interpreter.
+INTERPRETER_FILES = (".python-version", ".python-versions", "uv.toml")
+
+
+def _lock_changed(install_dir: str, changed: set[str], names: tuple[str, ...] = LOCK_FILES) -> bool:
+    """A lock file changed in the install dir or in any directory above it: uv reads .python-version
+    and uv.toml from every parent, and a workspace's uv.lock or bun.lock lies at its root."""
+    parts = [p for p in Path(install_dir).parts if p not in (".", "")]
+    prefixes = ["/".join(parts[:i]) + "/" if i else "" for i in range(len(parts) + 1)]
+    return any(f"{prefix}{name}" in changed for prefix in prefixes for name in names)
 
 
 def db_inputs_changed(settings: Settings, entry: dict, changed: set[str]) -> tuple[bool, str]:
