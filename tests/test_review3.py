@@ -139,3 +139,13 @@ def test_a_python_version_the_base_changed_above_the_install_dir_reinstalls_it(t
     assert pooled["from_pool"] and not fresh["from_pool"]
     assert version(app / "trees/v2") == versions[1]
     assert version(app / "trees/v1") == versions[1], "the pooled venv kept the old interpreter"
+
+
+def test_a_pool_on_a_base_that_does_not_exist_exits_2_and_changes_nothing(repo):
+    """Exit 2 means nothing changed: `inv pool --size 1 --base nope` left agents/.grove/ behind
+    (the fetch's lock), where `inv setup --base nope` checks the base before touching anything."""
+    light(repo)
+    before = sorted(p.name for p in repo.iterdir())
+    out = inv(repo, "pool", "--size", "1", "--base", "nope")
+    assert out.returncode == 2 and "nope" in out.stderr
+    assert sorted(p.name for p in repo.iterdir()) == before
