@@ -133,6 +133,9 @@ def env_digest(settings: Settings) -> str:
 def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True) -> dict:
     """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones."""
     base = base or settings.base_branch
+    if size > 0:  # bad input changes nothing (exit 2): checked before any lock or file is made
+        git.check_branch_name(settings.repo, base)
+        worktree.check_base(settings, base, fetch)
     fixed = reconcile(settings)
     commit = None
     if size > 0:
