@@ -26,8 +26,9 @@ class Claim:
 
 def preferred_slot(adw_id: str, slots: int) -> int:
     """sha256 of the id modulo the slot count: the same on every machine and every run
-    (Python's ``hash()`` is salted per process)."""
-    return int.from_bytes(_sha256(adw_id.encode()).digest()[:8], "big") % slots
+    (Python's ``hash()`` is salted per process). The whole digest as one big-endian integer, so
+    ``int(sha256(id).hexdigest(), 16) % slots`` outside Grove predicts it (DESIGN.md's contract)."""
+    return int.from_bytes(_sha256(adw_id.encode()).digest(), "big") % slots
 
 
 try:  # CPython's own sha256: the same digest, without loading OpenSSL through hashlib (1 ms, issue 12)
