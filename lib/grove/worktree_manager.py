@@ -38,6 +38,21 @@ def _seed_errors(action: Callable[[], T]) -> T:
         raise kind(str(exc)) from exc
 
 
+class BaseBranchMissing(ValueError, RuntimeError):
+    """A base branch that exists neither locally nor on the remote.
+
+    Grove calls it bad input (ValueError, exit 2 for `inv`); the seed's "Worktree Creation Failure"
+    example catches it as ``RuntimeError`` ("e.g., base branch doesn't exist"). It is both, so
+    either handler works.
+    """
+
+
+def _base_missing(settings: config.Settings) -> bool:
+    base, remote = settings.base_branch, settings.remote
+    refs = [f"refs/heads/{base}"] + ([f"refs/remotes/{remote}/{base}"] if remote else [])
+    return all(git.rev(settings.repo, ref) is None for ref in refs)
+
+
 def _meta(settings: config.Settings, data: dict) -> WorktreeMetadata:
     return WorktreeMetadata.from_dict(data, data.get("archive_file") or str(settings.state_path(data["adw_id"])))
 
@@ -56,7 +71,13 @@ def create_worktree_for_agent(epic_id: str, task_name: str, base_branch: Optiona
     settings = _seed_errors(lambda: _settings(project_root, base_branch))
     req = chain.Request(adw_id or ids.new_id(), base=settings.base_branch, epic_id=epic_id, task_name=task_name,
                         agent_id=agent_id, install=install, db=db)
-    return _meta(settings, _seed_errors(lambda: chain.setup(settings, req, Reporter(quiet=True))))
+    try:
+        data = _seed_errors(lambda: chain.setup(settings, req, Reporter(quiet=True)))
+    except ValueError as exc:
+        if _base_missing(settings):
+            raise BaseBranchMissing(str(exc)) from exc.__cause__
+        raise
+    return _meta(settings, data)
 
 
 def list_worktrees(epic_id: Optional[str] = None, status: Optional[str] = None,
