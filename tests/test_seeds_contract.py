@@ -70,6 +70,17 @@ def test_status_cleaned_is_not_a_label_over_a_live_worktree(here):
     assert not (live and meta.name in active), "state says cleaned, worktree still there and listed as active"
 
 
+def test_listing_by_an_unknown_status_is_bad_input(here):
+    """Seed 004 names the valid statuses; DESIGN: bad input exits 2 with a clear error. A typo such as
+    `in-progress` silently reported "No agents" (exit 0) and the API returned []."""
+    create("TASK-001", "API")
+    with pytest.raises(ValueError, match="in-progress"):
+        list_worktrees(status="in-progress")
+    out = inv(here, "list", "--status", "in-progress")
+    assert out.returncode == 2 and "in_progress" in out.stderr  # names the valid ones
+    assert inv(here, "list", "--status", "created", "--json").returncode == 0
+
+
 # --- what holds (regression for the seed's walkthroughs) -----------------------------------------
 
 def test_seed_004_walkthrough_from_the_repo(here):
