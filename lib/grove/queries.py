@@ -6,11 +6,18 @@ import os
 
 from . import git, state
 from .config import Settings
+from .errors import bad_input
 
 
 def list_agents(settings: Settings, epic_id: str | None = None, status: str | None = None,
                 archived: bool = False) -> list[dict]:
     """States (or archived states), filtered, most recent first, each with ``git`` and ``exists``."""
+    if status is not None:
+        from .models import STATUSES  # on demand, as in state.py: `inv list` stays lean
+
+        if status not in STATUSES:
+            # A typo (`in-progress`) must not read as "no agents": the seed names the valid statuses.
+            raise bad_input(f"unknown status {status!r}", f"one of: {', '.join(STATUSES)}")
     if archived:
         rows = state.archived(settings)
     else:
