@@ -102,6 +102,7 @@ def test_seed_004_walkthrough_from_the_repo(here):
     update_worktree_status(api.name, "completed", completed_at=now)
     got = get_worktree_metadata(api.name)
     assert got.agent_id == "backend-specialist" and len(got.commits) == 1
+    assert got.assigned_at is not None and got.created_at <= got.assigned_at
     assert got.completed_at.replace(tzinfo=None) == now.replace(microsecond=0)
     update_worktree_status(ui.name, "failed", error_message="Tests failed: 3 errors")
     assert get_worktree_metadata(ui.name).error_message == "Tests failed: 3 errors"
@@ -125,6 +126,7 @@ def test_seed_004_walkthrough_from_the_repo(here):
     archived = list_archived_worktrees(epic_id="TASK-001")
     assert {w.name for w in archived} == {api.name, ui.name, db.name}
     assert all(w.cleaned_at is not None and w.status == "cleaned" for w in archived)
+    assert {w.name: w.merged_at is not None for w in archived}[api.name]
     assert list_worktrees() == []
     assert [w["path"] for w in get_all_git_worktrees()] == [str(here)]
 
