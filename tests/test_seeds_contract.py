@@ -56,6 +56,8 @@ def test_missing_base_branch_is_the_seed_s_runtime_error(here):
     assert list_worktrees() == []
 
 
+@pytest.mark.xfail(strict=True, reason="open defect: state.TRANSITIONS lets any status become `cleaned` "
+                   "without a teardown; refusing it or tearing down is the lead's call (state.py)")
 def test_status_cleaned_is_not_a_label_over_a_live_worktree(here):
     """Seed 004: `cleaned` means "Worktree removed and archived". Setting it by hand over a live
     worktree leaves one that cleanup_epic_worktrees, gc and doctor all skip as gone."""
