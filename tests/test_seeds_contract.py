@@ -56,20 +56,16 @@ def test_missing_base_branch_is_the_seed_s_runtime_error(here):
     assert list_worktrees() == []
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: state.TRANSITIONS lets any status become `cleaned` "
-                   "without a teardown; refusing it or tearing down is the lead's call (state.py)")
 def test_status_cleaned_is_not_a_label_over_a_live_worktree(here):
     """Seed 004: `cleaned` means "Worktree removed and archived". Setting it by hand over a live
     worktree leaves one that cleanup_epic_worktrees, gc and doctor all skip as gone."""
     meta = create("TASK-001", "API")
     update_worktree_status(meta.name, "completed")
-    try:
+    with pytest.raises(ValueError, match="recorded by a teardown"):
         update_worktree_status(meta.name, "cleaned")
-    except ValueError:
-        return  # refused: fine
-    live = Path(meta.path).is_dir()
-    active = [w.name for w in list_worktrees()]
-    assert not (live and meta.name in active), "state says cleaned, worktree still there and listed as active"
+    out = inv(here, "status", "--adw-id", meta.name, "--set", "cleaned")
+    assert out.returncode == 2 and "teardown" in out.stderr
+    assert get_worktree_metadata(meta.name).status == "completed" and Path(meta.path).is_dir()
 
 
 def test_listing_by_an_unknown_status_is_bad_input(here):

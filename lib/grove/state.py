@@ -171,6 +171,11 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     """The locked transition behind ``inv status --set`` and ``update_worktree_status``."""
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
+    if target == "cleaned":
+        # The seed's "worktree removed and archived": only a teardown may record it, or a live worktree
+        # would be labelled gone and skipped by every cleanup.
+        raise bad_input(f"{adw_id}: `cleaned` is recorded by a teardown, not set by hand",
+                        f"inv teardown --adw-id {adw_id} (cleanup_worktree) removes and archives it")
     refresh = _commit_refresher(settings)
 
     def change(s: dict) -> None:
