@@ -13,8 +13,8 @@ We only borrow its binaries and do the rest in a few lines:
 * Settings go into ``postgresql.conf`` rather than ``pg_ctl -o "..."``: pg_ctl hands ``-o`` to
   ``/bin/sh``, and a path with a space would break it.
 * ``stop()`` is idempotent, runs from the fixture's ``finally`` and from ``atexit``, and falls back to
-  signals if ``pg_ctl stop`` fails. If the process is killed outright, the postmaster still notices
-  within about a minute that its data dir (and ``postmaster.pid``) is gone and shuts itself down.
+  signals if ``pg_ctl stop`` fails. If the test process is killed outright (SIGKILL, or SIGTERM,
+  which skips ``atexit``), a watchdog started with the server stops it and removes its temp dir.
 
 tests/conftest.py imports the fixtures, so one session-scoped server serves every test module.
 """
@@ -29,6 +29,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -211,6 +212,43 @@ class PgServer:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+# Runs detached beside the tests: once the test process is gone (killed, so neither the fixture's
+# finally nor atexit ran) it stops the server the way stop() falls back to, and removes its dir.
+# A normal stop() removes the data dir first, and the watchdog then just exits.
+_WATCHDOG = r"""
+import os, shutil, signal, sys, time
+parent, data, base = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+while running(parent) and os.path.isdir(data):
+    time.sleep(1)
+try:
+    pid = int(open(os.path.join(data, "postmaster.pid")).read().split()[0])
+    os.kill(pid, signal.SIGQUIT)
+    for _ in range(100):
+        if not running(pid):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+except (OSError, ValueError, IndexError):
+    pass
+shutil.rmtree(base, ignore_errors=True)
+"""
+
+
+def _watch(server: PgServer) -> None:
+    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(server.data), str(server.base)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` still runs. A zombie counts as gone: pg_ctl's postmaster is re-parented to
     PID 1, and in a container PID 1 may be slow to reap it (or never do it)."""
@@ -271,6 +309,7 @@ def start_server(*, fsync: bool = False) -> PgServer:
         with open(server.data / "postgresql.conf", "a") as conf:
             conf.write("\n# grove test server\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
         server.run_tool("pg_ctl", "-D", server.data, "-l", server.log, "-w", "-t", "30", "start", as_server=True)
+        _watch(server)
     except BaseException:
         server.stop()
         raise
