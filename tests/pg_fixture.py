@@ -189,10 +189,7 @@ class PgServer:
             return ""
 
     def _postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
+        return _pid_in(self.data)
 
     def stop(self) -> None:
         """Stop the server and remove its temp dir. Safe to call twice, and after a failed start."""
@@ -212,41 +209,32 @@ class PgServer:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-# Runs detached beside the tests: once the test process is gone (killed, so neither the fixture's
-# finally nor atexit ran) it stops the server the way stop() falls back to, and removes its dir.
-# A normal stop() removes the data dir first, and the watchdog then just exits.
-_WATCHDOG = r"""
-import os, shutil, signal, sys, time
-parent, data, base = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-def running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-while running(parent) and os.path.isdir(data):
-    time.sleep(1)
-try:
-    pid = int(open(os.path.join(data, "postmaster.pid")).read().split()[0])
-    os.kill(pid, signal.SIGQUIT)
-    for _ in range(100):
-        if not running(pid):
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-except (OSError, ValueError, IndexError):
-    pass
-shutil.rmtree(base, ignore_errors=True)
-"""
-
-
 def _watch(server: PgServer) -> None:
-    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(server.data), str(server.base)],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    """A detached watchdog (``_watchdog`` in a process of its own) for when the tests are killed."""
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import pg_fixture; pg_fixture._watchdog(*sys.argv[2:])"
+    subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent), str(os.getpid()), str(server.data),
+                      str(server.base)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+
+def _watchdog(parent: str, data: str, base: str) -> None:
+    """Once the test process is gone (killed, so neither the fixture's finally nor atexit ran), stop
+    the server the way stop() falls back to and remove its dir. A normal stop() removes the data
+    dir first, and the watchdog then just exits."""
+    while alive(int(parent)) and os.path.isdir(data):
+        time.sleep(1)
+    pid = _pid_in(Path(data))
+    if pid is not None:
+        _kill(pid)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _pid_in(data: Path) -> int | None:
+    """The postmaster's pid, from the first line of its postmaster.pid."""
+    try:
+        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
 
 
 def alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json, make_repo, settings_for
+from conftest import GROVE, commit_file, git, gone, inv, inv_json, kill_if_alive, make_repo, settings_for
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -432,8 +432,7 @@ def test_a_validation_that_hangs_is_killed_with_its_children(repo, tmp_path, mon
     result = json.loads(out.stdout)["results"][0]
     assert out.returncode == 1 and result["outcome"] == "validation_failed" and "exit_code" not in result
     assert "timed out after 2s" in result["reason"] and "started" in result["output_tail"]
-    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")  # the backgrounded child went with the group
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie
+    assert gone(int(pidfile.read_text())), "the backgrounded child went with the group"
 
 
 def test_a_validation_that_hangs_after_starting_a_daemon_takes_the_daemon_down_too(repo, tmp_path, monkeypatch):
@@ -445,12 +444,10 @@ def test_a_validation_that_hangs_after_starting_a_daemon_takes_the_daemon_down_t
               f"[ -e dmn.txt ] || exit 0; (cd / && setsid sleep 607 & echo $! > {pidfile}); sleep 608")
     assert out.returncode == 1 and "timed out after 2s" in json.loads(out.stdout)["results"][0]["reason"]
     daemon = int((tmp_path / "daemon.pid").read_text())
-    stat = Path(f"/proc/{daemon}/stat")
     try:
-        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the daemon outlived it"
+        assert gone(daemon), "the daemon outlived it"
     finally:
-        if stat.exists():
-            os.kill(daemon, signal.SIGKILL)
+        kill_if_alive(daemon)
 
 
 def test_a_passing_validation_that_leaves_a_server_running_lands_and_the_server_is_stopped(repo, tmp_path):
@@ -463,12 +460,10 @@ def test_a_passing_validation_that_leaves_a_server_running_lands_and_the_server_
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["results"][0]["outcome"] == "merged"
     server = int((tmp_path / "server.pid").read_text())
-    stat = Path(f"/proc/{server}/stat")
     try:
-        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the server outlived it"
+        assert gone(server), "the server outlived it"
     finally:
-        if stat.exists():
-            os.kill(server, signal.SIGKILL)
+        kill_if_alive(server)
 
 
 @pytest.mark.parametrize("mode", ["--sequential", "--batch"])

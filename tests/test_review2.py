@@ -13,25 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, commit_file, git, inv, inv_json, settings_for, wait_for
+from conftest import GROVE, cli, commit_file, git, gone, inv, inv_json, kill_if_alive, settings_for, wait_for
 
 from grove import portable  # noqa: E402
 from test_merge import agent  # noqa: E402
-
-
-def gone(pid: int) -> bool:
-    """Exited (a zombie counts: this machine's init does not always reap orphans)."""
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def kill_if_alive(*pids: int) -> None:
-    for pid in pids:
-        if not gone(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def start_inv(repo: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:

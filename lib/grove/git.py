@@ -141,23 +141,8 @@ def _gitdir_target(admin: Path) -> str:
 def registered(repo: Path, path: Path) -> bool:
     """Whether git has a worktree entry for exactly ``path``, read from the admin dirs' gitdir files
     without running git; True when it cannot tell (then ask `worktree_for`)."""
-    admin = Path(repo) / ".git" / "worktrees"
-    if not (Path(repo) / ".git").is_dir():
-        return True
-    want = os.path.realpath(Path(path) / ".git")
-    try:
-        entries = list(admin.iterdir())
-    except FileNotFoundError:
-        return False
-    for entry in entries:
-        try:
-            if _gitdir_target(entry) == want:
-                return True
-        except OSError:
-            if not (entry / "gitdir").exists():
-                continue  # an admin dir a concurrent `worktree add` is still writing, or a broken one
-            return True
-    return False
+    paths = linked_worktree_paths(repo)
+    return paths is None or os.path.realpath(path) in paths
 
 
 def check_branch_name(repo: Path, branch: str) -> None:
@@ -241,10 +226,19 @@ def admin_dir(repo: Path, path: Path) -> Path | None:
     """The .git/worktrees/<name> directory that belongs to the worktree at exactly ``path``."""
     want = os.path.realpath(Path(path) / ".git")
     for admin in (common_dir(repo) / "worktrees").glob("*"):
-        gitdir = admin / "gitdir"
-        if gitdir.is_file() and os.path.realpath(gitdir.read_text().strip()) == want:
-            return admin
+        try:
+            if _gitdir_target(admin) == want:
+                return admin
+        except OSError:
+            continue
     return None
+
+
+def own_admin_dir(path: Path) -> Path:
+    """The admin dir of the worktree at ``path``, from its `.git` file (`gitdir: <dir>`), without a
+    subprocess; the worktree's directory must exist (``admin_dir`` finds it from the repo's side)."""
+    text = (Path(path) / ".git").read_text(encoding="utf-8")
+    return Path(path, text.partition("gitdir:")[2].strip())
 
 
 def prune_entry(repo: Path, path: Path) -> bool:

@@ -64,7 +64,7 @@ def reset(settings: Settings, tip: str) -> Path:
     # A git command killed with `inv merge` (kill -9, a cancelled CI job) leaves index.lock, and then
     # every later checkout here fails. Under the merge lock no Grove process uses this worktree, and
     # what it holds is thrown away below anyway, so a lock found now is stale.
-    (worktree._admin_dir(wt) / "index.lock").unlink(missing_ok=True)
+    (git.own_admin_dir(wt) / "index.lock").unlink(missing_ok=True)
     for abort in (("merge", "--abort"), ("rebase", "--abort")):
         proc.run(["git", *NO_RECURSE, "-C", wt, *abort], check=False)
     goto(wt, tip)

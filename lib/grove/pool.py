@@ -461,29 +461,20 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
     """Bring the taken worktree to ``base_commit`` on a new ``branch``, crash-safe.
 
     A plain `git checkout -b` killed while writing files leaves git's index.lock, HEAD detached
-    and half the base's files on disk: every re-run then failed. So, like ``worktree.checkout_new``,
-    the files are written through a private copy of the index (only the files the base changed
-    are written, as its stat data is the real one's), which replaces the real index once complete;
-    then the branch is made and HEAD set. A re-run of a killed take starts over from the real
-    index, untouched until then; what is on disk is the pool's checkout (proven empty at the
-    claim) plus what the killed run wrote, so ``reset --hard`` loses no one's work. The files the
-    fill hid (skip-worktree) are unhidden in the copy, so a base that changed them goes through;
-    the file steps write the agent's own after.
+    and half the base's files on disk: every re-run then failed. So the files are written through
+    ``worktree.reset_privately`` (only the files the base changed), then the branch is made and HEAD
+    set. What is on disk is the pool's checkout (proven empty at the claim) plus what a killed run
+    wrote, so ``reset --hard`` loses no one's work. The files the fill hid (skip-worktree) are
+    unhidden in the private index first, so a base that changed them goes through; the file steps
+    write the agent's own after.
     """
-    admin = worktree._admin_dir(target)
-    private = admin / "grove-take.index"
-    for leftover in (private, admin / "grove-take.index.lock"):
-        leftover.unlink(missing_ok=True)
-    if (admin / "index").is_file():
-        shutil.copyfile(admin / "index", private)
-    env = {"GIT_INDEX_FILE": str(private)}
-    hidden = [e[2:] for e in proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
-              if e[:2] == "S "]
-    if hidden:
-        proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
-    proc.run(["git", "-C", target, "-c", "submodule.recurse=false", "reset", "--hard", "--quiet", base_commit],
-             env=env, timeout=settings.git_timeout, what="git reset")
-    os.replace(private, admin / "index")
+    def unhide(env: dict[str, str]) -> None:
+        listed = proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
+        hidden = [e[2:] for e in listed if e[:2] == "S "]
+        if hidden:
+            proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
+
+    worktree.reset_privately(settings, target, base_commit, prepare=unhide)
     tip = git.rev(settings.repo, f"refs/heads/{branch}")
     if tip is None:
         git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)

@@ -12,7 +12,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import envfiles, git, locks, owned, preserve, proc, submodules
 from .config import Settings
@@ -158,22 +158,35 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
 
 
 def checkout_new(settings: Settings, path: Path) -> None:
-    """Check out the files of a worktree that ``add`` made with ``--no-checkout`` (it has no index yet).
+    """Check out the files of a worktree that ``add`` made with ``--no-checkout`` (it has no index yet)."""
+    reset_privately(settings, path)
 
-    Into a private index that is moved into place once complete: a kill -9 midway (setup_many runs
-    several checkouts at once) must not leave git's own index.lock, which makes every later
-    `reset --hard` fail until a human deletes it. Grove's private files are its own, written only
-    here under the agent's op lock, so a re-run removes what a killed one left and starts again.
+
+def reset_privately(settings: Settings, path: Path, commit: str | None = None,
+                    prepare: Callable[[dict[str, str]], None] | None = None) -> None:
+    """`git reset --hard [commit]` in the worktree at ``path``, through a private copy of its index
+    that replaces the real one once complete.
+
+    A kill -9 midway (setup_many runs several checkouts at once) must not leave git's own
+    index.lock, which makes every later checkout there fail until a human deletes it. Grove's
+    private files are its own, written only here under the agent's op lock (or the pool's or merge
+    lock), so a re-run removes what a killed one left and starts again from the real index, which
+    is untouched until then. Starting from a copy of it, only the files that differ are written.
+    ``prepare(env)`` may change the copy first (the pool unhides the files its fill hid).
     """
-    admin = _admin_dir(path)
+    admin = git.own_admin_dir(path)
     private = admin / "grove-checkout.index"
     for leftover in (private, admin / "grove-checkout.index.lock"):
         leftover.unlink(missing_ok=True)
+    if (admin / "index").is_file():
+        shutil.copyfile(admin / "index", private)
     # submodule.recurse=false: a user's `true` makes reset recurse into submodules the submodules
     # step has not set up yet, and git fails; that step checks them out itself, right after.
     env = {"GIT_INDEX_FILE": str(private), **_config_env("submodule.recurse", "false")}
-    proc.run(["git", "-C", path, "reset", "--hard", "--quiet"], env=env, timeout=settings.git_timeout,
-             what="git reset")
+    if prepare is not None:
+        prepare(env)
+    proc.run(["git", "-C", path, "reset", "--hard", "--quiet", *([commit] if commit else [])], env=env,
+             timeout=settings.git_timeout, what="git reset")
     os.replace(private, admin / "index")
 
 
@@ -191,7 +204,7 @@ def status_against(path: Path, rev: str, untracked: str = "all") -> str:
     left on it is used (for a worktree with no index)."""
     import tempfile
 
-    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=_admin_dir(path))
+    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=git.own_admin_dir(path))
     os.close(fd)
     os.unlink(scratch)  # read-tree makes it (an empty file is not an index)
     try:
@@ -201,13 +214,6 @@ def status_against(path: Path, rev: str, untracked: str = "all") -> str:
                         env=env).stdout
     finally:
         Path(scratch).unlink(missing_ok=True)
-
-
-def _admin_dir(path: Path) -> Path:
-    """The worktree's admin dir in the main repo (its `.git` file says `gitdir: <dir>`), read
-    without a subprocess."""
-    text = (path / ".git").read_text(encoding="utf-8")
-    return Path(path, text.partition("gitdir:")[2].strip())
 
 
 def existing(settings: Settings, adw_id: str, branch: str) -> bool:
