@@ -1,6 +1,6 @@
 """Invoke's entry for `inv -r path/to/grove ...` and for Grove vendored at a repo's root.
 
-A thin shim: the tasks live in the package (lib/grove/tasks.py), which the `grove` command uses too.
+A thin shim: the tasks live in the package (lib/grove/cli/tasks.py), which the `grove` command uses too.
 This checkout's lib/ goes first on sys.path, so `inv -r` runs this checkout even when another
 Grove is installed.
 
@@ -36,4 +36,4 @@ def _lend_dependencies() -> None:
 
 _lend_dependencies()
 
-from grove.tasks import ns  # noqa: E402,F401  (Invoke looks for `ns`)
+from grove.cli.tasks import ns  # noqa: E402,F401  (Invoke looks for `ns`)

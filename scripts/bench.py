@@ -39,7 +39,7 @@ sys.path.insert(0, str(GROVE / "scripts"))
 import bench_postgres  # noqa: E402
 import sample_app  # noqa: E402
 
-from grove.deps import find_tool  # noqa: E402
+from grove.resources.deps import find_tool  # noqa: E402
 
 FIXTURES = GROVE / "bench" / "fixtures"
 INV = str(Path(sys.executable).parent / "inv")
@@ -166,7 +166,8 @@ def build_app(root: Path, kind: str) -> Path:
 def reset(app: Path) -> None:
     """Remove every worktree between runs (not timed; in this process, with Grove's own teardown).
     Pool entries stay; the pool rows fill the pool again before they measure."""
-    from grove import cleanup, config, state
+    from grove.ops import cleanup
+    from grove.core import config, state
 
     os.environ.update(ENV)
     settings = config.load({"repo": app})

@@ -38,8 +38,9 @@ def commit(cwd: Path, name: str, text: str) -> None:
 
 
 def fixture(root: Path, branches: int, worst: bool) -> Path:
-    from grove import chain, config, state
-    from grove.report import Reporter
+    from grove.ops import chain
+    from grove.core import config, state
+    from grove.core.report import Reporter
 
     shutil.rmtree(root, ignore_errors=True)
     app = root / "app"

@@ -30,7 +30,8 @@ sys.path.insert(0, str(GROVE / "tests"))
 
 import pg_fixture  # noqa: E402
 
-from grove import agentdb, config, pgdb  # noqa: E402
+from grove.resources import agentdb
+from grove.core import config, pgdb  # noqa: E402
 
 TEMPLATE = "bench_tpl"
 ROW_BYTES = 80  # heap bytes per row of the narrow table (tuple header + bigint + md5 text + timestamptz)

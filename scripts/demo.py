@@ -24,8 +24,8 @@ sys.path.insert(0, str(GROVE / "scripts"))
 
 import sample_app  # noqa: E402
 
-from grove import portable  # noqa: E402
-from grove.deps import find_tool  # noqa: E402
+from grove.core import portable  # noqa: E402
+from grove.resources.deps import find_tool  # noqa: E402
 
 INV = [str(Path(sys.executable).parent / "inv"), "-r", str(GROVE)]
 IDS = ["demo-a", "demo-b", "demo-c"]

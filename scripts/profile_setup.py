@@ -28,12 +28,13 @@ t0 = time.perf_counter()
 import invoke, invoke.program                       # bare `inv` pays this too
 t1 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-import grove.tasks                                  # the task table (`inv --list` pays this)
+import grove.cli.tasks                                  # the task table (`inv --list` pays this)
 t2 = time.perf_counter()
-from grove import chain, config, proc
+from grove.ops import chain
+from grove.core import config, proc
 import filelock, dotenv.parser                      # imported on first use during a setup
 t3 = time.perf_counter()
-from grove.report import Reporter
+from grove.core.report import Reporter
 
 spent = {"git": [], "fsync": []}
 real_run, real_fsync = proc.subprocess.run, os.fsync
@@ -106,7 +107,7 @@ def main() -> int:
             calls.setdefault(name, []).append(t)
     chain_own = [r["chain"] - g - r["fsync"] for r, g in zip(runs, git_total)]
     print(f"medians of {len(runs)} samples, in ms (inv setup --no-install --no-db on the sample app)")
-    print(f"  imports for the task table (grove.tasks)           {med([r['imports_tasks'] for r in runs]):6.1f}")
+    print(f"  imports for the task table (grove.cli.tasks)       {med([r['imports_tasks'] for r in runs]):6.1f}")
     print(f"  imports for setup (chain and steps, filelock, dotenv) {med([r['imports_setup'] for r in runs]):6.1f}")
     print(f"  configuration (config.load)                        {med([r['config'] for r in runs]):6.1f}")
     print(f"  chain.setup, all of it                             {med([r['chain'] for r in runs]):6.1f}")

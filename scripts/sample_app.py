@@ -106,6 +106,6 @@ def build(root: Path, uv: str | None = None, bun: str | None = None) -> Path:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-    from grove.deps import find_tool
+    from grove.resources.deps import find_tool
 
     print(build(Path(sys.argv[1]), find_tool("uv"), find_tool("bun")))

@@ -121,7 +121,7 @@ def inv_json(repo: Path, *args: str, **kw):
 
 
 def settings_for(repo: Path, **overrides):
-    from grove import config
+    from grove.core import config
 
     return config.load({"repo": repo, **overrides})
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import inv
 
-from grove import compose
+from grove.resources import compose
 
 
 @pytest.mark.parametrize("repo_name, adw_id, expected", [

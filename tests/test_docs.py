@@ -10,7 +10,7 @@ import pytest
 
 from conftest import GROVE, cli, commit_file, inv, inv_json
 
-from grove.config import DEFAULTS
+from grove.core.config import DEFAULTS
 
 
 def documented_blocks() -> dict[str, list]:
@@ -136,7 +136,7 @@ def test_completion_script_prints_for_each_shell():
 @pytest.mark.parametrize("layer", ["invoke_yaml", "invoke_env", "repo_env", "process_env", "flag"])
 def test_config_precedence(repo, tmp_path, layer, monkeypatch):
     """flags > process env > invoke.yaml / INVOKE_GROVE_* > target .env > Grove .env > defaults."""
-    from grove import config
+    from grove.core import config
 
     monkeypatch.delenv("ADW_BASE_BRANCH", raising=False)
     invoke_cfg = {"base_branch": "from-yaml"} if layer in ("invoke_yaml", "repo_env", "process_env", "flag") else {}

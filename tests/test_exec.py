@@ -19,8 +19,9 @@ import pytest
 
 from conftest import cli, commit_file, git, inv, inv_json, settings_for, wait_for
 
-from grove import chain, portable
-from grove.report import Reporter
+from grove.ops import chain
+from grove.core import portable
+from grove.core.report import Reporter
 
 BACKEND = portable.process_backend()
 
@@ -248,7 +249,7 @@ def test_python_api_execute_in_worktrees(repo):
 
 
 def test_watch_frame_shows_status_ahead_dirty_ports_running_exec_and_age(repo):
-    from grove import watch
+    from grove.ops import watch
 
     busy, idle = make_agents(repo, "w1", "w2")
     commit_file(busy, "feature.txt", "done\n")

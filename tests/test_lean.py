@@ -16,7 +16,7 @@ from conftest import GROVE, git, inv, inv_json
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import git as grove_git  # noqa: E402
+from grove.core import git as grove_git  # noqa: E402
 
 NAMES = [
     "adw/a1", "feature/TASK-1/x-1", "a", "main", "HEAD", "-x", "x-", "@", "a@b", "a@{b", "@{-1}", "a/.b", ".a",
@@ -110,7 +110,7 @@ def test_the_fetched_commit_is_the_remote_tip(repo, tmp_path):
 
 def test_the_repository_is_found_as_git_finds_it(repo, tmp_path):
     """The plain-checkout shortcut gives git's answer, and steps aside where git must answer."""
-    from grove import config
+    from grove.core import config
 
     inv_json(repo, "setup", "--adw-id", "r1", "--no-install")
     (repo / "sub/dir").mkdir(parents=True)

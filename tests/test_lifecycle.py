@@ -13,9 +13,11 @@ import pytest
 
 from conftest import LIB, commit_file, git, inv, inv_json, settings_for
 
-from grove import chain, git as grove_git, state, worktree_manager as wm
-from grove.errors import GroveError
-from grove.report import Reporter
+from grove.ops import chain
+from grove.core import git as grove_git, state
+from grove import worktree_manager as wm
+from grove.core.errors import GroveError
+from grove.core.report import Reporter
 
 
 def make_agent(repo, adw_id, **kw):
@@ -312,7 +314,7 @@ def test_readers_skip_an_agent_torn_down_while_they_list(repo, monkeypatch):
     # A teardown in another process can archive a state between state.all_ids() and state.load()
     # (`inv list --watch` polls while agents come and go): list, gc, exec --all and merge --all
     # took the None that load() then gives for a state and crashed (TypeError, AttributeError).
-    from grove import cleanup, execute, merge, queries
+    from grove.ops import cleanup, execute, merge, queries
 
     settings = settings_for(repo)
     for adw_id in ("stay", "gone"):

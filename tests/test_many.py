@@ -17,7 +17,7 @@ from conftest import GROVE, git, inv, inv_json
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import deps  # noqa: E402
+from grove.resources import deps  # noqa: E402
 
 
 def logging_wrapper(bin_dir: Path, name: str, real: str, log: Path) -> None:

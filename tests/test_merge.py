@@ -11,8 +11,9 @@ import pytest
 
 from conftest import cli, commit_file, git, inv, inv_json, settings_for
 
-from grove import chain, state
-from grove.report import Reporter
+from grove.ops import chain
+from grove.core import state
+from grove.core.report import Reporter
 
 
 def agent(repo: Path, adw_id: str, files: dict[str, str], status: str = "completed") -> Path:
@@ -257,7 +258,7 @@ def test_a_status_changed_during_the_merge_never_raises_and_lands_in_history(rep
 
 
 def test_a_cleanup_failure_is_reported_in_the_summary_and_replaces_nothing(repo):
-    from grove import locks
+    from grove.core import locks
 
     agent(repo, "cl1", {"cl1.txt": "1\n"})
     agent(repo, "cl2", {"cl2.txt": "2\n"})

@@ -18,7 +18,7 @@ from conftest import GROVE, commit_file, git, gone, inv, inv_json, kill_if_alive
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import deps  # noqa: E402
+from grove.resources import deps  # noqa: E402
 from test_merge import agent, read_state  # noqa: E402  (the same in-process agents)
 
 
@@ -122,7 +122,7 @@ def test_the_same_suite_fails_in_an_unprepared_tree(app):
 
 
 def test_dependencies_are_reused_and_reinstalled_only_when_a_lock_file_changed(repo, monkeypatch):
-    from grove import integration
+    from grove.ops import integration
 
     monkeypatch.setenv("ADW_INSTALL_DIRS", "app/server")
     commit_file(repo, "app/server/pyproject.toml", "[project]\nname='s'\nversion='0.1'\n")

@@ -38,9 +38,11 @@ import pytest
 
 from conftest import cli, git, make_repo
 
-from grove import chain, cleanup, config, doctor, state, worktree_manager as wm
-from grove.errors import GroveError
-from grove.report import Reporter
+from grove.ops import chain, cleanup, doctor
+from grove.core import config, state
+from grove import worktree_manager as wm
+from grove.core.errors import GroveError
+from grove.core.report import Reporter
 
 IDS = ("a", "b", "c", "d")  # `d` collides with a user's own branch adw/d: Grove must refuse it
 USER_REFS = ("refs/heads/feature/auth/login-form", "refs/heads/adw/legacy-thing", "refs/heads/adw/d",
@@ -177,7 +179,7 @@ class NothingIsLost:
 
     def pool(self, size):
         """Fill (or drain) the warm pool; the next setups take from it."""
-        from grove import pool as pooling
+        from grove.ops import pool as pooling
 
         self._quiet(lambda: pooling.fill(self.settings, size, None, self.report, fetch=False))
 

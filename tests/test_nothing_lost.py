@@ -337,8 +337,8 @@ def test_bulk_cleanups_leave_conflict_agents(repo):
 
 
 def test_list_is_most_recent_first_within_one_second(repo):
-    from grove import chain
-    from grove.report import Reporter
+    from grove.ops import chain
+    from grove.core.report import Reporter
     from conftest import settings_for
 
     settings = settings_for(repo)

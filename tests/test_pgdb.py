@@ -1,4 +1,4 @@
-"""grove.pgdb, the PostgreSQL primitives: offline URL/name rules, then a real server (tests/pg_fixture.py).
+"""grove.core.pgdb, the PostgreSQL primitives: offline URL/name rules, then a real server (tests/pg_fixture.py).
 
 The db step, teardown and doctor over them (the ownership journal, the chain) are in test_postgres.py.
 """
@@ -20,8 +20,8 @@ from psycopg.conninfo import conninfo_to_dict
 import pg_fixture
 from pg_fixture import SECRET, password_role  # noqa: F401 (a fixture)
 from conftest import LIB
-from grove import pgdb
-from grove.errors import GroveError
+from grove.core import pgdb
+from grove.core.errors import GroveError
 
 def _uid() -> str:
     return uuid.uuid4().hex[:8]
@@ -153,14 +153,14 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_importing_the_module_does_not_import_psycopg():
-    done = _python("import sys; from grove import pgdb; pgdb.redact('postgresql://u:p@h/x');"
+    done = _python("import sys; from grove.core import pgdb; pgdb.redact('postgresql://u:p@h/x');"
                    "pgdb.agent_db_name('t', 'x'); print('psycopg' in sys.modules)")
     assert done.stdout.strip() == "False", done.stderr
 
 
 def test_missing_driver_is_code_2():
     done = _python("import sys; sys.modules['psycopg'] = None\n"
-                   "from grove import pgdb\n"
+                   "from grove.core import pgdb\n"
                    "try: pgdb.parse_admin_url('postgresql:///postgres')\n"
                    "except pgdb.GroveError as e: print(e.code, e.hint)")
     assert done.stdout.startswith("2 "), done.stderr

@@ -22,7 +22,7 @@ from test_postgres import pg_repo  # noqa: F401 (a fixture)
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import deps  # noqa: E402
+from grove.resources import deps  # noqa: E402
 
 
 def make_wheel(directory: Path) -> str:

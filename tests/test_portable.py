@@ -1,4 +1,4 @@
-"""Every mechanism in grove.portable, forced one at a time, gives the same answers (issue 15).
+"""Every mechanism in grove.core.portable, forced one at a time, gives the same answers (issue 15).
 
 Linux has all three process mechanisms (psutil, /proc, ps + lsof) and both copies (GNU cp, Python),
 so the fallbacks macOS would take are exercised here on every run.
@@ -18,8 +18,8 @@ import pytest
 from conftest import git, inv, inv_json
 from test_exec import wait_for
 
-from grove import portable
-from grove.errors import GroveError
+from grove.core import files, portable
+from grove.core.errors import GroveError
 
 BACKENDS = ["psutil", "proc", "lsof"]
 
@@ -105,7 +105,7 @@ def test_clone_files_keeps_modes_symlinks_and_layout(backend, tmp_path):
     os.symlink("/nonexistent/target", src / "dangling")
     (src / "plain.key").write_text("k\n")
     os.chmod(src / "plain.key", 0o600)
-    portable.clone_files(src, dst, ["a/b/tool.sh", "a/link", "dangling", "plain.key"], backend)
+    files.clone_files(src, dst, ["a/b/tool.sh", "a/link", "dangling", "plain.key"], backend)
     assert (dst / "a/b/tool.sh").read_text() == "#!/bin/sh\necho hi\n"
     assert (dst / "a/b/tool.sh").stat().st_mode & 0o777 == 0o750
     assert os.readlink(dst / "a/link") == "b/tool.sh" and os.readlink(dst / "dangling") == "/nonexistent/target"

@@ -20,7 +20,7 @@ from conftest import LIB, git, inv, inv_json, snapshot
 import pg_fixture
 from pg_fixture import SECRET, password_role  # noqa: F401 (a fixture)
 
-from grove import pgdb
+from grove.core import pgdb
 
 RESET = """#!/usr/bin/env bash
 # The app's own reset script: it migrates on top of the clone, with the agent's DATABASE_URL.
@@ -388,8 +388,8 @@ def test_missing_template_exits_2_before_anything_changes(repo, pg_server):
 
 
 def test_psycopg_is_not_imported_without_adw_db_url(repo):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from grove import chain, config\n"
-            "from grove.report import Reporter\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from grove.ops import chain; from grove.core import config\n"
+            "from grove.core.report import Reporter\n"
             "s = config.load({'repo': sys.argv[2]})\n"
             "chain.setup(s, chain.Request('lazy', install=False), Reporter(quiet=True))\n"
             "print('psycopg' in sys.modules)")

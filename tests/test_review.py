@@ -17,7 +17,7 @@ from conftest import GROVE, cli, git, inv, inv_json, settings_for, wait_for
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import deps  # noqa: E402
+from grove.resources import deps  # noqa: E402
 
 RESET_WRITES_FRESH = """#!/usr/bin/env bash
 # The agent's "database": a file the reset makes anew (wiping what the agent wrote).
@@ -46,7 +46,7 @@ def start_inv(repo: Path, *args: str, env: dict | None = None) -> subprocess.Pop
 def test_many_setup_revalidates_an_agent_another_process_set_up_meanwhile(repo):
     """Validation of every request happens before the heads; an agent set up by another process
     between its validation and its op lock must be treated as existing (its db kept), not as new."""
-    from grove import locks
+    from grove.core import locks
 
     commit_reset_script(repo)
     settings = settings_for(repo)
@@ -113,7 +113,7 @@ def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo
 
 
 def test_held_an_id_busy_in_another_process_fails_alone(repo):
-    from grove import locks
+    from grove.core import locks
 
     settings = settings_for(repo)
     with locks.locked(settings.lock_path("op-b"), 0, "test holds it"):
@@ -160,8 +160,8 @@ class SlowStream:
 
 def test_progress_lines_of_agents_set_up_together_are_never_spliced(repo):
     """Heads in the main thread and tails in workers print at once; each line must stay whole."""
-    from grove import chain
-    from grove.report import Reporter
+    from grove.ops import chain
+    from grove.core.report import Reporter
 
     stream = SlowStream()
     ids = [f"w{i}" for i in range(4)]
@@ -277,8 +277,8 @@ def test_an_unforeseen_exception_in_one_tail_becomes_that_agents_error(repo):
     back and listed: here a step of b's raises a plain RuntimeError (a stand-in for any bug)."""
     from contextlib import contextmanager
 
-    from grove import chain
-    from grove.report import Reporter
+    from grove.ops import chain
+    from grove.core.report import Reporter
 
     class Breaks(Reporter):
         def for_agent(self, adw_id):

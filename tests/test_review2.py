@@ -15,7 +15,7 @@ import pytest
 
 from conftest import GROVE, cli, commit_file, git, gone, inv, inv_json, kill_if_alive, settings_for, wait_for
 
-from grove import portable  # noqa: E402
+from grove.core import portable  # noqa: E402
 from test_merge import agent  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def test_a_validation_stop_never_signals_a_process_that_reused_its_pid(repo, tmp
     """run_tree reaped the validation (child.wait) before stopping its group and tree: once reaped, its
     pid, which is also the group id stop_tree signals, is free. Another agent's `inv exec` command (a
     session leader) that the kernel gives that pid has its whole group killed, and its children too."""
-    from grove import proc
+    from grove.core import proc
 
     real_stop = portable.stop_tree
     victims: list[subprocess.Popen] = []

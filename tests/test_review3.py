@@ -116,7 +116,7 @@ def test_a_python_version_the_base_changed_above_the_install_dir_reinstalls_it(t
     old Python while a fresh setup got the new one."""
     sys.path.insert(0, str(GROVE / "scripts"))
     import sample_app
-    from grove import deps
+    from grove.resources import deps
 
     def version(wt: Path) -> str:
         return subprocess.run([str(wt / "app/server/.venv/bin/python"), "-c",

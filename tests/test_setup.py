@@ -17,7 +17,7 @@ from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
-from grove import deps, ports  # noqa: E402
+from grove.resources import deps, ports  # noqa: E402
 
 
 @pytest.fixture

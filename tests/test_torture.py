@@ -164,7 +164,7 @@ def test_merge_killed_at_every_step_is_old_or_new_and_rerun_completes(repo, poin
 WRITER = """
 import sys; sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from grove.locks import atomic_write_json
+from grove.core.locks import atomic_write_json
 path, n = Path(sys.argv[2]), 0
 while True:
     n += 1
@@ -187,7 +187,7 @@ def test_sigkill_during_state_writes_never_tears_the_file(tmp_path):
 HOLDER = """
 import sys, time; sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from grove.locks import locked
+from grove.core.locks import locked
 with locked(Path(sys.argv[2]), 1, "busy"):
     print("held", flush=True)
     time.sleep(60)
@@ -195,8 +195,8 @@ with locked(Path(sys.argv[2]), 1, "busy"):
 
 
 def test_lock_held_by_a_dead_process_is_released(tmp_path):
-    from grove.errors import GroveError
-    from grove.locks import locked
+    from grove.core.errors import GroveError
+    from grove.core.locks import locked
 
     lock = tmp_path / "repo.lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(LIB), str(lock)], stdout=subprocess.PIPE, text=True)
@@ -234,7 +234,7 @@ def test_bad_ids_exit_2_and_change_nothing(repo):
     for bad in BAD_IDS + ["existing"]:
         if "\x00" in bad:
             # argv cannot carry NUL; the library refuses it directly.
-            from grove import ids
+            from grove.core import ids
             with pytest.raises(Exception) as err:
                 ids.check_id(bad)
             assert getattr(err.value, "code", None) == 2

@@ -1,7 +1,7 @@
 """Grove: isolated, ready-to-run git worktrees for many coding agents at once.
 
 ``from grove import create_worktree_for_agent, list_worktrees, ...`` gives the seed's API. The names
-are loaded on first use, so `grove --list` and `import grove.tasks` stay lean.
+are loaded on first use, so `grove --list` and `import grove.cli.tasks` stay lean.
 """
 
 from __future__ import annotations

@@ -11,11 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
-from . import cleanup, config, git, queries, state
-from .errors import BAD_INPUT, GroveError
-from .models import (ConflictForecast, MergeSummary, SyncResult, WorktreeExecutionResult, WorktreeMetadata,
+from .ops import cleanup, queries
+from .core import config, git, state
+from .core.errors import BAD_INPUT, GroveError
+from .core.models import (ConflictForecast, MergeSummary, SyncResult, WorktreeExecutionResult, WorktreeMetadata,
                      format_time, parse_time)
-from .report import Reporter
+from .core.report import Reporter
 
 T = TypeVar("T")
 PathLike = Union[str, Path]
@@ -66,7 +67,8 @@ def create_worktree_for_agent(epic_id: str, task_name: str, base_branch: Optiona
     The branch is feature/<epic>/<task-slug>-<id>, unique even for the same task twice.
     ``base_branch=None`` takes the configuration (ADW_BASE_BRANCH, default main).
     """
-    from . import chain, ids
+    from .ops import chain
+    from .core import ids
 
     settings = _seed_errors(lambda: _settings(project_root, base_branch))
     req = chain.Request(adw_id or ids.new_id(), base=settings.base_branch, epic_id=epic_id, task_name=task_name,
@@ -175,7 +177,7 @@ def merge_worktrees(worktree_names: Optional[list[str]] = None, *, epic_id: Opti
     Returns a MergeSummary whatever the outcomes; raises only when nothing was merged.
     Problems after the base moved (a status or a cleanup) are in ``summary.errors``.
     """
-    from . import merge as merging
+    from .ops import merge as merging
 
     mode = None if batch is None else ("batch" if batch else "sequential")
     settings = _seed_errors(lambda: config.load({"repo": project_root, "base_branch": base_branch,
@@ -201,7 +203,7 @@ def execute_in_worktrees(worktree_names: Sequence[str], argv: Sequence[str], job
     ``log``. A run past ``timeout`` seconds has its whole process tree stopped (``timed_out``).
     KeyboardInterrupt stops every run, records them as failed, and is raised again.
     """
-    from . import execute
+    from .ops import execute
 
     settings = _seed_errors(lambda: _settings(project_root))
     outcome = _seed_errors(lambda: execute.execute(settings, list(worktree_names), list(argv), jobs=jobs,
@@ -218,7 +220,7 @@ def sync_worktree(worktree_name: str, strategy: str = "merge", fetch: bool = Tru
     A conflict is a result (``outcome == "conflict"``, status ``conflict``), not an exception;
     uncommitted changes are a RuntimeError with nothing touched.
     """
-    from . import sync as syncing
+    from .ops import sync as syncing
 
     settings = _seed_errors(lambda: _settings(project_root))
     return SyncResult.from_dict(_seed_errors(lambda: syncing.sync(settings, worktree_name, strategy=strategy,
@@ -228,7 +230,7 @@ def sync_worktree(worktree_name: str, strategy: str = "merge", fetch: bool = Tru
 def forecast_conflicts(epic_id: Optional[str] = None, base_branch: Optional[str] = None,
                        project_root: Optional[PathLike] = None) -> ConflictForecast:
     """Which pairs of completed branches would conflict, and in which files (`inv conflicts`)."""
-    from . import conflicts
+    from .ops import conflicts
 
     settings = _seed_errors(lambda: _settings(project_root, base_branch))
     return ConflictForecast.from_dict(_seed_errors(lambda: conflicts.forecast(settings, epic=epic_id)))

@@ -1,0 +1,133 @@
+"""Keeping a repository healthy: gc, cleanup-epic, doctor, salvage, the warm pool, git's worktree list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Exit, task
+
+from .common import JSON, QUIET, REPO, emit, guard, load_settings, one, reporter
+
+
+@task(help={"repo": REPO, "json": JSON})
+@guard
+def git_worktrees(c, repo=None, json=False):
+    """Show what git itself knows about worktrees (path, branch, HEAD, locked, prunable), bypassing state."""
+    from ..core import git
+
+    rows = git.worktrees(load_settings(c, repo).repo)
+    emit(rows, json, lambda d: [print(f"{w['path']}  {w['branch'] or '(detached)'}  {(w['head'] or '')[:10]}"
+                                       + ("  locked" if w["locked"] else "") + ("  prunable" if w["prunable"] else ""))
+                                 for w in d])
+
+
+@task(help={"epic": "the epic whose finished agents to clean", "delete_branches": "also delete merged branches "
+            "(unmerged ones are kept and listed)", "repo": REPO, "json": JSON, "quiet": QUIET})
+@guard
+def cleanup_epic(c, epic=None, delete_branches=False, repo=None, json=False, quiet=False):
+    """Tear down every finished agent of an epic and report how many were cleaned."""
+    from ..ops import cleanup
+    from ..core.errors import bad_input
+
+    if not epic:
+        raise bad_input("--epic is required")
+    result = cleanup.cleanup_epic(load_settings(c, repo), epic, delete_branches=delete_branches, report=reporter(quiet))
+    emit(result, json, lambda d: print(f"cleaned {d['count']} worktree(s) of {epic}"))
+
+
+@task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7)",
+            "dry_run": "only report what would be removed", "repo": REPO, "json": JSON, "quiet": QUIET})
+@guard
+def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
+    """Remove abandoned agents (unfinished and idle); their branches and commits stay reachable."""
+    from ..ops import cleanup
+
+    result = cleanup.gc(load_settings(c, repo), float(max_age_days), dry_run=dry_run, report=reporter(quiet))
+    verb = "would remove" if dry_run else "removed"
+    emit(result, json, lambda d: print(f"{verb} {len(d['abandoned'] if dry_run else d['removed'])} abandoned "
+                                        f"agent(s): {', '.join(a['adw_id'] for a in d['abandoned']) or '-'}"))
+
+
+@task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
+                   "drop Postgres databases Grove created for agents that are gone",
+            "repo": REPO, "json": JSON})
+@guard
+def doctor(c, fix=False, repo=None, json=False):
+    """Check every agent three ways (state, directory, git) plus the port registry and orphan branches.
+
+    Exits 0 when healthy (or everything found was repaired with --fix), 1 when problems remain.
+    """
+    from ..ops import doctor as doc
+
+    report = doc.check(load_settings(c, repo), fix=fix)
+    emit(report, json, doc.print_report)
+    if not report["healthy"]:
+        raise Exit(code=1)
+
+
+@task(help={"adw_id": "only this agent's salvages; with --restore, the worktree to restore into",
+            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work",
+            "repo": REPO, "json": JSON})
+@guard
+def salvage(c, adw_id=None, restore=None, repo=None, json=False):
+    """List salvaged uncommitted work (refs/grove-salvage/), or --restore one into a worktree.
+
+    Grove salvages a worktree's tracked edits and untracked (not ignored) files before it removes
+    it; ignored files (.env and the like) are never put into git. These refs are never pushed.
+    """
+    from ..safety import preserve
+    from ..core import state
+
+    settings = load_settings(c, repo)
+    if restore:
+        s = state.require(settings, one(adw_id))
+        result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
+        emit(result, json, lambda d: print(f"restored {d['ref']} into {d['worktree']}: {len(d['files'])} file(s)"))
+        return
+    if adw_id:
+        from ..core.ids import check_id
+
+        check_id(one(adw_id))
+    rows = preserve.salvages(settings.repo, one(adw_id) if adw_id else None)
+    emit(rows, json, lambda d: [print(f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
+          or (not d and print("no salvaged work")))
+
+
+@task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",
+            "base": "base branch the pooled worktrees start from (default ADW_BASE_BRANCH)",
+            "fetch": "fetch the base first; --no-fetch uses the local base", "repo": REPO, "json": JSON,
+            "quiet": QUIET})
+@guard
+def pool(c, size=None, base=None, fetch=True, repo=None, json=False, quiet=False):
+    """Show the warm pool, or fill it with --size N ready worktrees (0 drains it) for setup to take.
+
+    A pooled worktree is checked out at the base (detached) under trees/.pool/, with env files,
+    dependencies and the database ready; `inv setup` turns one into the agent's own worktree.
+    Exits 1 when the pool could not reach the size (a failed fill, or a drained entry kept because
+    it holds changes).
+    """
+    from ..ops import pool as pooling
+    from ..core.errors import bad_input
+
+    settings = load_settings(c, repo, base_branch=base)
+    if size is None:
+        emit(pooling.show(settings), json, _print_pool)
+        return
+    try:
+        size = int(size)
+    except ValueError:
+        raise bad_input(f"--size {size!r} is not a whole number") from None
+    if not 0 <= size <= 100:
+        raise bad_input(f"--size {size} is outside 0..100")
+    result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
+    emit(result, json, _print_pool)
+    if result["failed"] or result["kept"]:
+        raise Exit("grove: the pool did not reach its size: "
+                   + "; ".join(f"{x['name']}: {x.get('error') or x.get('reason')}" for x in result["failed"] + result["kept"]),
+                   code=1)
+
+
+def _print_pool(d):
+    for e in d["entries"]:
+        print(f"{e['name']:<12} {e['status']:<9} {e['base']:<12} {(e['commit'] or '')[:10]:<11} {e['path']}")
+    print(f"pool: {d.get('ready', sum(e['status'] == 'ready' for e in d['entries']))} ready, size {d['size']}")

@@ -1,0 +1,346 @@
+"""One frozen settings object, from flags, environment, Invoke config, .env files and defaults.
+
+Precedence, highest first (documented in README "Configuration"):
+  1. flags (``--repo``, ``--base`` ...), passed in as ``overrides``;
+  2. the process environment (``ADW_*``);
+  3. Invoke's config (``invoke.yaml`` beside tasks.py, ``INVOKE_GROVE_*``), key ``grove.<name>``;
+  4. the target repo's ``.env``;
+  5. Grove's own ``.env``;
+  6. the defaults in ``defaults.py`` (the same ones ``.env.example`` documents).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .defaults import DEFAULTS
+from .errors import bad_input
+
+
+
+def _checkout() -> Path | None:
+    """Grove's own checkout (lib/grove/ inside it), or None when Grove is installed as a package.
+
+    A checkout has its own .env, .venv and .tools; an installed Grove has none of them.
+    """
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "lib" / "grove").is_dir() else None
+
+
+GROVE_DIR = _checkout()
+
+PORT_MIN, PORT_MAX = 1024, 65535
+_PORT_VAR = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path
+    remote: str
+    base_branch: str
+    trees_dir: str
+    agents_dir: str
+    port_slots: int
+    port_bases: tuple[tuple[str, int], ...]  # (variable, base), BACKEND_PORT and FRONTEND_PORT first
+    env_files: tuple[str, ...]
+    path_configs: tuple[str, ...]
+    install_dirs: tuple[str, ...]
+    db_reset: str
+    db_url: str = field(repr=False)  # may hold a password: never printed (lib/grove/core/pgdb.py redacts)
+    db_template: str
+    db_name: str
+    db_url_var: str
+    db_busy_timeout: float
+    compose_project_var: str  # empty: no Compose project name in .ports.env
+    db_inputs: tuple[str, ...]  # what a pooled database is made from (pool.db_inputs_changed)
+    merge_strategy: str
+    merge_validate: str
+    merge_mode: str
+    push_retries: int
+    lock_timeout: float
+    git_timeout: float
+    install_timeout: float
+    process_backend: str = "auto"
+    copy_backend: str = "auto"
+    stop_grace: float = 5.0
+
+    @property
+    def trees_path(self) -> Path:
+        return self.repo / self.trees_dir
+
+    @property
+    def agents_path(self) -> Path:
+        return self.repo / self.agents_dir
+
+    @property
+    def grove_path(self) -> Path:
+        """Registry, lock files and stamps: Grove's own bookkeeping, never an agent's."""
+        return self.agents_path / ".grove"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.agents_path / ".archive"
+
+    def worktree_path(self, adw_id: str) -> Path:
+        return self.trees_path / adw_id
+
+    def state_path(self, adw_id: str) -> Path:
+        return self.agents_path / adw_id / "adw_state.json"
+
+    def lock_path(self, name: str) -> Path:
+        return self.grove_path / f"{name}.lock"
+
+
+def load(
+    overrides: Mapping[str, object] | None = None,
+    invoke_config: Mapping[str, object] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build and validate the settings; raise a bad-input GroveError (exit 2) naming the key."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
+    invoke_config = {k: v for k, v in (invoke_config or {}).items() if v not in (None, "")}
+    grove_env = _read_env(GROVE_DIR / ".env") if GROVE_DIR else {}
+    repo_hint = (
+        overrides.get("repo")
+        or os.environ.get("ADW_REPO")
+        or invoke_config.get("repo")
+        or grove_env.get("ADW_REPO")
+    )
+    repo = find_repo(Path(str(repo_hint)) if repo_hint else (cwd or Path.cwd()))
+    layers = [DEFAULTS, grove_env, _read_env(repo / ".env")]
+    layers.append({f"ADW_{k.upper()}": str(v) for k, v in invoke_config.items()})
+    layers.append({k: v for k, v in os.environ.items() if k in DEFAULTS})
+    layers.append({f"ADW_{k.upper()}": str(v) for k, v in overrides.items()})
+    raw: dict[str, str] = {}
+    for layer in layers:
+        raw.update({k: str(v) for k, v in layer.items() if k in DEFAULTS and v is not None})
+    return _build(repo, raw)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    try:
+        if "ADW_" not in path.read_text(encoding="utf-8", errors="replace"):
+            return {}  # no Grove key in it: no need to import dotenv (issue 12)
+    except OSError:
+        return {}
+    from dotenv import dotenv_values  # lazy: keeps `inv --list` lean
+
+    return {k: v for k, v in dotenv_values(path, interpolate=False).items() if k.startswith("ADW_") and v is not None}
+
+
+def find_repo(start: Path) -> Path:
+    """The main checkout of the repository containing ``start``, even from inside a worktree."""
+    from . import git, proc
+
+    git.require_version()
+    start = Path(start).expanduser()
+    if not start.is_dir():
+        raise bad_input(f"repository path {start} is not a directory", "pass --repo PATH or set ADW_REPO")
+    plain = _plain_checkout(start)
+    if plain is not None:
+        return plain
+    out = proc.run(
+        ["git", "-C", start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel"],
+        check=False,
+    )
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or not lines:
+        raise bad_input(f"{start} is not inside a git repository", "run from a git checkout or pass --repo PATH")
+    common = Path(lines[0])
+    # The common dir of a normal repo is <main checkout>/.git; from inside a linked worktree
+    # --show-toplevel would name the worktree, which is not where trees/ and agents/ live.
+    if common.name == ".git":
+        return common.parent.resolve()
+    if len(lines) > 1:
+        return Path(lines[1]).resolve()
+    raise bad_input(f"{start} is a bare repository", "Grove needs a checkout with a working tree")
+
+
+def _plain_checkout(start: Path) -> Path | None:
+    """The main checkout containing ``start`` when it is plain to see, without running git (issue 12):
+    the nearest ``.git`` above is a directory with a HEAD, owned by this user (git's safe.directory
+    default), and no GIT_* discovery setting applies. Anything else (a linked worktree or submodule,
+    whose .git is a file, a bare repo, another owner) is git's to answer: None."""
+    if any(k in os.environ for k in ("GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_DIR")):
+        return None
+    here = start.resolve()
+    for directory in (here, *here.parents):
+        dotgit = directory / ".git"
+        if not os.path.lexists(dotgit):
+            if directory.name == ".git":
+                return None  # inside a git dir itself
+            continue
+        try:
+            ok = (dotgit.is_dir() and not dotgit.is_symlink() and (dotgit / "HEAD").is_file()
+                  and not (dotgit / "commondir").exists() and directory.stat().st_uid == os.getuid())
+        except OSError:
+            return None
+        return directory if ok else None
+    return None
+
+
+def _int(raw: Mapping[str, str], key: str, low: int, high: int) -> int:
+    text = raw[key].strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_input(f"{key}={text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise bad_input(f"{key}={value} is outside {low}..{high}")
+    return value
+
+
+def _seconds(raw: Mapping[str, str], key: str) -> float:
+    try:
+        value = float(raw[key])
+    except ValueError:
+        raise bad_input(f"{key}={raw[key]!r} is not a number of seconds") from None
+    if value <= 0:
+        raise bad_input(f"{key} must be positive")
+    return value
+
+
+def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw[key].split(",") if item.strip())
+    for item in items:
+        _check_relative(key, item)
+    return items
+
+
+def _check_relative(key: str, item: str) -> None:
+    parts = Path(item).parts
+    if Path(item).is_absolute() or ".." in parts or not parts:
+        raise bad_input(f"{key}: {item!r} must be a relative path inside the repository")
+
+
+def _dir_inside(repo: Path, key: str, name: str) -> str:
+    _check_relative(key, name)
+    if name in (".", ".git") or Path(name).parts[0] == ".git":
+        raise bad_input(f"{key}={name!r} cannot be the repository itself or .git")
+    # A trees/ or agents/ symlink pointing elsewhere would make Grove write, and later delete, outside the repo.
+    if not (repo / name).resolve().is_relative_to(repo):
+        raise bad_input(f"{key}={name!r} resolves outside the repository ({(repo / name).resolve()})",
+                        "remove the symlink or point it inside the repository")
+    return name
+
+
+def _port_bases(raw: Mapping[str, str], slots: int) -> tuple[tuple[str, int], ...]:
+    bases = [
+        ("BACKEND_PORT", _int(raw, "ADW_BACKEND_PORT_BASE", PORT_MIN, PORT_MAX)),
+        ("FRONTEND_PORT", _int(raw, "ADW_FRONTEND_PORT_BASE", PORT_MIN, PORT_MAX)),
+    ]
+    for item in (i.strip() for i in raw["ADW_EXTRA_PORTS"].split(",") if i.strip()):
+        name, sep, base = item.partition("=")
+        if not sep or not _PORT_VAR.match(name.strip()):
+            raise bad_input(f"ADW_EXTRA_PORTS: {item!r} is not NAME=BASE (e.g. DB_PORT=9300)")
+        bases.append((name.strip(), _int({"ADW_EXTRA_PORTS": base}, "ADW_EXTRA_PORTS", PORT_MIN, PORT_MAX)))
+    names = [name for name, _ in bases]
+    if len(set(names)) != len(names):
+        raise bad_input(f"ADW_EXTRA_PORTS repeats a port variable: {', '.join(names)}")
+    ranges = sorted((base, base + slots - 1, name) for name, base in bases)
+    for low, high, name in ranges:
+        if high > PORT_MAX:
+            raise bad_input(f"{name} range {low}-{high} runs past {PORT_MAX}", "lower the base or ADW_PORT_SLOTS")
+    for (lo1, hi1, n1), (lo2, hi2, n2) in zip(ranges, ranges[1:]):
+        if lo2 <= hi1:
+            raise bad_input(f"port ranges overlap: {n1} {lo1}-{hi1} and {n2} {lo2}-{hi2}",
+                            "move a base or lower ADW_PORT_SLOTS")
+    return tuple(bases)
+
+
+def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
+    slots = _int(raw, "ADW_PORT_SLOTS", 1, 1000)
+    strategy = raw["ADW_MERGE_STRATEGY"].strip()
+    if strategy not in ("no-ff", "squash", "rebase"):
+        raise bad_input(f"ADW_MERGE_STRATEGY={strategy!r} is not one of no-ff, squash, rebase")
+    mode = raw["ADW_MERGE_MODE"].strip()
+    if mode not in ("sequential", "batch"):
+        raise bad_input(f"ADW_MERGE_MODE={mode!r} is not one of sequential, batch")
+    trees = _dir_inside(repo, "ADW_TREES_DIR", raw["ADW_TREES_DIR"].strip())
+    agents = _dir_inside(repo, "ADW_AGENTS_DIR", raw["ADW_AGENTS_DIR"].strip())
+    if Path(trees) == Path(agents):
+        raise bad_input("ADW_TREES_DIR and ADW_AGENTS_DIR must differ")
+    db_reset = raw["ADW_DB_RESET"].strip()
+    if db_reset:
+        _check_relative("ADW_DB_RESET", db_reset)
+    db_url, db_template, db_name = (raw[k].strip() for k in ("ADW_DB_URL", "ADW_DB_TEMPLATE", "ADW_DB_NAME"))
+    _check_database(db_url, db_template, db_name)
+    bases = _port_bases(raw, slots)
+    db_url_var = _env_var(raw, "ADW_DB_URL_VAR", required=True)
+    compose_var = _env_var(raw, "ADW_COMPOSE_PROJECT_VAR", required=False)
+    taken = [name for name, _ in bases] + ["VITE_BACKEND_URL"]
+    for key, name in (("ADW_DB_URL_VAR", db_url_var if db_url else ""), ("ADW_COMPOSE_PROJECT_VAR", compose_var)):
+        if not name:
+            continue
+        if name in taken:
+            raise bad_input(f"{key}={name} collides with another variable Grove writes to .ports.env",
+                            "choose a name that is not a port variable, VITE_BACKEND_URL or the other of "
+                            "ADW_DB_URL_VAR / ADW_COMPOSE_PROJECT_VAR")
+        taken.append(name)
+    return Settings(
+        repo=repo,
+        remote=raw["ADW_REMOTE"].strip(),
+        base_branch=raw["ADW_BASE_BRANCH"].strip(),
+        trees_dir=trees,
+        agents_dir=agents,
+        port_slots=slots,
+        port_bases=bases,
+        env_files=_list(raw, "ADW_ENV_FILES"),
+        path_configs=_list(raw, "ADW_PATH_CONFIGS"),
+        install_dirs=_list(raw, "ADW_INSTALL_DIRS"),
+        db_reset=db_reset,
+        db_url=db_url,
+        db_template=db_template,
+        db_name=db_name,
+        db_url_var=db_url_var,
+        db_busy_timeout=_seconds(raw, "ADW_DB_BUSY_TIMEOUT"),
+        compose_project_var=compose_var,
+        db_inputs=_list(raw, "ADW_DB_INPUTS"),
+        merge_strategy=strategy,
+        merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
+        merge_mode=mode,
+        push_retries=_int(raw, "ADW_PUSH_RETRIES", 0, 100),
+        lock_timeout=_seconds(raw, "ADW_LOCK_TIMEOUT"),
+        git_timeout=_seconds(raw, "ADW_GIT_TIMEOUT"),
+        install_timeout=_seconds(raw, "ADW_INSTALL_TIMEOUT"),
+        process_backend=_choice(raw, "ADW_PROCESS_BACKEND", ("auto", "psutil", "proc", "lsof")),
+        copy_backend=_choice(raw, "ADW_COPY_BACKEND", ("auto", "cp", "python")),
+        stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
+    )
+
+
+def _choice(raw: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:
+    value = raw[key].strip()
+    if value not in allowed:
+        raise bad_input(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _env_var(raw: Mapping[str, str], key: str, required: bool) -> str:
+    name = raw[key].strip()
+    if (name or required) and not _ENV_VAR.match(name):
+        raise bad_input(f"{key}={name!r} is not an environment variable name",
+                        "use letters, digits and '_', not starting with a digit" + ("" if required else "; empty turns it off"))
+    return name
+
+
+def _check_database(url: str, template: str, name: str) -> None:
+    """ADW_DB_*: the URL is read by libpq's own parser (offline) so a typo is exit 2 here, before
+    anything changes; psycopg is imported only when ADW_DB_URL is set (issue 14)."""
+    if not url:
+        for key, value in (("ADW_DB_TEMPLATE", template), ("ADW_DB_NAME", name)):
+            if value:
+                raise bad_input(f"{key} is set but ADW_DB_URL is not",
+                                "set ADW_DB_URL to the PostgreSQL server's admin URL, or unset " + key)
+        return
+    from . import pgdb
+
+    pgdb.parse_admin_url(url)
+    if len(template.encode()) > pgdb.NAME_MAX_BYTES:
+        raise bad_input(f"ADW_DB_TEMPLATE is longer than PostgreSQL's {pgdb.NAME_MAX_BYTES} bytes")

@@ -1,0 +1,381 @@
+"""The setup chain: from nothing to a ready, isolated agent worktree, one small step at a time.
+
+Order: validate, fetch, ports (claim), worktree, submodules, include, ports_env, env, repoint, install, db; the state
+is written once the claim is held and again when the chain ends. Ports are claimed before any
+git work so an agent that cannot get a slot fails fast and leaves nothing behind.
+
+Idempotent: re-running finishes missing steps and keeps the same slot and branch.
+Atomic in effect: on failure it undoes what this run created (unless ``keep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ..resources import agentdb, deps, ports
+from ..core import git, ids, locks, state
+from ..safety import owned
+from . import pool, steps, worktree
+from ..core.config import Settings
+from ..core.errors import GroveError, bad_input
+from ..core.report import Reporter
+
+OP = "setup"
+DONE = ("done", "kept")  # step outcomes that mean "this worktree has it"
+
+
+@dataclass
+class Request:
+    adw_id: str
+    branch: str | None = None
+    base: str | None = None
+    epic_id: str | None = None
+    task_name: str | None = None
+    agent_id: str | None = None
+    fetch: bool = True
+    files: bool = True  # .ports.env, env merge, repoint (worktree.add alone skips them)
+    install: bool = True
+    db: bool = True
+    reset_db: bool = False  # reset the database even though an earlier run already did
+    keep: bool = False
+    pool: bool = True  # take a ready worktree from the warm pool when there is one (pool.py)
+
+
+@dataclass
+class _Undo:
+    """What this run created, so a failure can remove exactly that."""
+
+    claim: bool = False
+    state: bool = False
+    worktree: bool = False
+    branch: str | None = None  # the branch name, when this run created it
+    base_commit: str | None = None  # where that branch started
+    databases: list = field(default_factory=list)  # Postgres databases this run created
+    steps: dict = field(default_factory=dict)
+
+
+def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, str | None]:
+    """Check id, branch, base and config before anything changes: (branch, base, existing state,
+    the branch's tip when it exists)."""
+    ids.check_id(req.adw_id)
+    ids.check_unique_case(settings, req.adw_id)
+    current = state.load(settings, req.adw_id)
+    branch = req.branch or (current or {}).get("branch") or ids.default_branch(req.adw_id, req.epic_id, req.task_name)
+    base = req.base or (current or {}).get("base_branch") or settings.base_branch
+    git.check_branch_name(settings.repo, branch)
+    git.check_branch_name(settings.repo, base)
+    agentdb.check(settings, req.adw_id, connect=req.db)
+    if current and current["branch"] != branch:
+        raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
+                        "drop --branch, or tear the agent down first")
+    # One for-each-ref answers every existence question of validation (issue 12).
+    names = [f"refs/heads/{branch}"]
+    if current is None:
+        names += [f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"]
+    known = git.refs(settings.repo, names)
+    tip = known.get(f"refs/heads/{branch}")
+    if current is None:
+        worktree.check_base(settings, base, req.fetch, known)
+    if current is None and tip:
+        record = owned.owner(settings, "branch", branch)
+        if record is None or record.get("adw_id") != req.adw_id:
+            raise bad_input(f"branch {branch} already exists and belongs to no Grove agent of this id",
+                            "pick another --branch, or delete that branch if it is yours")
+        # Grove made it for this id (e.g. a teardown kept it): setup resumes on it (issue 10, defect 10).
+    return branch, base, current, tip
+
+
+def setup(settings: Settings, req: Request, report: Reporter) -> dict:
+    """Run the whole chain for one agent; returns its final state."""
+    run = _validated(settings, req, report)
+    _warn_unignored(settings, report)
+    # One setup per id at a time; a second one is told so at once instead of racing the first.
+    with _op_lock(settings, req):
+        run = _recheck(settings, run)
+        try:
+            _head(settings, run, {})
+            return _tail(settings, run)
+        except BaseException as exc:
+            _fail(settings, req, run.report, run.undo, exc)
+            raise
+
+
+def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tuple[list[dict], list[dict]]:
+    """Set up several agents in this one process (one Invoke start-up for all).
+
+    A pipeline: this thread runs each agent's git-facing head (ports, state, `worktree add`) one
+    after another, so the ten adds do not queue on the repo lock against each other and the base is
+    fetched once; each agent's tail (checkout, files, installs, db) then runs in a thread of its own
+    while the next head starts (issue 12).
+    Returns (states of those that succeeded, [{adw_id, error, exit_code}] for the rest).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from contextlib import ExitStack
+
+    if len({r.adw_id for r in reqs}) != len(reqs):
+        raise bad_input("the same --adw-id is given twice")
+    if len(reqs) == 1:
+        return [setup(settings, reqs[0], report)], []
+    errors: list[dict] = []
+
+    def failed(req: Request, exc: GroveError) -> None:
+        report.warn(f"{req.adw_id}: {exc}")
+        errors.append({"adw_id": req.adw_id, "error": exc.message, "exit_code": exc.code})
+
+    def tail(run: _Run) -> dict | None:
+        try:
+            return _tail(settings, run)
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, GroveError):
+                # A bug or an unforeseen OSError in one agent must not throw away what the others
+                # did: it becomes that agent's error, and the JSON still lists everyone.
+                exc = GroveError(f"unexpected {type(exc).__name__}: {exc}", hint="please report it with this line")
+            _fail(settings, run.req, run.report, run.undo, exc)
+            if not isinstance(exc, GroveError):
+                raise
+            failed(run.req, exc)
+            return None
+
+    runs = []
+    for req in reqs:  # every request is checked before anything is written
+        try:
+            runs.append(_validated(settings, req, report.for_agent(req.adw_id)))
+        except GroveError as exc:
+            failed(req, exc)
+    if runs:
+        _warn_unignored(settings, report)
+    fetched: dict = {}  # one fetch per base for all of them
+    shared = deps.SharedInterpreter()
+    workers = min(len(reqs), 16)
+    futures = []
+    locks_of: dict = {}  # a tail's future -> the ExitStack holding its agent's op lock (this thread's)
+
+    def release_finished(block: bool) -> None:
+        # Each op lock is an open file: release those of finished tails, and run no head further
+        # ahead than the workers can take (45 agents held 45 files and hit EMFILE under ulimit 48).
+        pending = [f for f in locks_of if not f.done()]
+        if block and len(pending) >= workers:
+            wait(pending, return_when=FIRST_COMPLETED)
+        for future in [f for f in locks_of if f.done()]:
+            locks_of.pop(future).close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            for run in runs:
+                release_finished(block=True)
+                req = run.req
+                held = ExitStack()
+                try:
+                    held.enter_context(_op_lock(settings, req))
+                    run = _recheck(settings, run)
+                except GroveError as exc:
+                    held.close()
+                    failed(req, exc)
+                    continue
+                try:
+                    _head(settings, run, fetched, defer_checkout=True)
+                except BaseException as exc:
+                    _fail(settings, req, run.report, run.undo, exc)
+                    held.close()
+                    if not isinstance(exc, GroveError):
+                        raise
+                    failed(req, exc)
+                    continue
+                run.shared = shared
+                future = threads.submit(tail, run)
+                futures.append(future)
+                locks_of[future] = held
+        states = [f.result() for f in futures]
+    finally:
+        for held in locks_of.values():  # the executor waited for every tail: nothing runs now
+            held.close()
+    order = {r.adw_id: i for i, r in enumerate(reqs)}
+    errors.sort(key=lambda e: order[e["adw_id"]])
+    return [s for s in states if s], errors
+
+
+@dataclass
+class _Run:
+    """One agent's chain in flight: what validation found and what the steps have made so far."""
+
+    req: Request
+    report: Reporter
+    branch: str
+    base: str
+    current: dict | None
+    tip: str | None
+    undo: _Undo = field(default_factory=_Undo)
+    claim: ports.Claim | None = None
+    taken: pool.Taken | None = None
+    reused: bool = False
+    checked_out: bool = True
+    shared: deps.SharedInterpreter | None = None  # setup_many's one interpreter discovery
+
+
+def _validated(settings: Settings, req: Request, report: Reporter) -> _Run:
+    with report.step("validate", OP) as info:
+        branch, base, current, tip = validate(settings, req)
+        info["detail"] = branch
+    return _Run(req, report, branch, base, current, tip)
+
+
+def _recheck(settings: Settings, run: _Run) -> _Run:
+    """Validation ran before this agent's op lock was held: another process may have set the agent
+    up or torn it down since. Its state then differs, and validation runs again, so the chain sees
+    an agent that exists now as existing (its install and database kept, its state never removed)."""
+    if state.load(settings, run.req.adw_id) == run.current:
+        return run
+    return _validated(settings, run.req, run.report)
+
+
+def _warn_unignored(settings: Settings, report: Reporter) -> None:
+    for name in worktree.ignore_warnings(settings):
+        report.warn(f"{name} is not git-ignored in {settings.repo}; run `inv init` to add it")
+
+
+def _op_lock(settings: Settings, req: Request):
+    return locks.locked(settings.lock_path(f"op-{req.adw_id}"), 0, f"{req.adw_id} is already being set up or torn down")
+
+
+def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = False) -> None:
+    """fetch, ports, the state, the worktree: the steps that mutate the repository and the registries.
+
+    ``fetched`` remembers each base's fetch for the other agents of the same call; ``defer_checkout``
+    leaves a new worktree's checkout to the tail.
+    """
+    req, report, done, path = run.req, run.report, run.undo.steps, settings.worktree_path(run.req.adw_id)
+    with report.step("fetch", OP, done) as info:
+        if run.current and run.current.get("base_commit") and path.is_dir():
+            base_commit, info["outcome"] = run.current["base_commit"], "reused"
+        else:
+            if (run.base, req.fetch) not in fetched:
+                fetched[run.base, req.fetch] = worktree.resolve_base(settings, run.base, req.fetch, report)
+            base_commit, info["detail"] = fetched[run.base, req.fetch]
+            info["outcome"] = "done" if req.fetch else "skipped"
+            if run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
+                base_commit = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
+    with report.step("ports", OP, done) as info:
+        run.claim = claim = ports.claim(settings, req.adw_id)
+        run.undo.claim = not claim.reused
+        info["outcome"] = "reused" if claim.reused else "done"
+        info["detail"] = f"slot {claim.slot}: " + " ".join(f"{k}={v}" for k, v in claim.ports.items())
+    run.undo.state = run.current is None
+    fresh = state.new(settings, req.adw_id, run.branch, run.base, base_commit=base_commit, epic_id=req.epic_id,
+                      task_name=req.task_name, agent_id=req.agent_id)
+    state.update(settings, req.adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
+    with report.step("worktree", OP, done) as info:
+        # A branch a teardown kept is checked out as it is, into a fresh worktree, not a pooled one.
+        kept_branch = run.tip is not None and run.current is None
+        run.taken = taken = pool.take(settings, req.adw_id, run.branch, run.base, base_commit,
+                                      run.current is not None, run.undo) if req.pool and not kept_branch else None
+        if taken:
+            info["outcome"] = "pooled"
+            report.say(f"  from the pool: {taken.detail}")
+        elif worktree.existing(settings, req.adw_id, run.branch):
+            run.reused = True
+            info["outcome"] = "reused"
+        else:
+            run.undo.worktree = True
+            run.checked_out = not defer_checkout
+            run.undo.branch = run.branch if worktree.add(settings, req.adw_id, run.branch, base_commit,
+                                                         new_branch=run.tip is None,
+                                                         checkout=run.checked_out) else None
+            run.undo.base_commit = base_commit
+        info["detail"] = str(path)
+
+
+def _tail(settings: Settings, run: _Run) -> dict:
+    """The checkout (when the head deferred it), submodules, the files, install, db; the final state."""
+    req, report, done, path, taken = run.req, run.report, run.undo.steps, settings.worktree_path(run.req.adw_id), run.taken
+    if not run.checked_out:
+        with report.step("checkout", OP, done):
+            worktree.checkout_new(settings, path)
+    with report.step("submodules", OP, done) as info:
+        info["outcome"], info["detail"] = steps.submodules_step(settings, path)
+    assert run.claim is not None  # _head() has claimed the ports: the tail runs only after it
+    values = steps.env_values(settings, req.adw_id, run.claim.ports)
+    written: list[str] = []
+    for name, step in steps.FILE_STEPS.items():
+        with report.step(name, OP, done) as info:
+            if not req.files:
+                info["outcome"] = "skipped"
+                continue
+            info["outcome"], info["detail"], files = step(settings, path, values)
+            written.extend(files)
+    for name in worktree.hide(settings, path, written):
+        report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
+                    f"add it to .gitignore")
+    # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
+    # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
+    # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
+    before = {name: info.get("outcome") for name, info in (run.current or {}).get("steps", {}).items()} \
+        if run.reused else {}
+    with report.step("install", OP, done, long=True) as info:
+        if before.get("install") in DONE and req.install:
+            info["outcome"], info["detail"] = "kept", "installed by an earlier run"
+        else:
+            info["outcome"], info["detail"] = steps.install(settings, path, req.install,
+                                                            only=taken.install_only if taken else None,
+                                                            shared=run.shared)
+    with report.step("db", OP, done, long=True) as info:
+        if taken and not taken.db and req.db and not req.reset_db:
+            info["outcome"], info["detail"] = "kept", f"the pool's database: {taken.db_reason}"
+        else:
+            kept = before.get("db") in DONE and not req.reset_db
+            info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
+                                                             reset=req.reset_db, created=run.undo.databases)
+    return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
+
+
+def _finish(s: dict, done: dict, taken=None) -> None:
+    s["steps"].update(done)
+    s["error_message"] = None
+    s["from_pool"] = bool(taken) or s.get("from_pool", False)
+
+
+def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: BaseException) -> None:
+    """Undo what this run created, or with ``keep`` leave it and mark the state failed."""
+    reason = getattr(exc, "message", None) or repr(exc)
+    step = next((name for name, info in undo.steps.items() if info["outcome"] == "failed"), "setup")
+    if req.keep or not undo.state:
+        if settings.state_path(req.adw_id).exists():
+            def mark(s: dict) -> None:
+                s["steps"].update(undo.steps)
+                if s["status"] != "failed":
+                    state.apply_status(s, "failed", error=f"{step}: {reason}")
+                else:
+                    s["error_message"] = f"{step}: {reason}"
+            _quietly(report, "mark the state failed", lambda: state.update(settings, req.adw_id, mark))
+        if req.keep:
+            report.warn(f"setup failed at {step}; everything is left in place (--keep)")
+            return
+    path = settings.worktree_path(req.adw_id)
+    for name in undo.databases:
+        _quietly(report, f"drop database {name}", lambda name=name: agentdb.drop_created(settings, req.adw_id, name))
+    if undo.worktree:
+        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
+    if undo.branch:
+        branch, base = undo.branch, undo.base_commit or "HEAD"
+        _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))
+    if undo.state:
+        _quietly(report, "remove the state", lambda: _remove_state(settings, req.adw_id))
+    if undo.claim:
+        _quietly(report, "release the port claim", lambda: ports.release(settings, req.adw_id))
+    if isinstance(exc, GroveError):
+        exc.message = f"setup of {req.adw_id} failed at {step}: {exc.message} (rolled back)"
+
+
+def _remove_state(settings: Settings, adw_id: str) -> None:
+    path = settings.state_path(adw_id)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _quietly(report: Reporter, what: str, action) -> None:
+    """A rollback step that fails must not hide the original error; say what is left behind."""
+    try:
+        action()
+    except Exception as exc:  # noqa: BLE001 - reported, and `inv doctor` finds what is left
+        report.warn(f"rollback could not {what}: {exc}; `inv doctor` will show it")

@@ -1,0 +1,666 @@
+"""The warm pool: ready worktrees made before an agent asks for one (issue 12).
+
+`inv pool --size N` fills ``trees/.pool/<name>``: a detached worktree at the base, env files with
+placeholder ports (0: no agent's, and a server binding 0 gets a random port), dependencies
+installed in relocatable venvs, database reset. `inv setup` then takes a ready one instead of
+starting from nothing:
+
+- **claim**: under the pool lock an entry goes from ``ready`` to ``taking`` (two setups never take
+  the same one);
+- **move**: under the repo lock, ``git worktree move`` to ``trees/<adw_id>`` and
+  ``git checkout --no-track -b <branch> <newest base>``: only the files the base changed are written;
+- **refresh**: the pool's env files are dropped so the chain's own file steps write them fresh
+  from the main checkout with the agent's ports; dependencies are re-installed only in install
+  dirs whose lock files changed (or whose venv still points at the pool path); the database is
+  reset again only when its inputs changed (``db_inputs_changed``).
+
+Safety: every entry is recorded in ``agents/.grove/pool.json`` before its worktree exists, and an
+entry's worktree is deleted only after proving it holds nothing: detached at the recorded commit,
+no tracked change and no untracked file (`git status`). A dirty one is kept and reported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from ..resources import agentdb, envfiles, ports
+from ..core import git, ids, locks, proc, state
+from ..safety import owned
+from . import steps, worktree
+from ..core.config import Settings
+from ..core.errors import GroveError
+from ..core.faults import fault
+from ..core.report import Reporter
+
+POOL_DIR = ".pool"
+PLACEHOLDER_PORT = 0
+# Files whose change means an install dir's dependencies must be installed again.
+LOCK_FILES = ("uv.lock", "pyproject.toml", ".python-version", ".python-versions", "uv.toml", "package.json",
+              "bun.lock", "bun.lockb", "package-lock.json", "npm-shrinkwrap.json")
+
+
+class Taken:
+    """A pooled worktree handed to an agent, and what the rest of the chain still has to do.
+    (A plain class: a dataclass costs half a millisecond at import, on every setup.)"""
+
+    def __init__(self, name: str, commit: str, install_only: tuple[str, ...], db: bool, db_reason: str,
+                 detail: str):
+        self.name = name
+        self.commit = commit  # the commit the pool made it at
+        self.install_only = install_only  # install dirs to install again (empty: none)
+        self.db = db  # reset the database again
+        self.db_reason = db_reason
+        self.detail = detail
+
+
+def pool_root(settings: Settings) -> Path:
+    return settings.trees_path / POOL_DIR
+
+
+def registry_path(settings: Settings) -> Path:
+    return settings.grove_path / "pool.json"
+
+
+def _lock(settings: Settings):
+    return locks.locked(settings.lock_path("pool"), settings.lock_timeout, "the pool is busy")
+
+
+def read(settings: Settings) -> dict:
+    data = locks.read_json(registry_path(settings), "pool registry")
+    if data is None:
+        return {"version": 1, "size": 0, "entries": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
+        raise GroveError(f"pool registry {registry_path(settings)} is not a Grove pool registry",
+                         hint="fix or move it aside; `inv doctor` shows the pool")
+    for name, entry in data["entries"].items():
+        _check_entry(settings, name, entry)
+    return data
+
+
+STATUSES = ("filling", "ready", "taking", "draining", "kept")
+
+
+def _check_entry(settings: Settings, name: str, entry: object) -> None:
+    """Every entry must be one Grove made: its own name, a known status, and its worktree at exactly
+    trees/.pool/<name>. An edited record pointing elsewhere (a user's worktree) is refused whole:
+    the pool removes and moves worktrees, and must never act on one it did not create."""
+    expected = os.path.realpath(pool_root(settings) / name)
+    if (not isinstance(entry, dict) or entry.get("name") != name or entry.get("status") not in STATUSES
+            or not isinstance(entry.get("path"), str) or os.path.realpath(entry["path"]) != expected):
+        raise GroveError(f"pool registry {registry_path(settings)}: entry {name!r} is not one Grove made "
+                         f"(expected its worktree at {expected})",
+                         hint="fix or move the registry aside; Grove acts on no pool entry until then")
+
+
+def _write(settings: Settings, data: dict) -> None:
+    locks.atomic_write_json(registry_path(settings), data)
+
+
+T = TypeVar("T")
+
+
+def _update(settings: Settings, change: Callable[[dict], T]) -> T:
+    """Locked read-modify-write of the pool registry; returns what ``change`` returns."""
+    with _lock(settings):
+        data = read(settings)
+        result = change(data)
+        _write(settings, data)
+        return result
+
+
+def placeholder_values(settings: Settings, name: str) -> dict[str, str]:
+    """What a pool entry's env files hold until an agent takes it: port 0 for every port."""
+    return steps.env_values(settings, name, {port: PLACEHOLDER_PORT for port, _ in settings.port_bases})
+
+
+def env_digest(settings: Settings) -> str:
+    """What the env files are made from: the main checkout's copies (or their samples)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in settings.env_files:
+        source, _ = envfiles.source_for(settings.repo / name)
+        h.update(name.encode() + b"\0")
+        if source is not None:
+            h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Filling and draining
+
+
+def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True) -> dict:
+    """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones."""
+    base = base or settings.base_branch
+    if size > 0:  # bad input changes nothing (exit 2): checked before any lock or file is made
+        git.check_branch_name(settings.repo, base)
+        worktree.check_base(settings, base, fetch)
+    fixed = reconcile(settings)
+    commit = None
+    if size > 0:
+        commit, _ = worktree.resolve_base(settings, base, fetch, report)
+
+    def plan(data: dict) -> tuple[list[str], list[str]]:
+        data["size"] = size
+        live = [n for n, e in data["entries"].items() if e["status"] in ("ready", "filling")]
+        # Entries on another base, or the oldest, go first when the pool shrinks; and they count for
+        # nothing towards the size: `--size 2 --base dev` over two entries on main made none on dev.
+        live.sort(key=lambda n: (data["entries"][n].get("base") == base, data["entries"][n].get("created_at") or ""))
+        here = sum(data["entries"][n].get("base") == base for n in live)
+        new = [f"p-{ids.new_id()}" for _ in range(max(0, size - here))]
+        for name in new:
+            data["entries"][name] = {"name": name, "path": str(pool_root(settings) / name), "status": "filling",
+                                     "pid": os.getpid(), "base": base, "commit": commit, "created_at": state.now()}
+        extra = [n for n in live if data["entries"][n]["status"] == "ready"][:max(0, len(live) + len(new) - size)]
+        # Entries kept for holding changes are looked at again: once cleaned up, they go.
+        extra += [n for n, e in data["entries"].items() if e["status"] == "kept"]
+        for name in extra:
+            data["entries"][name].update(status="draining", pid=os.getpid())
+        return new, extra
+
+    new, extra = _update(settings, plan)
+    created, failed = [], []
+    if new:
+        assert commit is not None  # plan() makes entries only when size > 0, and then the base was resolved
+        for name, error in zip(new, steps._parallel([lambda n=n: _make(settings, n, commit, report) for n in new])):
+            (failed.append({"name": name, "error": str(getattr(error, "message", error))}) if error
+             else created.append(name))
+    removed, kept = [], []
+    for name in extra:
+        reason = _remove(settings, name)
+        (kept.append({"name": name, "reason": reason}) if reason else removed.append(name))
+    return {"size": size, "created": created, "removed": removed, "kept": kept, "failed": failed,
+            "repaired": fixed, "entries": show(settings)["entries"]}
+
+
+def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
+    """Create one recorded entry; on failure remove what was made (it holds nothing but Grove's work)."""
+    path = pool_root(settings) / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with worktree.repo_lock(settings):
+            git.git(settings.repo, "worktree", "add", "--quiet", "--detach", "--no-checkout", path, commit,
+                    timeout=settings.git_timeout)
+        fault("pool", "after", "add")
+        worktree.checkout_new(settings, path)  # a private index: a kill midway leaves no index.lock
+        if (path / ".gitmodules").is_file():
+            raise GroveError("the pool cannot hold this repository's worktrees: it has submodules, and "
+                             "`git worktree move` refuses a worktree with submodules",
+                             hint="use `inv setup` without a pool (`inv pool --size 0`)")
+        values = placeholder_values(settings, name)
+        digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
+        written: list[str] = []
+        for step in ("include", "ports_env", "env"):  # repoint runs at take: it writes the final path
+            written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
+        worktree.hide(settings, path, written)
+        _relocatable_venvs(settings, path)
+        steps.install(settings, path)
+        # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
+        # the pool only resets databases that live in the worktree.
+        db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
+        own = _own_files(path)
+        _update(settings, lambda data: data["entries"][name].update(
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
+            installed=list(settings.install_dirs), db_reset=settings.db_reset))
+        report.say(f"✓ pool      {name} ready at {commit[:10]}")
+    except BaseException:
+        try:
+            _discard(settings, name, path)
+        except Exception as exc:  # noqa: BLE001 - reported; reconcile/doctor finds what is left
+            report.warn(f"pool: could not remove the failed entry {name}: {exc}")
+        raise
+
+
+def _relocatable_venvs(settings: Settings, path: Path) -> None:
+    """Make each uv project's venv relocatable before `uv sync` fills it, so its console scripts
+    still run after `git worktree move` (DESIGN.md pitfalls: venvs carry absolute paths)."""
+    from ..resources import deps
+
+    for name in settings.install_dirs:
+        directory = path / name
+        if "uv" in deps.plan(directory) and not (directory / ".venv").exists():
+            proc.run([deps.require_tool("uv", directory), "venv", "--quiet", "--relocatable", ".venv"],
+                     cwd=directory, env=deps.install_env(), timeout=settings.install_timeout,
+                     what=f"uv venv in {directory}")
+
+
+def _discard(settings: Settings, name: str, path: Path) -> None:
+    """Remove an entry this process was making (recorded, and never handed to anyone)."""
+    _remove_worktree(settings, path)
+    _update(settings, lambda data: data["entries"].pop(name, None))
+
+
+def _remove_worktree(settings: Settings, path: Path) -> None:
+    """Remove a pool entry's worktree: its HEAD is the recorded base commit (reachable) and it holds
+    no one's work (the caller proved it, or made it itself just now), so no salvage ref is made."""
+    entry = git.worktree_for(settings.repo, path)
+    if entry is not None and not path.is_dir():
+        _forget_gone(settings, path, entry)
+        entry = None
+    with worktree.repo_lock(settings):
+        if entry is not None and path.is_dir():
+            git.git(settings.repo, "worktree", "remove", "--force", path, timeout=settings.git_timeout)
+    if path.exists() or os.path.islink(path):
+        worktree.safe_rmtree(settings, path)
+
+
+def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> None:
+    """Forget git's entry for a pool worktree whose directory is gone (deleted or moved by hand).
+    Its HEAD and reflog in git's admin entry may hold commits someone made there and no ref
+    reaches: they go to refs/grove-backup/ first, as doctor does for an agent's (DESIGN.md)."""
+    entry = entry or git.worktree_for(settings.repo, path)
+    if entry is None:
+        return
+    worktree._keep_worktree_commits(settings, path, entry)
+    with worktree.repo_lock(settings):
+        git.prune_entry(settings.repo, path)
+
+
+def proven_empty(settings: Settings, entry: dict) -> str | None:
+    """None when the entry's worktree holds nothing but Grove's work; else why it must be kept."""
+    path = Path(entry["path"])
+    if not path.is_dir():
+        return None
+    if git.worktree_for(settings.repo, path) is None:
+        return f"{path} is not a worktree git knows: its files are in no commit"
+    head = git.rev(path, "HEAD")
+    if git.ok(path, "symbolic-ref", "-q", "HEAD"):
+        return f"{path} is on a branch, not detached as the pool left it"
+    if entry.get("commit") and head != entry["commit"]:
+        return f"{path} is at {str(head)[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
+    index = Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
+        if head is None:  # only for an entry with no recorded commit (see above): nothing to read the index from
+            return f"{path} has no index and no HEAD commit: its files cannot be compared with a commit"
+        raw = worktree.status_against(path, head)
+    else:
+        raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    # A tracked file missing from disk is no one's work (its content is in the commit); anything
+    # untracked or changed may be, except the untracked files the fill itself made (a reset
+    # script's database that is not git-ignored), as long as they are as the fill left them.
+    own = entry.get("own") or {}
+    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
+            and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))]
+    if work:
+        return f"{path} has changes: {', '.join(work[:5])}"
+    return None
+
+
+def _own_files(path: Path) -> dict[str, list[int]]:
+    """The untracked, not ignored files a fill made (its installs and db reset): path -> [size, mtime]."""
+    raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    own = {}
+    for e in raw.split("\0"):
+        if e[:3] == "?? ":
+            st = (path / e[3:]).lstat()
+            own[e[3:]] = [st.st_size, st.st_mtime_ns]
+    return own
+
+
+def _unchanged(file: Path, recorded: list | None) -> bool:
+    try:
+        st = file.lstat()
+    except OSError:
+        return False
+    return recorded is not None and [st.st_size, st.st_mtime_ns] == list(recorded)
+
+
+def _remove(settings: Settings, name: str) -> str | None:
+    """Delete a drained entry after proving it holds no work; returns the reason when it is kept."""
+    entry = read(settings)["entries"].get(name)
+    if entry is None:
+        return None
+    reason = proven_empty(settings, entry)
+    if reason:
+        _update(settings, lambda data: data["entries"].get(name, {}).update(status="kept", pid=None, reason=reason))
+        return reason
+    _remove_worktree(settings, Path(entry["path"]))
+    _update(settings, lambda data: data["entries"].pop(name, None))
+    return None
+
+
+def reconcile(settings: Settings) -> list[dict]:
+    """Repair what dead fillers, takers and drainers left (doctor's pool checks with --fix): back
+    to ready when proven clean, else drop records whose worktree is gone. A half-taken entry whose
+    worktree already moved is left for `inv setup --adw-id <id>` to finish. Returns the repairs."""
+    return [p for p in check(settings, fix=True) if p.get("fixed")]
+
+
+def _entry_problem(settings: Settings, entry: dict) -> dict | None:
+    status, path, name = entry["status"], Path(entry["path"]), entry["name"]
+    alive = ports.pid_alive(entry.get("pid"))
+    if status in ("filling", "taking", "draining") and alive:
+        return None
+    if status == "taking":
+        target = settings.worktree_path(entry.get("adw_id") or "")
+        if not path.exists() and target.exists():
+            return {"kind": "pool_take_interrupted", "name": name, "fix": None, "adw_id": entry.get("adw_id"),
+                    "detail": f"setup of {entry.get('adw_id')} died while taking pool entry {name}",
+                    "hint": f"run `inv setup --adw-id {entry.get('adw_id')}` again to finish it"}
+    if status == "kept":
+        return {"kind": "pool_entry_kept", "name": name, "fix": None, "detail": entry.get("reason", ""),
+                "hint": f"move what you need out of {path}; then `inv pool --size N` removes it"}
+    if not path.exists():
+        return {"kind": "pool_entry_gone", "name": name, "detail": f"pool entry {name}: {path} is gone",
+                "fix": "drop the record (and git's stale entry for exactly that path)"}
+    if status == "ready":
+        return None
+    verb = {"filling": "filling", "taking": "taking", "draining": "draining"}[status]
+    return {"kind": "pool_dead_process", "name": name, "detail": f"pool entry {name}: the process {verb} it died",
+            "fix": "remove it if it was being filled, else back to ready; kept when it holds changes"}
+
+
+def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
+    path = Path(entry["path"])
+    if problem["kind"] == "pool_entry_gone":
+        _forget_gone(settings, path)
+        _update(settings, lambda data: data["entries"].pop(name, None))
+    elif entry["status"] == "filling" or not entry.get("ready_at"):
+        reason = proven_empty(settings, entry)
+        if reason:
+            _update(settings, lambda data: data["entries"][name].update(status="kept", pid=None, reason=reason))
+            problem["kept"] = reason
+            return
+        _discard(settings, name, path)
+    else:
+        reason = proven_empty(settings, entry)
+        new = {"status": "kept", "reason": reason} if reason else {"status": "ready"}
+        _update(settings, lambda data: data["entries"][name].update(pid=None, adw_id=None, **new))
+    problem["fixed"] = True
+
+
+def check(settings: Settings, fix: bool = False) -> list[dict]:
+    """The pool's part of `inv doctor`: dead processes' leftovers, gone entries, stray directories."""
+    if not registry_path(settings).exists() and not pool_root(settings).is_dir():
+        return []
+    data = read(settings)
+    problems = []
+    for name, entry in data["entries"].items():
+        problem = _entry_problem(settings, entry)
+        if problem:
+            problems.append(dict(problem, fixed=False))
+    recorded = {os.path.realpath(e["path"]) for e in data["entries"].values()}
+    if pool_root(settings).is_dir():
+        for child in sorted(pool_root(settings).iterdir()):
+            if os.path.realpath(child) not in recorded:
+                problems.append({"kind": "pool_unknown_directory", "fixed": False, "path": str(child),
+                                 "detail": f"{child} is in the pool directory but not in the pool's records",
+                                 "fix": None, "hint": "Grove did not record it, so it leaves it: move it yourself"})
+    if fix:
+        for p in problems:
+            if p["fix"]:
+                try:
+                    _repair(settings, p["name"], data["entries"][p["name"]], p)
+                except GroveError as exc:  # e.g. git refuses a worktree killed inside `worktree add`
+                    p["hint"] = f"could not repair it: {exc.message}"
+    return problems
+
+
+def show(settings: Settings) -> dict:
+    data = read(settings)
+    rows = []
+    for entry in sorted(data["entries"].values(), key=lambda e: e.get("created_at") or ""):
+        rows.append({k: entry.get(k) for k in ("name", "path", "status", "base", "commit", "created_at",
+                                               "ready_at", "adw_id", "reason")}
+                    | {"alive": ports.pid_alive(entry.get("pid"))})
+    return {"size": data.get("size", 0), "ready": sum(r["status"] == "ready" for r in rows), "entries": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Taking
+
+
+def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: str, resuming: bool,
+         undo) -> Taken | None:
+    """Turn a ready entry into ``trees/<adw_id>`` on ``branch`` at ``base_commit``; None when there is none.
+
+    ``resuming``: the agent has a state already; finish a take that a crashed run of it began, if any.
+    ``undo`` (the chain's) learns what this run created, so a later failure rolls it back.
+    """
+    if not registry_path(settings).exists():
+        return None
+    target = settings.worktree_path(adw_id)
+    entry = _resume(settings, adw_id) if resuming else _claim(settings, adw_id, base, base_commit, target)
+    if entry is None:
+        return None
+    fault("pool", "after", "claim")
+    source = Path(entry["path"])
+    if not resuming:
+        # A pooled worktree is nobody's until taken, but somebody may have worked in it anyway:
+        # such an entry is kept (as drain keeps it), never handed to an agent or checked out over.
+        reason = proven_empty(settings, entry)
+        if reason:
+            _set(settings, entry["name"], status="kept", pid=None, adw_id=None, reason=reason)
+            return None
+    try:
+        with worktree.repo_lock(settings):
+            if source.exists() and not target.exists():
+                try:
+                    git.git(settings.repo, "worktree", "move", source, target, timeout=settings.git_timeout)
+                except GroveError as exc:  # e.g. a worktree with submodules: keep it out of takes
+                    _set(settings, entry["name"], status="kept", pid=None, adw_id=None, reason=exc.message)
+                    return None
+            if not resuming:
+                undo.worktree = True
+            fault("pool", "after", "move")
+            if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
+                # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
+                owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
+                _switch(settings, target, branch, base_commit)
+                if not resuming:
+                    undo.branch, undo.base_commit = branch, base_commit
+        fault("pool", "after", "branch")
+    finally:
+        if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here
+            _update(settings, lambda data: data["entries"].pop(entry["name"], None))
+    return _refresh(settings, entry, target, base_commit)
+
+
+def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> None:
+    """Bring the taken worktree to ``base_commit`` on a new ``branch``, crash-safe.
+
+    A plain `git checkout -b` killed while writing files leaves git's index.lock, HEAD detached
+    and half the base's files on disk: every re-run then failed. So the files are written through
+    ``worktree.reset_privately`` (only the files the base changed), then the branch is made and HEAD
+    set. What is on disk is the pool's checkout (proven empty at the claim) plus what a killed run
+    wrote, so ``reset --hard`` loses no one's work. The files the fill hid (skip-worktree) are
+    unhidden in the private index first, so a base that changed them goes through; the file steps
+    write the agent's own after.
+    """
+    def unhide(env: dict[str, str]) -> None:
+        listed = proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
+        hidden = [e[2:] for e in listed if e[:2] == "S "]
+        if hidden:
+            proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
+
+    worktree.reset_privately(settings, target, base_commit, prepare=unhide)
+    tip = git.rev(settings.repo, f"refs/heads/{branch}")
+    if tip is None:
+        git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)
+    elif tip != base_commit:  # made by a killed run of this take, at the same base (recorded in the state)
+        raise GroveError(f"branch {branch} exists at {tip[:10]}, not at the base {base_commit[:10]}",
+                         hint=f"look at it; `inv teardown --adw-id` and set up again")
+    git.git(target, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
+
+def _set(settings: Settings, name: str, **fields) -> None:
+    _update(settings, lambda data: data["entries"].get(name, {}).update(fields))
+
+
+def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target: Path) -> dict | None:
+    if target.exists():
+        return None  # let the chain report what is in the way
+
+    def pick(data: dict) -> dict | None:
+        ready = [e for e in data["entries"].values()
+                 if e["status"] == "ready" and e.get("base") == base and Path(e["path"]).is_dir()]
+        if not ready:
+            return None
+        # One already at the newest base needs no checkout; else the newest.
+        ready.sort(key=lambda e: (e.get("commit") == base_commit, e.get("ready_at") or ""), reverse=True)
+        ready[0].update(status="taking", adw_id=adw_id, pid=os.getpid(), taken_at=state.now())
+        return dict(ready[0])
+
+    with _lock(settings):
+        data = read(settings)
+        entry = pick(data)
+        if entry is not None:
+            _write(settings, data)
+        return entry
+
+
+def _resume(settings: Settings, adw_id: str) -> dict | None:
+    """An entry a dead run of this agent was taking. Its op lock is ours, so that run is over."""
+    entry = next((e for e in read(settings)["entries"].values()
+                  if e["status"] == "taking" and e.get("adw_id") == adw_id), None)
+    if entry is None:
+        return None
+    target = settings.worktree_path(adw_id)
+    if not Path(entry["path"]).exists() and git.worktree_for(settings.repo, target) is None:
+        return None
+    _set(settings, entry["name"], pid=os.getpid())
+    return entry
+
+
+def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) -> Taken:
+    """Drop the pool's env files and decide what must run again for the newest base."""
+    generated = [n for n in (envfiles.PORTS_FILE, *settings.env_files) if (target / n).is_file()]
+    tracked = set(git.git(target, "ls-files", "-z", "--", *generated).split("\0")) if generated else set()
+    for name in generated:
+        if name not in tracked:  # the pool's copy, with placeholder ports: the env step writes it fresh
+            (target / name).unlink()
+    _refresh_included(settings, target)
+    old = entry.get("commit") or base_commit
+    changed = _changed(target, old, base_commit)
+    reasons = {}
+    for d in settings.install_dirs:
+        if d not in entry.get("installed", settings.install_dirs):
+            reasons[d] = "not an install dir when the pool was filled"
+        elif _lock_changed(d, changed):
+            reasons[d] = "lock file changed"
+            venv = target / d / ".venv"
+            if _lock_changed(d, changed, INTERPRETER_FILES) and venv.is_dir() and not venv.is_symlink():
+                shutil.rmtree(venv)  # the pool's own venv: `uv sync` makes it anew with the interpreter asked for
+        elif _stale_venv(target / d, entry):
+            reasons[d] = "venv named the pool path"
+    reinstall = list(reasons)
+    db_again, why = db_inputs_changed(settings, entry, changed)
+    moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
+    detail = (f"pool entry {entry['name']} ({moved}); reinstall: "
+              f"{', '.join(f'{d} ({r})' for d, r in reasons.items()) or 'none'}; db: {why}")
+    return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
+
+
+def _changed(target: Path, old: str, new: str) -> set[str]:
+    if old == new:
+        return set()
+    out = git.git(target, "diff", "--name-only", "-z", "--no-renames", old, new, "--")
+    return set(filter(None, out.split("\0")))
+
+
+# What uv reads to choose the interpreter: a venv that exists is kept by `uv sync` when one of these
+# changed in a parent directory (measured, uv 0.13), where a fresh setup gets the new interpreter.
+INTERPRETER_FILES = (".python-version", ".python-versions", "uv.toml")
+
+
+def _lock_changed(install_dir: str, changed: set[str], names: tuple[str, ...] = LOCK_FILES) -> bool:
+    """A lock file changed in the install dir or in any directory above it: uv reads .python-version
+    and uv.toml from every parent, and a workspace's uv.lock or bun.lock lies at its root."""
+    parts = [p for p in Path(install_dir).parts if p not in (".", "")]
+    prefixes = ["/".join(parts[:i]) + "/" if i else "" for i in range(len(parts) + 1)]
+    return any(f"{prefix}{name}" in changed for prefix in prefixes for name in names)
+
+
+def db_inputs_changed(settings: Settings, entry: dict, changed: set[str]) -> tuple[bool, str]:
+    """Whether a pooled database must be reset again, and why (docs: README "Warm pool").
+
+    Its inputs: the main checkout's env files (their digest), and the base's files under
+    ADW_DB_INPUTS (empty: any file; the reset script always counts). ``always``: every take.
+    """
+    if entry.get("db") != "done":
+        return True, "the pool did not reset it"
+    if settings.db_inputs == ("always",):
+        return True, "ADW_DB_INPUTS=always"
+    if entry.get("db_reset", settings.db_reset) != settings.db_reset:
+        return True, "ADW_DB_RESET changed"
+    if entry.get("env_digest") != env_digest(settings):
+        return True, "the env files changed"
+    if settings.db_inputs:
+        watched = (*settings.db_inputs, settings.db_reset)
+        hits = [p for p in changed if any(p == w or p.startswith(w.rstrip("/") + "/") for w in watched if w)]
+    else:
+        hits = sorted(changed)
+    if hits:
+        return True, f"inputs changed ({hits[0]}{' ...' if len(hits) > 1 else ''})"
+    return False, "kept (inputs unchanged)"
+
+
+def _stale_venv(directory: Path, entry: dict) -> bool:
+    """A venv that still names the pool path must be installed again: not relocatable (uv made
+    it itself), or a path or editable install (.pth, direct_url.json) pointing at the old place."""
+    venv = directory / ".venv"
+    cfg = venv / "pyvenv.cfg"
+    if not cfg.is_file():
+        return False
+    if "relocatable = true" not in cfg.read_text(encoding="utf-8", errors="replace"):
+        shutil.rmtree(venv)  # Grove's own install from the pool; `uv sync` makes it again from the cache
+        return True
+    old = entry["path"]
+    for site in venv.glob("lib/python*/site-packages"):
+        for marker in (*site.glob("*.pth"), *site.glob("*.dist-info/direct_url.json")):
+            try:
+                if old in marker.read_text(encoding="utf-8", errors="replace"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _refresh_included(settings: Settings, target: Path) -> None:
+    """Files copied by .worktreeinclude at fill time are copied again when the main checkout's changed."""
+    from ..resources import include
+
+    if not (settings.repo / include.INCLUDE_FILE).is_file():
+        return
+    for rel in include.listed(settings):
+        src, dst = settings.repo / rel, target / rel
+        try:
+            a, b = src.lstat(), dst.lstat()
+        except FileNotFoundError:
+            continue
+        if (a.st_size, a.st_mtime_ns) != (b.st_size, b.st_mtime_ns):
+            dst.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Refill
+
+
+def refill_in_background(settings: Settings, invoke_config: dict | None = None) -> int | None:
+    """Start `grove pool --size <recorded size>` detached, when the pool is below its size; its pid.
+
+    The child gets the same configuration: flags travel as ADW_* (which beat Invoke's config
+    there as here) and Invoke's layer as INVOKE_GROVE_*. Output goes to agents/.grove/pool-refill.log.
+    """
+    import subprocess
+    import sys
+
+    data = read(settings)
+    usable = sum(e["status"] in ("ready", "filling") for e in data["entries"].values())
+    if not data.get("size") or usable >= data["size"]:
+        return None
+    env = dict(os.environ, ADW_REPO=str(settings.repo), ADW_TREES_DIR=settings.trees_dir,
+               ADW_AGENTS_DIR=settings.agents_dir, ADW_BASE_BRANCH=settings.base_branch)
+    env.update({f"INVOKE_GROVE_{k.upper()}": str(v) for k, v in (invoke_config or {}).items() if v is not None})
+    lib = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    settings.grove_path.mkdir(parents=True, exist_ok=True)
+    with open(settings.grove_path / "pool-refill.log", "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "grove", "pool", "--size", str(data["size"]), "--quiet"],
+                                 cwd=settings.repo, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True)
+    return child.pid

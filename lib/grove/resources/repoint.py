@@ -1,0 +1,62 @@
+"""Repoint relative and main-checkout paths in JSON config files (e.g. MCP configs) at the worktree.
+
+The rewrite walks the parsed JSON, so only string values change and the file stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.errors import bad_input
+
+
+def _repoint(value: str, main: Path, trees: Path, worktree: Path) -> str:
+    if value.startswith("./"):
+        return str(worktree / value[2:])
+    if value.startswith("/"):
+        path = Path(value)
+        # Paths into the main checkout move to the worktree; paths already under trees/ stay.
+        if path.is_relative_to(main) and not path.is_relative_to(trees):
+            return str(worktree / path.relative_to(main))
+    return value
+
+
+def _walk(node, key: str, fix, dirs: list[Path]):
+    if isinstance(node, dict):
+        return {k: _walk(v, k, fix, dirs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk(v, key, fix, dirs) for v in node]
+    if isinstance(node, str):
+        new = fix(node)
+        # A path under a *dir* key (outputDir, videoDir ...) or ending in '/' names a directory to create.
+        if new != node and ("dir" in key.lower() or node.endswith("/")):
+            dirs.append(Path(new))
+        return new
+    return node
+
+
+def repoint_data(data, main: Path, trees: Path, worktree: Path) -> tuple[object, list[Path]]:
+    """Parsed JSON with its paths repointed, and the directories it names; nothing is written."""
+    dirs: list[Path] = []
+    return _walk(data, "", lambda v: _repoint(v, main, trees, worktree), dirs), dirs
+
+
+def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[bool, list[Path]]:
+    """Rewrite one file in place; returns (changed, directories created)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise bad_input(f"config file {path} is not valid JSON ({exc})") from None
+    new, dirs = repoint_data(data, main, trees, worktree)
+    created = []
+    for directory in dirs:
+        if directory.is_relative_to(worktree) and not directory.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            created.append(directory)
+    if new == data:
+        return False, created
+    indent = 2 if "\n" in text.strip() else None
+    path.write_text(json.dumps(new, indent=indent) + "\n", encoding="utf-8")
+    return True, created
