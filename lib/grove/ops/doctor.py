@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..resources import agentdb, ports
 from ..core import git, locks, state
-from ..safety import owned, preserve
+from ..safety import checkout as ffwd, owned, preserve
 from . import worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -24,7 +24,7 @@ def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
 def check(settings: Settings, fix: bool = False) -> dict:
     # A worktree add killed midway breaks `git rev-list --all` for everyone: repaired first, so the
     # rest of the checks see the repository as git will after the fix.
-    problems: list[dict] = _stillborn(settings, fix)
+    problems: list[dict] = _stillborn(settings, fix) + _interrupted_fast_forwards(settings, fix)
     entries = {os.path.realpath(w["path"]): w for w in git.worktrees(settings.repo)}
     trees = os.path.realpath(settings.trees_path)
     agents, seen_paths = {}, set()
@@ -93,6 +93,26 @@ def _stillborn(settings: Settings, fix: bool) -> list[dict]:
             if not p["fixed"]:
                 p["fix"] = None
                 p["hint"] = "it is outside trees/ or holds files: look at it and remove it by hand"
+        out.append(p)
+    return out
+
+
+def _interrupted_fast_forwards(settings: Settings, fix: bool) -> list[dict]:
+    """A checkout a killed merge left between the old and the new base (issue 20, item 4): its
+    files are the merge's, not someone's edits; --fix finishes the fast-forward."""
+    out = []
+    for w in git.worktrees(settings.repo):
+        left = os.path.isdir(w["path"]) and ffwd.pending(Path(w["path"]))
+        if not left:
+            continue
+        p = _problem("interrupted_fast_forward", f"{w['path']}: a merge was killed while bringing it from "
+                     f"{left['old'][:10]} to {left['new'][:10]}; its files are part-way between the two",
+                     "finish the fast-forward (an edited file in the way is never overwritten)", path=w["path"])
+        if fix:
+            done, why = ffwd.finish(Path(w["path"])) or (True, "")
+            p["fixed"] = done
+            if not done:
+                p["fix"], p["hint"] = None, why
         out.append(p)
     return out
 
