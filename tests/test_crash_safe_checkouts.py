@@ -125,3 +125,88 @@ def _wait_for_the_fast_forward_to_start(repo: Path, run: subprocess.Popen) -> No
         if (repo / ".git" / "grove-fast-forward.json").exists() or (repo / "f000.txt").exists():
             return
         time.sleep(0.002)
+
+
+# -- sync (issue 20, item 6) --------------------------------------------------------------------
+
+from test_merge_queue import mcp_repo  # noqa: E402,F401  (the fixture: a tracked .mcp.json setup hides)
+
+
+def _base_moves_with_many_files(repo: Path) -> None:
+    for i in range(MANY):
+        (repo / f"b{i:03}.txt").write_text(f"base {i}\n" * 20)
+    mcp = json.loads((repo / ".mcp.json").read_text())
+    mcp["mcpServers"]["db"] = {"command": "./bin/db-mcp"}
+    (repo / ".mcp.json").write_text(json.dumps(mcp, indent=2) + "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the base moves: many files and the hidden config")
+
+
+def _synced_and_clean(repo: Path, wt: Path) -> None:
+    assert git(repo, "merge-base", "--is-ancestor", "main", "adw/sk") == ""
+    assert git(wt, "status", "--porcelain") == "", "clean, Grove's files hidden again"
+    assert git(wt, "ls-files", "-v", ".mcp.json").startswith("S ")
+    assert "db-mcp" in (wt / ".mcp.json").read_text() and str(wt) in (wt / ".mcp.json").read_text()
+    assert not list(git_dir_of(wt).glob("grove-sync*")) and not (git_dir_of(wt) / "index.lock").exists()
+    assert (wt / "mine.txt").read_text() == "1\n"
+    commit_file(wt, "after.txt", "the agent can commit\n")
+
+
+def git_dir_of(wt: Path) -> Path:
+    return Path(git(wt, "rev-parse", "--absolute-git-dir"))
+
+
+@pytest.mark.parametrize("strategy", ["merge", "rebase"])
+def test_a_sync_killed_after_git_finished_is_completed_by_a_rerun(mcp_repo, strategy):
+    repo = mcp_repo
+    wt = agent(repo, "sk", {"mine.txt": "1\n"}, status="in_progress")
+    _base_moves_with_many_files(repo)
+    killed = inv(repo, "sync", "--adw-id", "sk", "--strategy", strategy, env={"GROVE_FAULT": "sync:after:merge"})
+    assert killed.returncode == -signal.SIGKILL
+    assert [p["kind"] for p in doctor(repo)["problems"]] == ["interrupted_sync"]
+    result = inv_json(repo, "sync", "--adw-id", "sk", "--strategy", strategy)
+    assert result["recovered"]["outcome"] == "finished" and result["outcome"] == "up_to_date"
+    _synced_and_clean(repo, wt)
+
+
+@pytest.mark.parametrize("strategy", ["merge", "rebase"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_sync_interrupted_at_a_random_moment_converges(mcp_repo, strategy, sig):
+    repo = mcp_repo
+    wt = agent(repo, "sk", {"mine.txt": "1\n"}, status="in_progress")
+    git(wt, "commit", "-q", "--allow-empty", "-m", "a second agent commit, for the rebase to replay")
+    _base_moves_with_many_files(repo)
+    run = subprocess.Popen([*cli(), "sync", "--adw-id", "sk", "--strategy", strategy], cwd=repo,
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None and not (git_dir_of(wt) / "grove-sync.json").exists():
+        time.sleep(0.002)
+    os.killpg(run.pid, sig)
+    run.wait(timeout=120)
+    again = inv(repo, "sync", "--adw-id", "sk", "--strategy", strategy, "--json")
+    assert again.returncode == 0, again.stderr
+    _synced_and_clean(repo, wt)
+
+
+def test_doctor_fix_rolls_back_a_sync_killed_before_git_finished(mcp_repo):
+    repo = mcp_repo
+    wt = agent(repo, "sk", {"mine.txt": "1\n"}, status="in_progress")
+    head = git(wt, "rev-parse", "HEAD")
+    _base_moves_with_many_files(repo)
+    # The state a kill inside `git merge` leaves: the intent, git's MERGE_HEAD, some of the base's files.
+    admin = git_dir_of(wt)
+    (admin / "grove-sync.json").write_text(json.dumps({"head_before": head, "tip": git(repo, "rev-parse", "main"),
+                                                       "strategy": "merge", "branch": "adw/sk"}))
+    (admin / "MERGE_HEAD").write_text(git(repo, "rev-parse", "main") + "\n")
+    for i in range(0, MANY, 3):
+        (wt / f"b{i:03}.txt").write_text(f"base {i}\n" * 20)
+    (wt / "b001.txt").write_text("the agent wrote this after the crash\n")
+    report = doctor(repo, "--fix")
+    assert report["healthy"], report
+    recovered = report["problems"][0]["recovered"]
+    assert recovered["outcome"] == "rolled_back" and recovered["salvage_ref"]
+    assert git(wt, "rev-parse", "HEAD") == head and git(wt, "status", "--porcelain") == "?? b001.txt"
+    assert not (wt / "b000.txt").exists(), "the base's own files go: git gives them back"
+    assert (wt / "b001.txt").exists(), "a file git cannot give back stays (and is salvaged)"
+    assert "after the crash" in git(repo, "show", f"{recovered['salvage_ref']}:b001.txt")
+    assert git(wt, "ls-files", "-v", ".mcp.json").startswith("S ")

@@ -60,6 +60,7 @@ def check(settings: Settings, fix: bool = False) -> dict:
                     continue
                 problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
+    problems += _interrupted_syncs(settings, agents, fix)
     problems += _check_registry(settings)
     problems += _orphan_branches(settings, agents, entries)
     problems += _orphan_databases(settings)
@@ -113,6 +114,31 @@ def _interrupted_fast_forwards(settings: Settings, fix: bool) -> list[dict]:
             p["fixed"] = done
             if not done:
                 p["fix"], p["hint"] = None, why
+        out.append(p)
+    return out
+
+
+def _interrupted_syncs(settings: Settings, agents: dict, fix: bool) -> list[dict]:
+    """An agent worktree a killed `grove sync` left mid-merge (issue 20, item 6): git's index still
+    hides Grove's files but the base's files are half in; --fix rolls it back or finishes it, after
+    salvaging whatever differs."""
+    from . import sync
+
+    out = []
+    for adw_id, s in agents.items():
+        wt = Path(s["worktree_path"]) if s else None
+        if wt is None or not (wt / ".git").is_file() or sync.interrupted(wt) is None:
+            continue
+        p = _problem("interrupted_sync", f"{wt}: `grove sync` was killed midway; the base's files are part-way in",
+                     "roll it back to the branch's tip (salvaged first) or finish it; then sync again",
+                     adw_id=adw_id, path=str(wt))
+        if fix:
+            try:
+                with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is busy"):
+                    p["recovered"] = sync.recover(settings, s, wt)
+                p["fixed"] = True
+            except GroveError as exc:
+                p["fix"], p["hint"] = None, exc.message
         out.append(p)
     return out
 
