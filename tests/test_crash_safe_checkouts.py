@@ -210,3 +210,26 @@ def test_doctor_fix_rolls_back_a_sync_killed_before_git_finished(mcp_repo):
     assert (wt / "b001.txt").exists(), "a file git cannot give back stays (and is salvaged)"
     assert "after the crash" in git(repo, "show", f"{recovered['salvage_ref']}:b001.txt")
     assert git(wt, "ls-files", "-v", ".mcp.json").startswith("S ")
+
+
+@pytest.mark.parametrize("strategy", ["merge", "rebase"])
+def test_sync_never_overwrites_an_ignored_file_the_base_starts_tracking(repo, strategy):
+    """Issue 20, item 2: the base force-adds fixtures/local.db, which the agent has as an ignored file."""
+    (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "*.db\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore databases")
+    wt = agent(repo, "ig", {"mine.txt": "1\n"}, status="in_progress")
+    (wt / "fixtures").mkdir()
+    (wt / "fixtures" / "local.db").write_bytes(b"the agent's rows")
+    (repo / "fixtures").mkdir()
+    (repo / "fixtures" / "local.db").write_bytes(b"the base's fixture")
+    git(repo, "add", "-f", "fixtures/local.db")
+    git(repo, "commit", "-q", "-m", "track a fixture database")
+    head = git(wt, "rev-parse", "HEAD")
+    out = inv(repo, "sync", "--adw-id", "ig", "--strategy", strategy)
+    assert out.returncode == 1 and "fixtures/local.db" in out.stderr and "nothing changed" in out.stderr
+    assert (wt / "fixtures" / "local.db").read_bytes() == b"the agent's rows"
+    assert git(wt, "rev-parse", "HEAD") == head and git(wt, "status", "--porcelain") == ""
+    # Moved aside, the sync goes through.
+    (wt / "fixtures" / "local.db").rename(wt / "mine.db")
+    assert inv_json(repo, "sync", "--adw-id", "ig", "--strategy", strategy)["outcome"] in ("merged", "rebased")

@@ -266,7 +266,7 @@ def _move_local(settings: Settings, base: str, old: str, new: str, pushed: bool)
                 continue  # it moved between the read and the swap: look again
             if _dirty(checkout):
                 return False, f"{checkout} has {base} checked out with uncommitted changes"
-            clobbered = _ignored_in_the_way(checkout, old, new)
+            clobbered = git.ignored_in_the_way(checkout, old, new)
             if clobbered:
                 return False, (f"bringing {checkout} along would overwrite ignored files git does not protect: "
                                f"{', '.join(clobbered[:5])}")
@@ -278,16 +278,6 @@ def _move_local(settings: Settings, base: str, old: str, new: str, pushed: bool)
             if _rev(settings, base) == old:
                 return False, why
     return False, f"{base} kept moving during the merge"
-
-
-def _ignored_in_the_way(checkout: Path, old: str, new: str) -> list[str]:
-    """Ignored files in the user's checkout that the fast-forward would overwrite: git refuses to
-    overwrite untracked files, but treats ignored ones (a local.db, a .env) as expendable."""
-    changed = [p for p in git.git(checkout, "diff", "--name-only", "-z", old, new).split("\0") if p]
-    if not changed:
-        return []
-    out = git.git(checkout, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", *changed)
-    return [p for p in out.split("\0") if p]
 
 
 def _rev(settings: Settings, base: str) -> str | None:

@@ -77,6 +77,7 @@ def sync(settings: Settings, adw_id: str, strategy: str = "merge", fetch: bool =
                   "incoming_commits": len(git.commits_between(settings.repo, head, tip)), "conflict_files": [],
                   "status": s["status"], "reapplied": [], "backup": None, "recovered": recovered}
         if result["incoming_commits"]:
+            _refuse_clobbering(wt, head, tip)
             _write_intent(wt, {"head_before": head, "tip": tip, "strategy": strategy, "branch": s["branch"]})
             _integrate(settings, s, wt, tip, strategy, result)
         if result["outcome"] != "conflict":
@@ -111,6 +112,16 @@ def _refuse_unsafe(settings: Settings, s: dict, wt: Path) -> None:
         raise GroveError(f"{', '.join(edited)} in {wt} changed beyond Grove's own rewrite (they are hidden from git)",
                          hint=f"to keep the change: `inv env.stage --adw-id {adw_id}`, then commit; to drop it: "
                               f"`git update-index --no-skip-worktree FILE && git checkout FILE`; then sync again")
+
+
+def _refuse_clobbering(wt: Path, head: str, tip: str) -> None:
+    """The base may have started tracking a file the agent has as an ignored one (a force-added
+    fixtures/local.db): git would overwrite the agent's copy without a word. Refused, nothing changed."""
+    clobbered = git.ignored_in_the_way(wt, head, tip)
+    if clobbered:
+        shown = ", ".join(clobbered[:5]) + (" ..." if len(clobbered) > 5 else "")
+        raise GroveError(f"syncing {wt} would overwrite ignored files the base now tracks: {shown}; nothing changed",
+                         hint="move them aside (they are the agent's: keep a copy), then sync again")
 
 
 def base_tip(settings: Settings, base: str, fetch: bool, report: Reporter) -> tuple[str, str]:
