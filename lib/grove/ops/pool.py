@@ -656,7 +656,7 @@ def refill_in_background(settings: Settings, invoke_config: dict | None = None) 
     env = dict(os.environ, ADW_REPO=str(settings.repo), ADW_TREES_DIR=settings.trees_dir,
                ADW_AGENTS_DIR=settings.agents_dir, ADW_BASE_BRANCH=settings.base_branch)
     env.update({f"INVOKE_GROVE_{k.upper()}": str(v) for k, v in (invoke_config or {}).items() if v is not None})
-    lib = str(Path(__file__).resolve().parent.parent)
+    lib = str(Path(__file__).resolve().parents[2])  # the folder holding the grove package (lib/grove/ops/pool.py)
     env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     settings.grove_path.mkdir(parents=True, exist_ok=True)
     with open(settings.grove_path / "pool-refill.log", "ab") as log:
