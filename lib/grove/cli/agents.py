@@ -117,6 +117,9 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     if all:
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
+        if result["errors"]:  # a teardown that failed is not a success (issue 20, item 13)
+            raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
+                       + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
         return
     targets = [one([a]) for a in (adw_id or [None])]
     if len(targets) == 1:

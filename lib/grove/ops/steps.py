@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from ..resources import agentdb, compose, db, deps, envfiles, ports, repoint, submodules
+from ..resources import agentdb, db, deps, envfiles, generated, ports, repoint, submodules
 from ..core import state
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -23,14 +23,9 @@ def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tup
     return include.copy_into(settings, path)
 
 
-def env_values(settings: Settings, adw_id: str, claimed: dict[str, int]) -> dict[str, str]:
-    """What .ports.env and every merged env file get: the ports, the Compose project name and the
-    agent's database URL (issue 14). The URL is known from the name before the db step runs."""
-    values = ports.env_lines(claimed)
-    if settings.compose_project_var:
-        values[settings.compose_project_var] = compose.project_name(settings.repo.name, adw_id)
-    values.update(agentdb.env_values(settings, adw_id))
-    return values
+# What .ports.env and every merged env file get; it lives with the files Grove generates, which the
+# archive also needs to recognise (lib/grove/resources/generated.py, issue 20).
+env_values = generated.env_values
 
 
 def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
