@@ -99,9 +99,10 @@ def test_a_teardown_with_only_grove_files_archives_nothing(repo):
 
 
 def test_a_database_the_reset_made_and_the_agent_wrote_is_kept(repo):
+    """A file the reset wrote is recorded (size, mtime) in the state's grove_files; changed, it is the agent's."""
     script = repo / "scripts/reset_db.sh"
     script.parent.mkdir()
-    script.write_text("#!/bin/sh\nprintf 'seed\\n' > app.db\n")
+    script.write_text("#!/bin/sh\nprintf 'seed\\n' > app.db\nprintf 'seed\\n' > untouched.db\n")
     script.chmod(0o755)
     git(repo, "add", "scripts/reset_db.sh")
     git(repo, "commit", "-q", "-m", "db script")
@@ -111,7 +112,7 @@ def test_a_database_the_reset_made_and_the_agent_wrote_is_kept(repo):
         f.write("row by the agent\n")
     finish(repo, "a3")
     kept = inv_json(repo, "teardown", "--adw-id", "a3")["archive"]
-    assert kept["paths"] == ["app.db"]
+    assert kept["paths"] == ["app.db"], "the reset's own output, untouched since, is Grove's and not archived"
     assert (Path(kept["path"]) / "files/app.db").read_text() == "seed\nrow by the agent\n"
 
 
@@ -203,6 +204,51 @@ def test_gc_deletes_only_grove_archives_older_than_asked(repo):
     gone = inv_json(repo, "gc", "--archives", "--older-than-days", "0")["archives_deleted"]
     assert [a["path"] for a in gone] == [kept["path"]] and not Path(kept["path"]).exists()
     assert (stranger / "keep.txt").is_file(), "a directory without Grove's manifest is never deleted"
+
+
+@pytest.mark.parametrize("how", ["gc", "teardown --all", "merge --cleanup", "cleanup-epic", "api force"])
+def test_every_removal_path_archives_ignored_files(repo, how):
+    setup_agent(repo, "p1", "--epic", "EP")
+    wt = repo / "trees/p1"
+    (wt / "notes.db").write_text("the agent's rows\n")
+    if how == "gc":
+        past = time.time() - 30 * 86400
+        for path in [wt, *wt.rglob("*")]:
+            if ".git" not in path.parts:
+                os.utime(path, (past, past), follow_symlinks=False)
+        state_file = repo / "agents/p1/adw_state.json"
+        data = json.loads(state_file.read_text())
+        data["updated_at"] = "2000-01-01T00:00:00Z"
+        state_file.write_text(json.dumps(data))
+        assert [a["adw_id"] for a in inv_json(repo, "gc", "--max-age-days", "7")["removed"]] == ["p1"]
+    elif how == "merge --cleanup":
+        commit_file(wt, "feature.txt", "done\n")
+        finish(repo, "p1")
+        [r] = inv_json(repo, "merge", "--adw-id", "p1", "--cleanup")["results"]
+        assert r["outcome"] == "merged" and r["cleanup"]["archive"]["paths"] == ["notes.db"]
+    elif how == "api force":
+        from grove import worktree_manager as wm
+
+        wm.cleanup_worktree("p1", force=True, project_root=repo)
+    else:
+        finish(repo, "p1", "failed")
+        inv(repo, *how.split(), *(["--epic", "EP"] if how == "cleanup-epic" else []), check=True)
+    assert not wt.exists()
+    [event] = (repo / "agents/.archive/p1").iterdir()
+    assert (event / "files/notes.db").read_text() == "the agent's rows\n"
+    assert json.loads((event / "manifest.json").read_text())["files"][0]["path"] == "notes.db"
+
+
+def test_restoring_an_archive_needs_a_worktree(repo):
+    setup_agent(repo, "w1")
+    (repo / "trees/w1/x.db").write_text("x\n")
+    finish(repo, "w1")
+    kept = inv_json(repo, "teardown", "--adw-id", "w1")["archive"]
+    setup_agent(repo, "w2")
+    (repo / "trees/w2/.git").unlink()
+    __import__("shutil").rmtree(repo / "trees/w2")
+    out = inv(repo, "salvage", "--adw-id", "w2", "--restore", kept["id"])
+    assert out.returncode == 1 and not (repo / "trees/w2").exists()
 
 
 # -- item 5: a pool drain goes through the one removal path ---------------------------------------

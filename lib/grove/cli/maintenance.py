@@ -109,7 +109,8 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
     if restore:
         s = state.require(settings, one(adw_id))
         wt = Path(s["worktree_path"])
-        if restore.startswith(preserve.SALVAGE) or restore.startswith("refs/"):
+        # An archive id is <adw_id>/<utc>, and "refs" is a valid adw_id: an archive found wins.
+        if restore.startswith(preserve.SALVAGE) or (restore.startswith("refs/") and not archive.exists(settings, restore)):
             result = _restore_salvage(settings, s, restore, wt)
         else:
             result = archive.restore(settings, restore, wt)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..resources import agentdb, ports
 from ..core import git, ids, locks, state
-from ..safety import owned, preserve
+from ..safety import archive, owned, preserve
 from . import worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
@@ -75,7 +75,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
-                  "archive": None, "state_archive": None, "stopped_processes": []}
+                  "archive": archive.empty(), "state_archive": None, "stopped_processes": []}
         fault(OP, "before", "worktree")
         if entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage, force=force)

@@ -54,6 +54,7 @@ class Taken:
         self.db = db  # reset the database again
         self.db_reason = db_reason
         self.detail = detail
+        self.own_files: dict[str, list[int]] = {}  # ignored files the fill wrote: [size, mtime_ns] (issue 20)
 
 
 def pool_root(settings: Settings) -> Path:
@@ -586,7 +587,11 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
     detail = (f"pool entry {entry['name']} ({moved}); reinstall: "
               f"{', '.join(f'{d} ({r})' for d, r in reasons.items()) or 'none'}; db: {why}")
-    return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
+    taken = Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
+    # The fill's own ignored files (its reset's database) are the agent's Grove files while unchanged.
+    taken.own_files = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items()
+                       if _unchanged(target / rel, fp)}
+    return taken
 
 
 def _changed(target: Path, old: str, new: str) -> set[str]:

@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..core.config import Settings
 from ..core.errors import GroveError
+from ..safety import archive
 from . import agentdb, compose, envfiles, include, ports, repoint
 
 # What older Grove versions wrote into a directory it created for a repointed path (issue 20 removed it).
@@ -65,8 +66,38 @@ def _repointed(settings: Settings, wt: Path, name: str) -> bytes | None:
     return (json.dumps(new, indent=indent) + "\n").encode()
 
 
-def own_unchanged(settings: Settings, wt: Path, values: dict[str, str] | None) -> Callable[[str], bool]:
-    """A predicate over paths relative to ``wt``: True for Grove's own files, unchanged."""
+def snapshot(settings: Settings, wt: Path) -> dict[str, list[int]]:
+    """The ignored files the archive would keep, as path -> [size, mtime_ns]."""
+    out = {}
+    for rel in archive.worth_keeping(wt, settings.regenerable_dirs):
+        try:
+            st = (wt / rel).lstat()
+        except OSError:
+            continue
+        out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def made_between(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, list[int]]:
+    """What appeared or changed from ``before`` to ``after``: what a step (the db reset) wrote.
+    A file of the agent's that the step left alone is not in it, so it is never taken for Grove's."""
+    return {rel: fp for rel, fp in after.items() if before.get(rel) != fp}
+
+
+def _fingerprint_matches(path: Path, recorded: list | None) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return recorded is not None and [st.st_size, st.st_mtime_ns] == list(recorded)
+
+
+def own_unchanged(settings: Settings, wt: Path, values: dict[str, str] | None,
+                  recorded: dict[str, list[int]] | None = None) -> Callable[[str], bool]:
+    """A predicate over paths relative to ``wt``: True for Grove's own files, unchanged.
+
+    ``recorded``: files a Grove step wrote (the db reset's output, a pool fill's), with the size
+    and mtime they had then (the state's ``grove_files``): unchanged since, they are Grove's."""
     made = expected(settings, wt, values)
     included: set[str] | None = None
 
@@ -75,6 +106,8 @@ def own_unchanged(settings: Settings, wt: Path, values: dict[str, str] | None) -
         path = wt / rel
         if os.path.islink(path) or not path.is_file():
             return False
+        if recorded and _fingerprint_matches(path, recorded.get(rel)):
+            return True
         size = path.stat().st_size
         if rel in made and size == len(made[rel]) and _read(path) == made[rel]:
             return True

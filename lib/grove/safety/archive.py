@@ -185,6 +185,10 @@ def _move(src: Path, dst: Path) -> None:
     _private_dir(dst.parent)
     try:
         os.rename(src, dst)
+    except FileNotFoundError:
+        if not os.path.lexists(src):
+            return  # deleted since it was listed (by what ran there): nothing left to keep
+        raise
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
@@ -275,12 +279,23 @@ def find(settings: Settings, ident: str) -> tuple[Path, dict]:
     return real, data
 
 
+def exists(settings: Settings, ident: str) -> bool:
+    try:
+        find(settings, ident)
+        return True
+    except GroveError:
+        return False
+
+
 def restore(settings: Settings, ident: str, wt: Path) -> dict:
     """Copy an archive's files back into the worktree ``wt`` (the archive stays until gc deletes it).
 
     A file that exists there and differs is never overwritten: the restore refuses (exit 1) naming
     every such file, and nothing is copied. Files already identical are left as they are."""
     event, data = find(settings, ident)
+    if not wt.is_dir():
+        raise GroveError(f"there is no worktree at {wt} to restore into; nothing was restored",
+                         hint="set the agent up again (`grove setup --adw-id ...`), then restore")
     rows = [r for r in data.get("files", []) if os.path.lexists(event / FILES / r["path"])]
     clashes, todo = [], []
     for row in rows:
