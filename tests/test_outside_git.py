@@ -261,9 +261,12 @@ def test_a_pool_drain_keeps_a_commit_only_the_entry_reflog_reaches(repo):
     pool_commit = git(wt, "rev-parse", "HEAD")
     lost = commit_file(wt, "work.txt", "made in a pool entry\n")
     git(wt, "checkout", "-q", "--detach", pool_commit)
+    (wt / "notes.db").write_text("written in a pool entry\n")
     inv(repo, "pool", "--size", "0", check=True)
     assert not wt.exists()
     assert git(repo, "for-each-ref", f"--contains={lost}", "--format=%(refname)"), "the commit is kept"
+    [event] = (repo / "agents/.archive" / wt.name).iterdir()
+    assert sorted(p.name for p in (event / "files").iterdir()) == ["notes.db"], "only what was not Grove's"
 
 
 # -- item 7: uncommitted work is never "merged" ---------------------------------------------------

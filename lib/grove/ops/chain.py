@@ -330,10 +330,6 @@ def _finish(s: dict, done: dict, taken=None) -> None:
     s["steps"].update(done)
     s["error_message"] = None
     s["from_pool"] = bool(taken) or s.get("from_pool", False)
-    if taken and taken.own_files:  # a reset at take recorded its own output already: that wins
-        files = s.setdefault("grove_files", {})
-        for rel, fp in taken.own_files.items():
-            files.setdefault(rel, fp)
 
 
 def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: BaseException) -> None:

@@ -54,7 +54,6 @@ class Taken:
         self.db = db  # reset the database again
         self.db_reason = db_reason
         self.detail = detail
-        self.own_files: dict[str, list[int]] = {}  # ignored files the fill wrote: [size, mtime_ns] (issue 20)
 
 
 def pool_root(settings: Settings) -> Path:
@@ -587,11 +586,7 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
     detail = (f"pool entry {entry['name']} ({moved}); reinstall: "
               f"{', '.join(f'{d} ({r})' for d, r in reasons.items()) or 'none'}; db: {why}")
-    taken = Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
-    # The fill's own ignored files (its reset's database) are the agent's Grove files while unchanged.
-    taken.own_files = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items()
-                       if _unchanged(target / rel, fp)}
-    return taken
+    return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
 
 
 def _changed(target: Path, old: str, new: str) -> set[str]:
@@ -730,15 +725,23 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         if again:
             steps.install(settings, path, only=tuple(again))
         db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
+        mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if _unchanged(path / rel, fp)}
         if reset:
+            from ..resources import generated as made
+
+            before = made.snapshot(settings, path)
             db = steps.reset_db(settings, path, values)[0]
+            # Only what the fill or this reset wrote is the pool's own, never an ignored file
+            # someone else left in the entry (issue 20).
+            mine.update(made.made_between(before, made.snapshot(settings, path)))
     except BaseException:
         # Left `refreshing` with no live holder: doctor --fix (or the next `grove pool`) resumes it.
         _set(settings, name, pid=None)
         raise
     own = _own_files(path)
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
-         env_digest=digest, own=own, installed=list(settings.install_dirs), db_reset=settings.db_reset)
+         env_digest=digest, own=own, own_ignored=mine, installed=list(settings.install_dirs),
+         db_reset=settings.db_reset)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None

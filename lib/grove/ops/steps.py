@@ -156,24 +156,26 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
     if not settings.db_reset:
         return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
     env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
-    before = generated.snapshot(settings, path)
+    before = generated.snapshot(settings, path) if (path / settings.db_reset).is_file() else None
     try:
         ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
     except GroveError as exc:
         exc.message = agentdb.scrub(settings, exc.message)  # the script may echo DATABASE_URL
         raise
-    _record_grove_files(settings, path.name, generated.made_between(before, generated.snapshot(settings, path)))
+    if ran and before is not None:
+        _record_grove_files(path, generated.made_between(before, generated.snapshot(settings, path)))
     notes.append(settings.db_reset if ran else f"{settings.db_reset} absent")
     return ("done" if ran or len(notes) > 1 else "skipped"), "; ".join(notes)
 
 
 
-def _record_grove_files(settings: Settings, adw_id: str, made: dict[str, list[int]]) -> None:
-    """Remember the ignored files the reset wrote, with their size and mtime: while unchanged they
-    are Grove's own and a teardown need not archive them; once the agent writes to one, it is kept
-    (issue 20). Only agents have a state; the pool records its fill's files itself."""
-    if made and settings.state_path(adw_id).exists():
-        state.update(settings, adw_id, lambda s: s.setdefault("grove_files", {}).update(made))
+def _record_grove_files(path: Path, made: dict[str, list[int]]) -> None:
+    """Remember the ignored files the reset wrote, with their size and mtime, beside the worktree's
+    own git records (generated.record): while unchanged they are Grove's and a removal need not
+    archive them; once the agent writes to one, it is kept (issue 20). The record moves with a
+    pooled worktree when an agent takes it."""
+    if made:
+        generated.record(path, made)
 
 
 def claim_ports(settings: Settings, adw_id: str) -> dict:

@@ -452,10 +452,9 @@ def _to_archive(settings: Settings, path: Path, values: dict[str, str] | None, b
         return archive.every_file(path, settings.regenerable_dirs)
     from ..resources import generated
 
-    recorded = None
     if values is None:
-        values, recorded = agent_values(settings, path.name), _grove_files(settings, path.name)
-    own = generated.own_unchanged(settings, path, values, recorded)
+        values = agent_values(settings, path.name)
+    own = generated.own_unchanged(settings, path, values, generated.recorded(path))
     return archive.worth_keeping(path, settings.regenerable_dirs,
                                  own if also_own is None else lambda rel: also_own(rel) or own(rel))
 
@@ -467,14 +466,6 @@ def agent_values(settings: Settings, adw_id: str) -> dict[str, str] | None:
 
     s = state.load(settings, adw_id) if not adw_id.startswith(".") else None
     return generated.env_values(settings, adw_id, s["ports"]) if s and s.get("ports") else None
-
-
-def _grove_files(settings: Settings, adw_id: str) -> dict[str, list[int]] | None:
-    """Ignored files Grove's own steps wrote into an agent's worktree (the state's ``grove_files``)."""
-    from ..core import state
-
-    s = state.load(settings, adw_id) if not adw_id.startswith(".") else None
-    return (s or {}).get("grove_files")
 
 
 def _remove_broken(settings: Settings, path: Path, entry: dict | None, saved: dict, reason: str) -> dict:

@@ -84,6 +84,29 @@ def made_between(before: dict[str, list[int]], after: dict[str, list[int]]) -> d
     return {rel: fp for rel, fp in after.items() if before.get(rel) != fp}
 
 
+RECORD = "grove-files.json"  # in the worktree's own git admin dir: it lives and goes with the worktree
+
+
+def record(wt: Path, made: dict[str, list[int]]) -> None:
+    """Add ``made`` (path -> [size, mtime_ns]) to the worktree's record of files Grove's steps wrote."""
+    from ..core import git, locks
+
+    target = git.own_admin_dir(wt) / RECORD
+    locks.atomic_write_text(target, json.dumps({**recorded(wt), **made}, sort_keys=True) + "\n", 0o600)
+
+
+def recorded(wt: Path) -> dict[str, list[int]]:
+    """The record ``record`` keeps; {} when there is none or it cannot be read (then nothing is
+    taken for Grove's: the safe direction)."""
+    from ..core import git
+
+    try:
+        data = json.loads((git.own_admin_dir(wt) / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _fingerprint_matches(path: Path, recorded: list | None) -> bool:
     try:
         st = path.lstat()
