@@ -132,6 +132,20 @@ def test_a_repointed_directory_is_visible_to_git_and_salvaged(repo):
     assert git(repo, "show", f"{result['salvage_ref']}:docs/notes.md") == "the agent's notes"
 
 
+def test_a_rerun_of_setup_unhides_a_directory_an_older_grove_ignored_wholesale(repo):
+    commit_file(repo, ".mcp.json", json.dumps({"mcpServers": {"fs": {"command": "fs-mcp", "args": ["./docs/"]}}},
+                                              indent=2) + "\n")
+    git(repo, "push", "-q", "origin", "main")
+    setup_agent(repo, "r2")
+    wt = repo / "trees/r2"
+    (wt / "docs/.gitignore").write_text("# made by Grove for this worktree\n*\n")  # what Grove wrote before
+    (wt / "docs/notes.md").write_text("the agent's notes\n")
+    assert "docs" not in git(wt, "status", "--porcelain")
+    setup_agent(repo, "r2")
+    assert not (wt / "docs/.gitignore").exists()
+    assert "docs/notes.md" in git(wt, "status", "--porcelain", "--untracked-files=all")
+
+
 def test_past_the_size_limit_a_plain_teardown_refuses_and_force_archives(repo):
     setup_agent(repo, "l1")
     wt = repo / "trees/l1"

@@ -19,8 +19,7 @@ from ..core.errors import GroveError
 from ..safety import archive
 from . import agentdb, compose, envfiles, include, ports, repoint
 
-# What older Grove versions wrote into a directory it created for a repointed path (issue 20 removed it).
-OLD_DIR_IGNORE = "# made by Grove for this worktree\n*\n"
+OLD_DIR_IGNORE = repoint.OLD_DIR_IGNORE
 
 
 def env_values(settings: Settings, adw_id: str, claimed: dict[str, int]) -> dict[str, str]:
