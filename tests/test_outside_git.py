@@ -365,12 +365,15 @@ def test_force_teardown_without_a_git_file_archives_the_files_and_never_salvages
     wt = repo / "trees/t4"
     (wt / "work.txt").write_text("the agent's\n")
     (wt / "README.md").write_text("edited\n")
+    (wt / "deep/er").mkdir(parents=True)
+    (wt / "deep/er/notes.md").write_text("nested\n")
     (wt / ".git").unlink()
     (repo / "user-file.txt").write_text("the user's own\n")
     result = inv_json(repo, "teardown", "--adw-id", "t4", "--force")
     assert result["salvage_ref"] is None and salvage_refs(repo) == [], "salvage never runs in the main checkout"
     files = Path(result["archive"]["path"]) / "files"
     assert (files / "work.txt").read_text() == "the agent's\n" and (files / "README.md").read_text() == "edited\n"
+    assert (files / "deep/er/notes.md").read_text() == "nested\n"
     assert not wt.exists() and "trees/t4" not in git(repo, "worktree", "list")
     assert (repo / "user-file.txt").read_text() == "the user's own\n"
     assert git(repo, "status", "--porcelain") == "?? user-file.txt"

@@ -290,9 +290,9 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     """Keep files Grove wrote into a worktree out of `git add -A`, so no port or absolute path is committed.
 
     Tracked files get skip-worktree in the worktree's own index. A directory Grove created is left
-    visible: it is empty, and what an agent writes there is its work (issue 20). An untracked file gets a line in the repo's info/exclude, but
-    only when the main checkout has no such path: info/exclude applies to every checkout of the
-    repository, and must not hide the user's own files there. Returns the files left visible
+    visible: it is empty, and what an agent writes there is its work (issue 20). An untracked file
+    gets a line in the repo's info/exclude, but only when the main checkout has no such path:
+    info/exclude applies to every checkout of the repository, and must not hide the user's own files there. Returns the files left visible
     (ignored nowhere, present in the main checkout): the caller warns about them.
     """
     if not relpaths:
@@ -381,7 +381,8 @@ def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None 
     """Remove the worktree at ``path`` (git's entry for exactly it, then what is left on disk).
 
     The one removal path for every worktree Grove removes: agents (teardown, gc, merge --cleanup,
-    doctor --fix), pool entries and the merge queue's integration worktree (issue 20, item 5).
+    doctor --fix, a setup's rollback) and pool entries (issue 20, item 5). The merge queue's
+    integration worktree is kept between runs; nothing removes it but this function either.
 
     ``path`` must be a real directory inside trees/ (not a symlink), and git run there must read that
     worktree itself (its `.git` file intact), both checked before anything else. Ignored files worth

@@ -66,9 +66,12 @@ def _repointed(settings: Settings, wt: Path, name: str) -> bytes | None:
 
 
 def snapshot(settings: Settings, wt: Path) -> dict[str, list[int]]:
-    """The ignored files the archive would keep, as path -> [size, mtime_ns]."""
+    """Every file of the worktree but .git and regenerable output, as path -> [size, mtime_ns].
+
+    A walk, not git: it runs around every db reset, and a setup's git calls are counted (issue 12).
+    Only ignored files are ever looked up in what it finds, so tracked ones do no harm."""
     out = {}
-    for rel in archive.worth_keeping(wt, settings.regenerable_dirs):
+    for rel in archive.every_file(wt, (*settings.regenerable_dirs, ".git")):
         try:
             st = (wt / rel).lstat()
         except OSError:

@@ -79,13 +79,14 @@ def _walk(root: Path, rel: str, regenerable: tuple[str, ...]) -> list[str]:
         here = os.path.relpath(directory, root)
         links = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
         subdirs[:] = [d for d in subdirs if d not in regenerable and d not in links]
-        out += [f"{here}/{name}".replace(os.sep, "/") for name in files + links]
+        prefix = "" if here == "." else here.replace(os.sep, "/") + "/"
+        out += [prefix + name for name in files + links]
     return out
 
 
 def every_file(directory: Path, regenerable: tuple[str, ...]) -> list[str]:
     """Every file under ``directory`` but regenerable output: for a directory git cannot read."""
-    return sorted(rel[2:] for rel in _walk(directory, ".", regenerable))
+    return sorted(_walk(directory, ".", regenerable))
 
 
 def sizes(wt: Path, rels: list[str]) -> dict[str, int]:
