@@ -111,8 +111,10 @@ def test_a_database_the_reset_made_and_the_agent_wrote_is_kept(repo):
     with open(repo / "trees/a3/app.db", "a") as f:
         f.write("row by the agent\n")
     finish(repo, "a3")
-    kept = inv_json(repo, "teardown", "--adw-id", "a3")["archive"]
+    out = inv(repo, "teardown", "--adw-id", "a3", "--json", check=True)
+    kept = json.loads(out.stdout)["archive"]
     assert kept["paths"] == ["app.db"], "the reset's own output, untouched since, is Grove's and not archived"
+    assert f"kept 1 ignored file(s), {kept['bytes']} bytes, in {kept['path']}" in out.stderr, "said on stderr too"
     assert (Path(kept["path"]) / "files/app.db").read_text() == "seed\nrow by the agent\n"
 
 
