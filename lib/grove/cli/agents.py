@@ -93,7 +93,8 @@ def print_ready(s):
         "all": "every completed, merged or failed agent (uncommitted work salvaged first); others are listed",
         "delete_branch": "also delete the branch Grove made; refused when unmerged unless --force",
         "force": "do not ask: allow an unfinished status, remove a dirty worktree after saving its work under "
-                 "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/",
+                 "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/, "
+                 "archive ignored files past ADW_ARCHIVE_LIMIT_MB, archive every file of a worktree whose .git is gone",
         "keep_db": "keep the agent's Postgres database (ADW_DB_URL); by default teardown drops it",
         "repo": REPO,
         "json": JSON,
@@ -106,8 +107,9 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
     Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
-    deleted branch tip no other ref holds under refs/grove-backup/. Only paths proven to lie
-    inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
+    deleted branch tip no other ref holds under refs/grove-backup/, ignored files worth keeping
+    (an edited .env, a local database) under agents/.archive/<id>/<utc>/files/. Only paths proven
+    to lie inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
     The agent's Postgres database is dropped (its sessions ended first) unless --keep-db.
     """
     from ..ops import cleanup
@@ -117,6 +119,9 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     if all:
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
+        if result["errors"]:  # a teardown that failed is not a success (issue 20, item 13)
+            raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
+                       + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
         return
     targets = [one([a]) for a in (adw_id or [None])]
     if len(targets) == 1:

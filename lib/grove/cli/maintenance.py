@@ -33,19 +33,44 @@ def cleanup_epic(c, epic=None, delete_branches=False, repo=None, json=False, qui
         raise bad_input("--epic is required")
     result = cleanup.cleanup_epic(load_settings(c, repo), epic, delete_branches=delete_branches, report=reporter(quiet))
     emit(result, json, lambda d: print(f"cleaned {d['count']} worktree(s) of {epic}"))
+    if result["errors"]:  # a teardown that failed is not a success (issue 20, item 13)
+        raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
+                   + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
 
 
 @task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7)",
-            "dry_run": "only report what would be removed", "repo": REPO, "json": JSON, "quiet": QUIET})
+            "dry_run": "only report what would be removed",
+            "archives": "instead: delete the archives of ignored files (agents/.archive/<id>/<utc>/) older than "
+                        "--older-than-days; only directories holding Grove's manifest are touched",
+            "older_than_days": "with --archives: a finite number of days, 0 or more (required)",
+            "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
+def gc(c, max_age_days=7.0, dry_run=False, archives=False, older_than_days=None, repo=None, json=False, quiet=False):
     """Remove abandoned agents (unfinished and idle); their branches and commits stay reachable."""
     from ..ops import cleanup
 
+    if archives or older_than_days is not None:
+        _gc_archives(c, archives, older_than_days, dry_run, repo, json)
+        return
     result = cleanup.gc(load_settings(c, repo), float(max_age_days), dry_run=dry_run, report=reporter(quiet))
     verb = "would remove" if dry_run else "removed"
     emit(result, json, lambda d: print(f"{verb} {len(d['abandoned'] if dry_run else d['removed'])} abandoned "
                                         f"agent(s): {', '.join(a['adw_id'] for a in d['abandoned']) or '-'}"))
+
+
+def _gc_archives(c, archives, older_than_days, dry_run, repo, json):
+    """Deleting archived ignored files is a deliberate act, never a side effect (issue 20)."""
+    from ..core.errors import bad_input
+    from ..safety import archive
+
+    if not archives or older_than_days is None:
+        raise bad_input("deleting archives takes both --archives and --older-than-days N",
+                        "e.g. grove gc --archives --older-than-days 30")
+    days = archive.check_days(older_than_days)
+    result = archive.prune(load_settings(c, repo), days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    emit(result, json, lambda d: print(f"{verb} {len(d['archives_deleted'])} archive(s) older than {days:g} day(s)"
+                                        + "".join(f"\n  {a['path']}" for a in d["archives_deleted"])))
 
 
 @task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
@@ -65,32 +90,51 @@ def doctor(c, fix=False, repo=None, json=False):
         raise Exit(code=1)
 
 
-@task(help={"adw_id": "only this agent's salvages; with --restore, the worktree to restore into",
-            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work",
+@task(help={"adw_id": "only this agent's salvages and archives; with --restore, the worktree to restore into",
+            "restore": "a refs/grove-salvage/... ref, or an archive (its id <adw_id>/<utc> or its path), to put back "
+                       "into the agent's worktree",
             "repo": REPO, "json": JSON})
 @guard
 def salvage(c, adw_id=None, restore=None, repo=None, json=False):
-    """List salvaged uncommitted work (refs/grove-salvage/), or --restore one into a worktree.
+    """List salvaged work (refs/grove-salvage/) and archived ignored files, or --restore one into a worktree.
 
     Grove salvages a worktree's tracked edits and untracked (not ignored) files before it removes
-    it; ignored files (.env and the like) are never put into git. These refs are never pushed.
+    it; ignored files (.env and the like) are never put into git: the ones worth keeping are moved
+    to agents/.archive/<id>/<utc>/files/ instead. These refs are never pushed.
     """
-    from ..safety import preserve
+    from ..safety import archive, preserve
     from ..core import state
 
     settings = load_settings(c, repo)
     if restore:
         s = state.require(settings, one(adw_id))
-        result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
-        emit(result, json, lambda d: print(f"restored {d['ref']} into {d['worktree']}: {len(d['files'])} file(s)"))
+        wt = Path(s["worktree_path"])
+        # An archive id is <adw_id>/<utc>, and "refs" is a valid adw_id: an archive found wins.
+        if restore.startswith(preserve.SALVAGE) or (restore.startswith("refs/") and not archive.exists(settings, restore)):
+            result = _restore_salvage(settings, s, restore, wt)
+        else:
+            result = archive.restore(settings, restore, wt)
+        emit(result, json, lambda d: print(f"restored {d.get('ref') or d.get('id')} into {d['worktree']}: "
+                                           f"{len(d['files'])} file(s)"))
         return
     if adw_id:
         from ..core.ids import check_id
 
         check_id(one(adw_id))
-    rows = preserve.salvages(settings.repo, one(adw_id) if adw_id else None)
-    emit(rows, json, lambda d: [print(f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
-          or (not d and print("no salvaged work")))
+    rows = [dict(r, kind="salvage") for r in preserve.salvages(settings.repo, one(adw_id) if adw_id else None)]
+    rows += archive.listing(settings, one(adw_id) if adw_id else None)
+    emit(rows, json, lambda d: [print(f"{r.get('ref') or r['path']}  {r['date']}  {len(r['files'])} file(s)")
+                                for r in d] or (not d and print("no salvaged work")))
+
+
+def _restore_salvage(settings, s, ref, wt):
+    """A salvage ref back into the worktree; Grove's hidden files there are handled by preserve (issue 20, item 10)."""
+    from ..resources import hidden
+    from ..safety import preserve
+
+    shown = hidden.hidden_files(wt) if wt.is_dir() and not preserve.checkout_problem(wt) else []
+    edited = hidden.edited_hidden(settings, s, wt) if shown else []
+    return preserve.restore(settings.repo, ref, wt, hidden=shown, edited_hidden=edited)
 
 
 @task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",

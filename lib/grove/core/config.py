@@ -70,6 +70,8 @@ class Settings:
     process_backend: str = "auto"
     copy_backend: str = "auto"
     stop_grace: float = 5.0
+    archive_limit_mb: float = 1024.0  # issue 20: past it a plain teardown refuses
+    regenerable_dirs: tuple[str, ...] = ()  # issue 20: ignored output never archived, by directory name
 
     @property
     def trees_path(self) -> Path:
@@ -314,7 +316,32 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         process_backend=_choice(raw, "ADW_PROCESS_BACKEND", ("auto", "psutil", "proc", "lsof")),
         copy_backend=_choice(raw, "ADW_COPY_BACKEND", ("auto", "cp", "python")),
         stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
+        archive_limit_mb=_archive_limit(raw),
+        regenerable_dirs=_dir_names(raw, "ADW_REGENERABLE_DIRS"),
     )
+
+
+def _archive_limit(raw: Mapping[str, str]) -> float:
+    """ADW_ARCHIVE_LIMIT_MB: a finite number of megabytes, 0 or more (issue 20)."""
+    import math
+
+    text = raw["ADW_ARCHIVE_LIMIT_MB"].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad_input(f"ADW_ARCHIVE_LIMIT_MB={text!r} is not a number of megabytes") from None
+    if not math.isfinite(value) or value < 0:
+        raise bad_input(f"ADW_ARCHIVE_LIMIT_MB={text!r} must be a finite number, 0 or more")
+    return value
+
+
+def _dir_names(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list of bare directory names (no '/', not '.' or '..')."""
+    names = tuple(item.strip() for item in raw[key].split(",") if item.strip())
+    for name in names:
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise bad_input(f"{key}: {name!r} must be a directory name, not a path")
+    return names
 
 
 def _choice(raw: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:

@@ -352,7 +352,9 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
     for name in undo.databases:
         _quietly(report, f"drop database {name}", lambda name=name: agentdb.drop_created(settings, req.adw_id, name))
     if undo.worktree:
-        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
+        # This run made the worktree: a rollback never refuses over ADW_ARCHIVE_LIMIT_MB, it archives (issue 20).
+        _quietly(report, "remove the worktree",
+                 lambda: worktree.remove(settings, path, salvage=True, force=True, reason="setup rollback"))
     if undo.branch:
         branch, base = undo.branch, undo.base_commit or "HEAD"
         _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..resources import agentdb, ports
 from ..core import git, ids, locks, state
-from ..safety import owned
+from ..safety import archive, owned, preserve
 from . import worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
@@ -75,10 +75,10 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
-                  "archive": None, "stopped_processes": []}
+                  "archive": archive.empty(), "state_archive": None, "stopped_processes": []}
         fault(OP, "before", "worktree")
         if entry is not None:
-            saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
+            saved = worktree.remove(settings, path, entry=entry, salvage=salvage, force=force)
             result.update(worktree_removed=str(path), **saved)
         elif path.exists() or os.path.islink(path):
             # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
@@ -94,14 +94,17 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result["databases"] = agentdb.apply_teardown(settings, databases)
         fault(OP, "after", "databases")
         if s is not None:
-            result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
+            result["state_archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
+        kept = result["archive"] or {}
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
+                   + (f"; kept {kept['files']} ignored file(s), {kept['bytes']} bytes, in {kept['path']}"
+                      if kept.get("files") else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
 
@@ -114,7 +117,12 @@ def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvag
     if s is not None and s["status"] not in state.TERMINAL and s["status"] != "cleaned" and not force:
         raise bad_input(f"{adw_id} is {s['status']}, not finished",
                         f"mark it {'/'.join(state.TERMINAL)} first (`inv status --set`), or pass --force")
-    if entry is not None and path.is_dir() and not salvage:
+    # Before `git status` there: with its .git file gone, git would read the main checkout (issue 20,
+    # item 13). With --force, worktree.remove() archives every file of such a directory instead.
+    broken = entry is not None and path.is_dir() and preserve.checkout_problem(path, git.admin_dir(settings.repo, path))
+    if broken and not force:
+        preserve.require_checkout(path, git.admin_dir(settings.repo, path))
+    if entry is not None and path.is_dir() and not salvage and not broken:
         dirty = git.dirty_files(path) + worktree.hidden_edits(settings, path)
         if dirty:
             shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
@@ -165,7 +173,7 @@ def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = Fa
                  report: Reporter | None = None) -> dict:
     """Tear down every completed, merged or failed agent of ``epic_id``; unmerged branches are kept."""
     report = report or Reporter(quiet=True)
-    cleaned, kept = [], []
+    cleaned, kept, errors = [], [], []
     for adw_id in state.all_ids(settings):
         s = state.load(settings, adw_id)
         if s is None or s.get("epic_id") != epic_id:
@@ -178,10 +186,17 @@ def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = Fa
         try:
             cleaned.append(teardown(settings, adw_id, delete_branch=delete, report=report))
         except GroveError as exc:
+            # A failed teardown is a failure, not a choice: listed in errors too, so the task exits 1 (issue 20, item 13).
             kept.append({"adw_id": adw_id, "reason": exc.message})
+            errors.append(_error(report, adw_id, exc))
         if delete_branches and has_branch and not delete:
             report.say(f"kept branch {s['branch']}: it has unmerged commits")
-    return {"epic_id": epic_id, "count": len(cleaned), "cleaned": cleaned, "kept": kept}
+    return {"epic_id": epic_id, "count": len(cleaned), "cleaned": cleaned, "kept": kept, "errors": errors}
+
+
+def _error(report: Reporter, adw_id: str, exc: GroveError) -> dict:
+    report.warn(f"{adw_id}: teardown failed: {exc}")
+    return {"adw_id": adw_id, "error": exc.message, "hint": exc.hint or None, "exit_code": exc.code}
 
 
 def last_activity(settings: Settings, s: dict) -> float:
@@ -252,7 +267,7 @@ def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter 
     candidates = set(state.all_ids(settings))
     if settings.trees_path.is_dir():
         candidates.update(p.name for p in settings.trees_path.iterdir() if not p.name.startswith("."))
-    torn, kept = [], []
+    torn, kept, errors = [], [], []
     for adw_id in sorted(candidates):
         try:
             s = state.load(settings, adw_id)
@@ -269,4 +284,5 @@ def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter 
                 kept.append({"adw_id": adw_id, "reason": f"branch {s['branch']} has unmerged commits: kept"})
         except GroveError as exc:
             kept.append({"adw_id": adw_id, "reason": exc.message})
-    return {"torn_down": torn, "kept": kept}
+            errors.append(_error(report, adw_id, exc))
+    return {"torn_down": torn, "kept": kept, "errors": errors}

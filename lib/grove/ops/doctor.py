@@ -155,6 +155,11 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
     if _busy(settings, adw_id):
         return []  # a setup or teardown is running on it right now: its state is in motion
     if known and exists:
+        broken = _broken_checkout(Path(path))
+        if broken:
+            return [_problem("broken_worktree", f"{adw_id}: {broken}", None, adw_id=adw_id, path=path,
+                             hint=f"run `git worktree repair {path}` in the main checkout, or "
+                                  f"`grove teardown --adw-id {adw_id} --force` (its files go to the archive)")]
         done = s.get("steps", {})
         missing = [n for n in ("worktree", "ports_env", "env", "repoint", "install", "db") if n not in done]
         if s["status"] == "created" and missing:
@@ -171,6 +176,18 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
                          adw_id=adw_id, path=path)]
     return [_problem("orphaned_state", f"{adw_id}: state says {path} but there is no directory and git has no entry",
                      "release the slot and archive the state (the branch stays)", adw_id=adw_id, path=path)]
+
+
+def _broken_checkout(path: Path) -> str | None:
+    """Why git run in this worktree would not read it (its `.git` file deleted or wrong), or None;
+    read from the file itself, no subprocess (issue 20, item 13)."""
+    try:
+        admin = git.own_admin_dir(path)
+    except (OSError, UnicodeDecodeError):
+        return f"{path}/.git is missing or unreadable: git run there reads the main checkout instead"
+    if not (admin / "HEAD").is_file():
+        return f"{path}/.git points at {admin}, which is not a worktree's git directory"
+    return None
 
 
 def _busy(settings: Settings, adw_id: str) -> bool:

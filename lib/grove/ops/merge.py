@@ -83,9 +83,27 @@ def select(settings: Settings, ids: list[str], epic: str | None, all_: bool) -> 
         elif busy:
             skipped.append(_result(s, "skipped", reason=f"its worktree is in the middle of a {busy}: "
                                                         f"finish it (git {busy} --continue) and commit first"))
+        elif uncommitted := _uncommitted(settings, s):
+            # Never "merged" (nor cleaned up as merged) while its work is not in a commit (issue 20, item 7).
+            shown = ", ".join(uncommitted[:5]) + (" ..." if len(uncommitted) > 5 else "")
+            skipped.append(_result(s, "skipped", uncommitted=uncommitted,
+                                   reason=f"uncommitted work in its worktree: {shown}; commit it first"))
         else:
             queue.append(s)
     return queue, skipped
+
+
+def _uncommitted(settings: Settings, s: dict) -> list[str]:
+    """Tracked edits, untracked (not ignored) files and edited hidden configs in the agent's worktree."""
+    from ..safety import preserve
+
+    wt = Path(s["worktree_path"])
+    if not wt.is_dir():
+        return []
+    problem = preserve.checkout_problem(wt)
+    if problem:
+        return [f"(cannot read: {problem})"]
+    return sorted(set(git.dirty_files(wt)) | set(worktree.hidden_edits(settings, wt)))
 
 
 def _result(s: dict, outcome: str, **extra) -> dict:

@@ -204,8 +204,9 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
         own = _own_files(path)
+        own_ignored = _own_ignored(settings, path)
         _update(settings, lambda data: data["entries"][name].update(
-            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, own_ignored=own_ignored,
             installed=list(settings.install_dirs), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
     except BaseException:
@@ -244,18 +245,21 @@ def _discard(settings: Settings, name: str, path: Path) -> None:
     _update(settings, lambda data: data["entries"].pop(name, None))
 
 
-def _remove_worktree(settings: Settings, path: Path) -> None:
-    """Remove a pool entry's worktree: its HEAD is the recorded base commit (reachable) and it holds
-    no one's work (the caller proved it, or made it itself just now), so no salvage ref is made."""
-    entry = git.worktree_for(settings.repo, path)
-    if entry is not None and not path.is_dir():
-        _forget_gone(settings, path, entry)
-        entry = None
-    with worktree.repo_lock(settings):
-        if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", "--force", path, timeout=settings.git_timeout)
-    if path.exists() or os.path.islink(path):
-        worktree.safe_rmtree(settings, path)
+def _remove_worktree(settings: Settings, path: Path, entry: dict | None = None) -> None:
+    """Remove a pool entry's worktree through worktree.remove, the one removal path (issue 20, item 5):
+    a commit someone made there that only its HEAD reflog still reaches goes to refs/grove-backup/,
+    ignored files worth keeping to the archive. The caller proved it holds no one's uncommitted work
+    (or made it itself just now), so no salvage ref is made for the fill's own files."""
+    found = git.worktree_for(settings.repo, path)
+    if found is not None and not path.is_dir():
+        _forget_gone(settings, path, found)
+        found = None
+    if found is None and not (path.exists() or os.path.islink(path)):
+        return
+    own = (entry or {}).get("own_ignored") or {}
+    worktree.remove(settings, path, salvage=False, entry=found, force=True, proven_clean=True,
+                    values=placeholder_values(settings, path.name), reason="pool drain",
+                    also_own=lambda rel: _unchanged(path / rel, own.get(rel)))
 
 
 def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> None:
@@ -311,6 +315,18 @@ def _own_files(path: Path) -> dict[str, list[int]]:
     return own
 
 
+def _own_ignored(settings: Settings, path: Path) -> dict[str, list[int]]:
+    """The ignored files a fill made that the archive would keep (a reset's database): path ->
+    [size, mtime], so a drain leaves them out only while they are as the fill left them (issue 20)."""
+    from ..safety import archive
+
+    own = {}
+    for rel in archive.worth_keeping(path, settings.regenerable_dirs):
+        st = (path / rel).lstat()
+        own[rel] = [st.st_size, st.st_mtime_ns]
+    return own
+
+
 def _unchanged(file: Path, recorded: list | None) -> bool:
     try:
         st = file.lstat()
@@ -328,7 +344,7 @@ def _remove(settings: Settings, name: str) -> str | None:
     if reason:
         _update(settings, lambda data: data["entries"].get(name, {}).update(status="kept", pid=None, reason=reason))
         return reason
-    _remove_worktree(settings, Path(entry["path"]))
+    _remove_worktree(settings, Path(entry["path"]), entry)
     _update(settings, lambda data: data["entries"].pop(name, None))
     return None
 
@@ -709,15 +725,23 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         if again:
             steps.install(settings, path, only=tuple(again))
         db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
+        mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if _unchanged(path / rel, fp)}
         if reset:
+            from ..resources import generated as made
+
+            before = made.snapshot(settings, path)
             db = steps.reset_db(settings, path, values)[0]
+            # Only what the fill or this reset wrote is the pool's own, never an ignored file
+            # someone else left in the entry (issue 20).
+            mine.update(made.made_between(before, made.snapshot(settings, path)))
     except BaseException:
         # Left `refreshing` with no live holder: doctor --fix (or the next `grove pool`) resumes it.
         _set(settings, name, pid=None)
         raise
     own = _own_files(path)
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
-         env_digest=digest, own=own, installed=list(settings.install_dirs), db_reset=settings.db_reset)
+         env_digest=digest, own=own, own_ignored=mine, installed=list(settings.install_dirs),
+         db_reset=settings.db_reset)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None

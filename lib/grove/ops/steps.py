@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from ..resources import agentdb, compose, db, deps, envfiles, ports, repoint, submodules
+from ..resources import agentdb, db, deps, envfiles, generated, ports, repoint, submodules
 from ..core import state
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -23,14 +23,9 @@ def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tup
     return include.copy_into(settings, path)
 
 
-def env_values(settings: Settings, adw_id: str, claimed: dict[str, int]) -> dict[str, str]:
-    """What .ports.env and every merged env file get: the ports, the Compose project name and the
-    agent's database URL (issue 14). The URL is known from the name before the db step runs."""
-    values = ports.env_lines(claimed)
-    if settings.compose_project_var:
-        values[settings.compose_project_var] = compose.project_name(settings.repo.name, adw_id)
-    values.update(agentdb.env_values(settings, adw_id))
-    return values
+# What .ports.env and every merged env file get; it lives with the files Grove generates, which the
+# archive also needs to recognise (lib/grove/resources/generated.py, issue 20).
+env_values = generated.env_values
 
 
 def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
@@ -161,14 +156,26 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
     if not settings.db_reset:
         return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
     env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
+    before = generated.snapshot(settings, path) if (path / settings.db_reset).is_file() else None
     try:
         ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
     except GroveError as exc:
         exc.message = agentdb.scrub(settings, exc.message)  # the script may echo DATABASE_URL
         raise
+    if ran and before is not None:
+        _record_grove_files(path, generated.made_between(before, generated.snapshot(settings, path)))
     notes.append(settings.db_reset if ran else f"{settings.db_reset} absent")
     return ("done" if ran or len(notes) > 1 else "skipped"), "; ".join(notes)
 
+
+
+def _record_grove_files(path: Path, made: dict[str, list[int]]) -> None:
+    """Remember the ignored files the reset wrote, with their size and mtime, beside the worktree's
+    own git records (generated.record): while unchanged they are Grove's and a removal need not
+    archive them; once the agent writes to one, it is kept (issue 20). The record moves with a
+    pooled worktree when an agent takes it."""
+    if made:
+        generated.record(path, made)
 
 
 def claim_ports(settings: Settings, adw_id: str) -> dict:
