@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..resources import agentdb, ports
-from ..core import git, ids, locks, state
+from ..core import events, git, ids, locks, state
 from ..safety import owned
 from . import worktree
 from ..core.config import Settings
@@ -84,6 +84,8 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
+        if result["salvage_ref"]:
+            events.emit(settings, "salvaged", adw_id, ref=result["salvage_ref"], worktree=str(path))
         if plan["delete"]:
             assert branch  # _plan() decides to delete only a branch that exists
             result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
@@ -98,6 +100,10 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
+        events.emit(settings, "torn_down", adw_id, (s or {}).get("status"), "cleaned" if s is not None else None,
+                    worktree_removed=result["worktree_removed"], moved_to=result["moved_to"], branch=branch,
+                    branch_action=result["branch_action"], saved_refs=saved_refs or None,
+                    freed_slots=result["freed_slots"] or None, archive=result["archive"])
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
         report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"

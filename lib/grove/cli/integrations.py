@@ -1,0 +1,64 @@
+"""Grove for agents and their tools (issue 22): the event stream, adopting worktrees, Claude Code's
+hooks and the MCP server."""
+
+from __future__ import annotations
+
+import json as _json
+import sys
+
+from invoke import task
+
+from .common import ID, JSON, REPO, emit, guard, load_settings
+
+
+@task(
+    help={
+        "follow": "keep reading: print each new event as it is appended (polled every --interval seconds) "
+                  "until Ctrl-C or SIGTERM; without --since only events from now on",
+        "since": "only events at or after this time: ISO 8601 (2026-12-04T21:00:00Z; naive is UTC) or an age "
+                 "(90s, 15m, 2h, 1d)",
+        "adw_id": "only this agent's events",
+        "interval": "with --follow: seconds between polls (0.05..5, default 0.25)",
+        "repo": REPO,
+        "json": JSON + "; with --follow, one JSON document per line (JSON Lines)",
+    },
+)
+@guard
+def events(c, follow=False, since=None, adw_id=None, interval=0.25, repo=None, json=False):
+    """Show the lifecycle event stream (agents/.grove/events.jsonl), or --follow it.
+
+    One line per change: created, status, merged, conflict, cleaned, salvaged, torn_down, archived,
+    adopted, restored; each with time, adw_id, from, to, by (pid, command) and details.
+    """
+    from ..core import events as stream
+    from ..core.ids import check_id
+
+    settings = load_settings(c, repo)
+    when = stream.parse_since(since) if since else None
+    if adw_id:
+        check_id(adw_id)
+    if not follow:
+        emit(stream.read(settings, when, adw_id), json, lambda rows: [print(_line(r)) for r in rows])
+        return
+    stopping = _stop_on_sigterm()
+    try:
+        for doc in stream.follow(settings, when, adw_id, interval=float(interval), stop=stopping.is_set):
+            print(_json.dumps(doc, default=str) if json else _line(doc), flush=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a follow ends: exit 0
+
+
+def _stop_on_sigterm():
+    """SIGTERM ends a follow cleanly (exit 0) at its next poll, like Ctrl-C."""
+    import signal
+    import threading
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
+
+
+def _line(doc: dict) -> str:
+    change = f"{doc.get('from') or '-'} -> {doc.get('to') or '-'}"
+    details = " ".join(f"{k}={v}" for k, v in (doc.get("details") or {}).items())
+    return f"{doc.get('time')}  {doc.get('adw_id'):<12} {doc.get('event'):<10} {change:<26} {details}".rstrip()
