@@ -8,7 +8,7 @@ import sys
 
 from invoke import task
 
-from .common import ID, JSON, REPO, emit, guard, load_settings
+from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, reporter
 
 
 @task(
@@ -62,3 +62,34 @@ def _line(doc: dict) -> str:
     change = f"{doc.get('from') or '-'} -> {doc.get('to') or '-'}"
     details = " ".join(f"{k}={v}" for k, v in (doc.get("details") or {}).items())
     return f"{doc.get('time')}  {doc.get('adw_id'):<12} {doc.get('event'):<10} {change:<26} {details}".rstrip()
+
+
+@task(
+    positional=["path"],
+    help={
+        "path": "the linked worktree to adopt (made by `git worktree add`, an IDE or another tool)",
+        "adw_id": ID + "; default: made from the directory's name (-2, -3 ... on a collision); inside the "
+                       "trees directory it is the directory's name",
+        "install": "install dependencies (uv, bun); --no-install skips",
+        "db": "create the agent's Postgres database and run the reset script; --no-db skips",
+        "repo": REPO,
+        "json": JSON,
+        "quiet": QUIET,
+    },
+)
+@guard
+def adopt(c, path=None, adw_id=None, install=True, db=True, repo=None, json=False, quiet=False):
+    """Make an existing linked worktree a Grove agent: ports, env files, configs, installs, db, a state.
+
+    Its files and branch are left as they are, and the branch is never recorded as Grove's, so no
+    Grove command deletes it. Teardown releases Grove's resources and archives the state; a worktree
+    outside the trees directory stays in place. Adopting it again finishes what is missing.
+    """
+    from ..core.errors import bad_input
+    from ..ops import adopt as adopting
+    from .agents import print_ready
+
+    if not path:
+        raise bad_input("give the worktree's path", "grove adopt PATH [--adw-id X]")
+    settings = load_settings(c, repo)
+    emit(adopting.adopt(settings, path, adw_id, install=install, db=db, report=reporter(quiet)), json, print_ready)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..resources import agentdb, ports
 from ..core import events, git, ids, locks, state
 from ..safety import owned
-from . import worktree
+from . import adopt, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.faults import fault
@@ -75,9 +75,14 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
-                  "archive": None, "stopped_processes": []}
+                  "archive": None, "stopped_processes": [], "worktree_kept": None}
         fault(OP, "before", "worktree")
-        if entry is not None:
+        if adopt.kept_in_place(settings, s):
+            # An adopted worktree outside trees/ is the user's: it stays, only Grove's hiding is undone (issue 22).
+            assert s is not None
+            adopt.release(settings, s, Path(s["worktree_path"]))
+            result["worktree_kept"] = s["worktree_path"]
+        elif entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
             result.update(worktree_removed=str(path), **saved)
         elif path.exists() or os.path.islink(path):
@@ -101,12 +106,13 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
         events.emit(settings, "torn_down", adw_id, (s or {}).get("status"), "cleaned" if s is not None else None,
-                    worktree_removed=result["worktree_removed"], moved_to=result["moved_to"], branch=branch,
+                    worktree_removed=result["worktree_removed"], worktree_kept=result["worktree_kept"], moved_to=result["moved_to"], branch=branch,
                     branch_action=result["branch_action"], saved_refs=saved_refs or None,
                     freed_slots=result["freed_slots"] or None, archive=result["archive"])
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
-        report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"
+        kept = f"worktree kept at {result['worktree_kept']}" if result["worktree_kept"] else "worktree removed"
+        report.say(f"✓ teardown {adw_id}: {kept}, branch {branch or '-'} {result['branch_action']}{dbs}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result

@@ -138,18 +138,20 @@ KEPT = "reset by an earlier run; --reset-db resets it again"
 
 
 def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True, *,
-             kept: bool = False, reset: bool = True, created: list[str] | None = None) -> tuple[str, str]:
+             kept: bool = False, reset: bool = True, created: list[str] | None = None,
+             adw_id: str | None = None) -> tuple[str, str]:
     """The agent's Postgres database (with ADW_DB_URL), then the reset script with its env.
 
     ``kept``: an earlier run finished this step, so the database and what the agent wrote in it
     stay and the script is not run again (a database that is gone is made anew, script and all).
     ``reset``: recreate the database from the template (``--reset-db``, ``inv db.reset``).
+    ``adw_id``: the agent, when its worktree is not named after it (an adopted one, issue 22).
     """
+    adw_id = adw_id or path.name
     if not enabled:
         return "skipped", "--no-db"
     notes = []
     if agentdb.configured(settings):
-        adw_id = path.name
         outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)
         if settings.state_path(adw_id).exists():  # the merge's integration worktree has no state
             state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
@@ -160,7 +162,7 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
         return "kept", KEPT
     if not settings.db_reset:
         return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
-    env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
+    env = dict(os.environ, **values, ADW_ID=adw_id, ADW_WORKTREE=str(path))
     try:
         ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
     except GroveError as exc:
