@@ -266,11 +266,19 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         raise Exit(code=1)
 
 
-@task(help={"repo": REPO})
+@task(help={"claude_code": "also merge Grove's WorktreeCreate/WorktreeRemove hooks into .claude/settings.json, "
+                           "so `claude --worktree NAME` sessions get Grove agents (docs/agents.md)",
+            "repo": REPO})
 @guard
-def init(c, repo=None):
+def init(c, claude_code=False, repo=None):
     """Add Grove's .gitignore entries and a commented .env section to the target repo (idempotent)."""
     from ..ops import agentrun
 
-    for line in agentrun.init_repo(load_settings(c, repo)):
+    settings = load_settings(c, repo)
+    for line in agentrun.init_repo(settings):
         print(line)
+    if claude_code:
+        from ..ops import claude
+
+        for line in claude.init(settings):
+            print(line)

@@ -93,3 +93,57 @@ def adopt(c, path=None, adw_id=None, install=True, db=True, repo=None, json=Fals
         raise bad_input("give the worktree's path", "grove adopt PATH [--adw-id X]")
     settings = load_settings(c, repo)
     emit(adopting.adopt(settings, path, adw_id, install=install, db=db, report=reporter(quiet)), json, print_ready)
+
+
+@task(
+    positional=["client"],
+    help={
+        "client": "whose hook this is: claude-code (WorktreeCreate and WorktreeRemove)",
+        "repo": REPO + "; default: the payload's cwd",
+    },
+)
+@guard
+def hook(c, client=None, repo=None):
+    """Serve a coding agent's worktree hook, reading its JSON payload on stdin: grove hook claude-code.
+
+    WorktreeCreate: Grove's whole setup for an agent named after the session; the worktree path is
+    the only line on stdout (progress on stderr). WorktreeRemove: Grove's teardown, uncommitted work
+    salvaged under refs/grove-salvage/ and the branch kept. Errors: stderr and a non-zero exit.
+    """
+    import os
+
+    from ..core.errors import bad_input
+    from ..ops import claude
+
+    if client != "claude-code":
+        raise bad_input(f"unknown hook client {client!r}", "grove hook claude-code")
+    payload = claude.parse(sys.stdin.read(1 << 20))
+    settings = load_settings(c, repo or claude.repo_of(payload))
+    report = reporter(False)
+    with _stdout_on_stderr():  # whatever setup or a tool it runs prints must not reach the CLI's stdout
+        if payload["hook_event_name"] == "WorktreeCreate":
+            path = claude.create(settings, payload, report)
+        else:
+            claude.remove(settings, payload, report)
+            return
+    os.write(1, f"{path}\n".encode())
+
+
+def _stdout_on_stderr():
+    """fd 1 points at stderr for the duration (and back after): the CLI reads stdout as the path."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def redirected():
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+    return redirected()
