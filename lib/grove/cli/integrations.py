@@ -147,3 +147,17 @@ def _stdout_on_stderr():
             os.close(saved)
 
     return redirected()
+
+
+@task(help={"repo": REPO})
+@guard
+def mcp(c, repo=None):
+    """Serve Grove over MCP on stdio (needs the `mcp` extra): claude mcp add grove -- grove mcp.
+
+    Tools mirror the tasks (setup, list, status, set_status, run, merge, sync, conflicts, teardown,
+    salvage, pool, events) with the flags' names as arguments, each returning the task's --json
+    document; resources grove://agents/{adw_id}/state and .../logs. See docs/agents.md.
+    """
+    from .mcpserver import serve
+
+    serve(repo)
