@@ -106,3 +106,13 @@ def test_concurrent_writers_never_tear_a_line(repo):
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     lines = stream(repo)
     assert len(lines) == 200 and {e["adw_id"] for e in lines} == {"w0", "w1", "w2", "w3"}
+
+
+def test_a_restored_salvage_is_an_event(repo):
+    inv(repo, "setup", "--adw-id", "ev4", "--no-install", check=True)
+    (repo / "trees/ev4/draft.txt").write_text("work\n")
+    ref = inv_json(repo, "teardown", "--adw-id", "ev4", "--force")["salvage_ref"]
+    inv(repo, "setup", "--adw-id", "ev4", "--no-install", check=True)
+    inv(repo, "salvage", "--adw-id", "ev4", "--restore", ref, check=True)
+    last = stream(repo)[-1]
+    assert (last["event"], last["adw_id"], last["details"]) == ("restored", "ev4", {"ref": ref, "files": 1})

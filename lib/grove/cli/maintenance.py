@@ -82,6 +82,9 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
     if restore:
         s = state.require(settings, one(adw_id))
         result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
+        from ..core import events
+
+        events.emit(settings, "restored", s["adw_id"], ref=restore, files=len(result.get("files") or []))
         emit(result, json, lambda d: print(f"restored {d['ref']} into {d['worktree']}: {len(d['files'])} file(s)"))
         return
     if adw_id:
