@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import LIB, cli, commit_file, inv, inv_json, settings_for, wait_for
+from conftest import LIB, cli, commit_file, git, inv, inv_json, settings_for
 
 from grove.core import events
 
@@ -116,3 +116,18 @@ def test_a_restored_salvage_is_an_event(repo):
     inv(repo, "salvage", "--adw-id", "ev4", "--restore", ref, check=True)
     last = stream(repo)[-1]
     assert (last["event"], last["adw_id"], last["details"]) == ("restored", "ev4", {"ref": ref, "files": 1})
+
+
+def test_a_setup_rolled_back_says_so_after_its_created_line(repo):
+    script = repo / "scripts/reset_db.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho broken >&2\nexit 3\n")
+    script.chmod(0o755)
+    git(repo, "add", "scripts/reset_db.sh")
+    git(repo, "commit", "-qm", "a failing reset script")
+    git(repo, "push", "-q", "origin", "main")
+    out = inv(repo, "setup", "--adw-id", "ev5", "--no-install")
+    assert out.returncode == 1 and not (repo / "agents/ev5").exists()
+    kinds = [(e["event"], e["from"], e["to"]) for e in stream(repo)]
+    assert kinds == [("created", None, "created"), ("rolled_back", "created", None)]
+    assert stream(repo)[-1]["details"]["step"] == "db"

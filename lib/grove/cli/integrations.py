@@ -28,7 +28,7 @@ def events(c, follow=False, since=None, adw_id=None, interval=0.25, repo=None, j
     """Show the lifecycle event stream (agents/.grove/events.jsonl), or --follow it.
 
     One line per change: created, status, merged, conflict, cleaned, salvaged, torn_down, archived,
-    adopted, restored; each with time, adw_id, from, to, by (pid, command) and details.
+    adopted, restored, rolled_back; each with time, adw_id, from, to, by (pid, command) and details.
     """
     from ..core import events as stream
     from ..core.ids import check_id

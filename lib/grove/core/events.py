@@ -25,7 +25,7 @@ from .config import Settings
 FILE = "events.jsonl"
 ROTATE_BYTES = 10 * 1024 * 1024
 EVENTS = ("created", "status", "merged", "conflict", "cleaned", "torn_down", "salvaged", "archived", "adopted",
-          "restored")
+          "restored", "rolled_back")
 _COMMAND_LIMIT = 300  # argv can be long (an exec's command); the stream keeps its head
 
 
@@ -40,7 +40,10 @@ def stamp() -> str:
 
 
 def _command() -> str:
-    argv = [os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]] if sys.argv else ["python"]
+    name = os.path.basename(sys.argv[0] or "python") if sys.argv else "python"
+    if name == "__main__.py":  # `python -m grove` (the MCP server's children)
+        name = "grove"
+    argv = [name, *sys.argv[1:]]
     text = " ".join(argv)
     return text if len(text) <= _COMMAND_LIMIT else text[:_COMMAND_LIMIT] + "..."
 

@@ -169,6 +169,7 @@ def _undo(settings: Settings, adw_id: str, wt: Path, report: Reporter) -> None:
             action()
         except Exception as exc:  # noqa: BLE001 - the original error is the one raised
             report.warn(f"rollback could not {what}: {exc}; `grove doctor` will show it")
+    events.emit(settings, "rolled_back", adw_id, "created", None, path=str(wt))
 
 
 def _remove_state(settings: Settings, adw_id: str) -> None:

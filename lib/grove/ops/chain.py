@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ..resources import agentdb, deps, ports
-from ..core import git, ids, locks, state
+from ..core import events, git, ids, locks, state
 from ..safety import owned
 from . import pool, steps, worktree
 from ..core.config import Settings
@@ -358,6 +358,8 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
         _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))
     if undo.state:
         _quietly(report, "remove the state", lambda: _remove_state(settings, req.adw_id))
+        # Its `created` event is in the stream: say that it is gone again (issue 22).
+        events.emit(settings, "rolled_back", req.adw_id, "created", None, step=step, error=reason)
     if undo.claim:
         _quietly(report, "release the port claim", lambda: ports.release(settings, req.adw_id))
     if isinstance(exc, GroveError):

@@ -204,7 +204,7 @@ def last_activity(settings: Settings, s: dict) -> float:
     times = [state.parse_time(s.get("updated_at")) or 0.0]
     if git.branch_exists(settings.repo, s["branch"]):
         times.append(float(git.git(settings.repo, "log", "-1", "--format=%ct", f"refs/heads/{s['branch']}") or 0))
-    path = settings.worktree_path(s["adw_id"])
+    path = Path(s.get("worktree_path") or settings.worktree_path(s["adw_id"]))  # an adopted one may be elsewhere
     if path.is_dir():
         times.append(_newest_mtime(path))
     return max(times)

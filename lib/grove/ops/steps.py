@@ -193,7 +193,7 @@ def registry_rows(settings: Settings) -> list[dict]:
 def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> dict:
     """Run one of ports_env, env, repoint, install, db for ``adw_id`` and record it in the state."""
     s = state.require(settings, adw_id)
-    path = settings.worktree_path(adw_id)
+    path = Path(s.get("worktree_path") or settings.worktree_path(adw_id))  # an adopted one may be elsewhere
     if not path.is_dir():
         raise GroveError(f"{adw_id} has no worktree at {path}", hint=f"run `inv worktree.add --adw-id {adw_id}` first")
     if not s.get("ports"):
@@ -209,6 +209,6 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
         elif name == "install":
             info["outcome"], info["detail"] = install(settings, path)
         else:
-            info["outcome"], info["detail"] = reset_db(settings, path, values)
+            info["outcome"], info["detail"] = reset_db(settings, path, values, adw_id=adw_id)
     state.update(settings, adw_id, lambda st: st["steps"].update(outcomes))
     return {"adw_id": adw_id, "step": name, **outcomes[name], "detail": info["detail"], "at": time.time()}
