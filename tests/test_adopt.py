@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 from conftest import commit_file, git, inv, inv_json, snapshot
@@ -103,3 +104,35 @@ def test_adopt_refuses_what_is_not_an_adoptable_worktree(repo, tmp_path):
     again = inv(repo, "adopt", str(on_main), "--adw-id", "a2")
     assert again.returncode == 2 and "already agent a1" in again.stderr
     assert snapshot(repo)["refs"] == before["refs"]
+
+
+def test_init_git_hook_adopts_each_new_worktree_and_leaves_other_checkouts_alone(repo, tmp_path):
+    out = inv(repo, "init", "--git-hook", check=True)
+    hook = repo / ".git/hooks/post-checkout"
+    assert "added Grove's post-checkout hook" in out.stdout and os.access(hook, os.X_OK)
+    assert "already present" in inv(repo, "init", "--git-hook", check=True).stdout
+    wt = tmp_path / "by-git"
+    added = subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "by-git", str(wt), "main"],
+                           capture_output=True, text=True, timeout=300)
+    assert added.returncode == 0, added.stderr
+    s = inv_json(repo, "status", "--adw-id", "by-git")
+    assert s["adopted"] is True and s["worktree_path"] == os.path.realpath(wt) and (wt / ".ports.env").is_file()
+    # A checkout in the main worktree, and Grove's own setup (`worktree add --no-checkout`), adopt nothing.
+    git(repo, "checkout", "-q", "-b", "elsewhere")
+    git(repo, "checkout", "-q", "main")
+    made = inv_json(repo, "setup", "--adw-id", "own", "--no-install")
+    assert "adopted" not in made
+    assert sorted(r["adw_id"] for r in inv_json(repo, "list")) == ["by-git", "own"]
+    # A worktree that cannot be adopted (detached) is still made: the hook never fails a checkout.
+    detached = subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(tmp_path / "d"),
+                               "main"], capture_output=True, text=True, timeout=300)
+    assert detached.returncode == 0 and "was not adopted" in detached.stderr and (tmp_path / "d").is_dir()
+
+
+def test_init_git_hook_never_overwrites_a_hook_of_the_user(repo):
+    hook = repo / ".git/hooks/post-checkout"
+    hook.write_text("#!/bin/sh\necho mine\n")
+    before = snapshot(repo)
+    out = inv(repo, "init", "--git-hook")
+    assert out.returncode == 2 and "is not Grove's" in out.stderr and hook.read_text() == "#!/bin/sh\necho mine\n"
+    assert snapshot(repo) == before  # exit 2: not even .gitignore or .env changed

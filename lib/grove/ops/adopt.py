@@ -207,3 +207,51 @@ def release(settings: Settings, s: dict, wt: Path) -> dict:
     out.update(unhidden=names, restored=restore, kept_edits=sorted(edited & set(names)))
     return out
 
+
+
+# -- `grove init --git-hook`: adopt every new linked worktree --------------------------------------
+
+HOOK_MARK = "# grove: adopt new linked worktrees (grove init --git-hook)"
+
+
+def hook_script(grove: str) -> str:
+    """A post-checkout hook that adopts a worktree `git worktree add` just made, and returns at once
+    for every other checkout: the old HEAD of a new worktree's first checkout is the null id, and
+    only a linked worktree's git dir lies under worktrees/. Grove's own `worktree add` uses
+    --no-checkout, so the hook never fires for the worktrees Grove makes. It never fails a checkout."""
+    return f"""#!/bin/sh
+{HOOK_MARK}
+# Every checkout in an existing worktree (the main one too) returns here at once.
+case "$1" in *[!0]*) exit 0 ;; esac
+case "$(git rev-parse --git-dir 2>/dev/null)" in */worktrees/*) ;; *) exit 0 ;; esac
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE
+{grove} adopt "$PWD" --quiet || echo "grove: $PWD was not adopted; see above, then: grove adopt \\"$PWD\\"" >&2
+exit 0
+"""
+
+
+def check_git_hook(settings: Settings) -> tuple[Path, str | None]:
+    """The post-checkout hook's path and text; exit 2 when a hook that is not Grove's is there (it
+    is never overwritten). Called before `init` changes anything."""
+    hooks = Path(git.git(settings.repo, "rev-parse", "--git-path", "hooks"))
+    target = (hooks if hooks.is_absolute() else settings.repo / hooks) / "post-checkout"
+    try:
+        current = target.read_text(errors="replace")
+    except FileNotFoundError:
+        current = None
+    if current is not None and HOOK_MARK not in current:
+        raise bad_input(f"{target} exists and is not Grove's: it is left as it is",
+                        "to adopt new worktrees from it, add this line to it: grove adopt \"$PWD\" --quiet "
+                        "(run it only when $1 is all zeros)")
+    return target, current
+
+
+def install_git_hook(settings: Settings, grove: str) -> list[str]:
+    """Write the post-checkout hook into the repository's hooks directory (core.hooksPath honoured)."""
+    target, current = check_git_hook(settings)
+    script = hook_script(grove)
+    if current == script:
+        return [f"{target}: Grove's post-checkout hook already present"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    locks.atomic_write_text(target, script, 0o755)
+    return [f"{target}: added Grove's post-checkout hook (adopts each worktree `git worktree add` makes)"]

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
-import sys
 from pathlib import Path
 
 from ..core import git, ids, locks, state
@@ -29,7 +26,7 @@ from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.report import Reporter
 from ..safety import owned
-from . import chain, cleanup, worktree
+from . import agentrun, chain, cleanup, worktree
 
 EVENTS = ("WorktreeCreate", "WorktreeRemove")
 MARK = "hook claude-code"  # how Grove recognises its own hook entries when merging settings
@@ -144,15 +141,8 @@ def _unmerged(settings: Settings, branch: str | None) -> int:
 
 def command(absolute: bool = False) -> str:
     """The hook command: `grove hook claude-code` when `grove` on PATH is this Grove (portable, for a
-    committed settings file), else the absolute path of this Grove's `grove` (quoted: Claude Code
-    runs hook commands through a shell)."""
-    here = Path(sys.executable).parent / "grove"
-    on_path = shutil.which("grove")
-    if not here.exists():
-        return f"{shlex.quote(sys.executable)} -m grove {MARK}"
-    if not absolute and on_path and os.path.realpath(on_path) == os.path.realpath(here):
-        return f"grove {MARK}"
-    return f"{shlex.quote(str(here))} {MARK}"
+    committed settings file), else this Grove's `grove` by its absolute path."""
+    return f"{agentrun.grove_command(portable=not absolute)} {MARK}"
 
 
 def _ours(group: object) -> bool:
@@ -196,6 +186,15 @@ def _read_settings(path: Path) -> dict:
     if not isinstance(data, dict):
         raise bad_input(f"{path} does not hold a JSON object")
     return data
+
+
+def check_init(settings: Settings) -> None:
+    """Exit 2 before `init` changes anything when the project settings cannot be merged into."""
+    data = _read_settings(settings.repo / PROJECT)
+    hooks = data.get("hooks", {})
+    if not isinstance(hooks, dict) or any(not isinstance(hooks.get(e, []), list) for e in EVENTS):
+        raise bad_input(f"{settings.repo / PROJECT}: \"hooks\" is not an object of lists",
+                        "fix the file, then run this again")
 
 
 def init(settings: Settings) -> list[str]:
