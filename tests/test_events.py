@@ -131,3 +131,14 @@ def test_a_setup_rolled_back_says_so_after_its_created_line(repo):
     kinds = [(e["event"], e["from"], e["to"]) for e in stream(repo)]
     assert kinds == [("created", None, "created"), ("rolled_back", "created", None)]
     assert stream(repo)[-1]["details"]["step"] == "db"
+
+
+def test_follow_reads_across_rotations_without_missing_or_repeating_a_line(repo, monkeypatch):
+    settings = settings_for(repo)
+    monkeypatch.setattr(events, "ROTATE_BYTES", 600)  # a rotation every few lines
+    stream_ = events.follow(settings, since=0.0, interval=0.05)
+    for i in range(30):
+        events.emit(settings, "status", "rot", "a", "b", n=i)
+        assert next(stream_)["details"]["n"] == i
+    assert (repo / "agents/.grove/events.jsonl.1").exists()
+    stream_.close()

@@ -147,62 +147,58 @@ def _parse(line: bytes) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _matching(lines, adw_id: str | None) -> Iterator[dict]:
+def _matching(lines, adw_id: str | None, since: float | None = None) -> Iterator[dict]:
     for line in lines:
         doc = _parse(line) if line else None
-        if doc is not None and matches(doc, None, adw_id):
+        if doc is not None and matches(doc, since, adw_id):
             yield doc
+
+
+def _read_file(name: Path, since: float | None, adw_id: str | None) -> list[dict]:
+    try:
+        data = name.read_bytes()
+    except FileNotFoundError:
+        return []
+    return list(_matching(data.splitlines(), adw_id, since))
 
 
 def read(settings: Settings, since: float | None = None, adw_id: str | None = None) -> list[dict]:
     """Every event that matches, oldest first (the rotated file, then the current one)."""
     target = path(settings)
-    out = []
-    for name in (target.with_name(FILE + ".1"), target):
-        try:
-            data = name.read_bytes()
-        except FileNotFoundError:
-            continue
-        for line in data.splitlines():
-            doc = _parse(line)
-            if doc is not None and matches(doc, since, adw_id):
-                out.append(doc)
-    return out
+    return _read_file(target.with_name(FILE + ".1"), since, adw_id) + _read_file(target, since, adw_id)
 
 
 def follow(settings: Settings, since: float | None = None, adw_id: str | None = None,
            interval: float = 0.25, stop=lambda: False) -> Iterator[dict]:
     """Events as they are appended: with ``since`` those already there first, else only new ones.
 
-    Polls every ``interval`` seconds (bounded: 0.05..5) until ``stop()`` is true; follows a
-    rotation (the file's inode changes: what was left in the old one is read, then the new one
-    from its start).
+    Polls every ``interval`` seconds (bounded: 0.05..5) until ``stop()`` is true. The replay reads
+    the current file through the same handle that then waits at its end, so no line appended
+    meanwhile is missed or shown twice. Follows a rotation (the file's inode changes: what was left
+    in the old one is read, then the new one from its start).
     """
     interval = min(max(interval, 0.05), 5.0)
     target = path(settings)
+    start_at: int | None = None  # None: the end of the file, once it is open
     if since is not None:
-        yield from read(settings, since, adw_id)
+        yield from _read_file(target.with_name(FILE + ".1"), since, adw_id)
+        start_at = 0
     handle, inode, buffer = None, None, b""
-    try:
-        size = target.stat().st_size
-    except FileNotFoundError:
-        size = 0
-    start_at = size  # events already there were replayed (with since) or are skipped (without)
     while not stop():
         if handle is None:
             try:
                 handle = open(target, "rb")
             except FileNotFoundError:
                 time.sleep(interval)
-                start_at = 0  # made later: read all of it
+                start_at = 0  # made later: all of it is new
                 continue
             inode = os.fstat(handle.fileno()).st_ino
-            handle.seek(start_at)
+            handle.seek(0, os.SEEK_END) if start_at is None else handle.seek(start_at)
         chunk = handle.read()
         if chunk:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
-            yield from _matching(lines, adw_id)
+            yield from _matching(lines, adw_id, since)
             continue
         try:
             rotated = os.stat(target).st_ino != inode
@@ -210,7 +206,7 @@ def follow(settings: Settings, since: float | None = None, adw_id: str | None = 
             rotated = False
         if rotated:
             # A writer may have appended to the old file between the read above and the rotation.
-            yield from _matching((buffer + handle.read()).split(b"\n"), adw_id)
+            yield from _matching((buffer + handle.read()).split(b"\n"), adw_id, since)
             handle.close()
             handle, start_at, buffer = None, 0, b""
             continue
