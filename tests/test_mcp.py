@@ -72,6 +72,10 @@ def test_an_agent_lifecycle_over_mcp(repo):
         assert failed and error["exit_code"] == 2 and "no agent 'm1'" in error["error"] and error["hint"]
         bad, failed = await call(session, "setup", adw_id="../x")
         assert failed and bad["exit_code"] == 2 and "invalid adw_id" in bad["error"]
+        unknown, failed = await call(session, "teardown", adw_id="m1", wipe=True)
+        assert failed and unknown["exit_code"] == 2 and "wipe" in unknown["error"]
+        typed, failed = await call(session, "run", adw_id="m1", command="make test")
+        assert failed and typed["exit_code"] == 2 and typed["error"].startswith("run: command")
         events, _ = await call(session, "events", adw_id="m1")
         return [e["event"] for e in events]
 

@@ -128,6 +128,19 @@ def _error(message: str, hint: str, code: int) -> str:
     return json.dumps({"error": message, "hint": hint or None, "exit_code": code})
 
 
+def invalid(schema: dict | None, arguments: dict) -> str | None:
+    """Why ``arguments`` do not fit the tool's input schema (exit code 2, as a bad flag), or None."""
+    if schema is None:
+        return None  # an unknown tool: call_tool says so
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
+
+
 def run_tool(arguments: dict, repo: str | None) -> tuple[str, bool]:
     """The `run` tool, in this process: Grove's errors become the error document."""
     from ..core import config
@@ -188,9 +201,14 @@ def build(repo: str | None):
             "timeout in seconds (default 600); the output's last 16 KiB come back, the whole of it is in the log.")))
         return tools
 
-    @server.call_tool()
+    schemas = {t.name: t.schema() for t in TOOLS} | {"run": RUN}
+
+    @server.call_tool(validate_input=False)  # validated below, so a bad argument is Grove's error document
     async def call_tool(name: str, arguments: dict) -> types.CallToolResult:
-        if name == "run":
+        problem = invalid(schemas.get(name), arguments or {})
+        if problem:
+            text, failed = _error(f"{name}: {problem}", "see the tool's input schema (tools/list)", 2), True
+        elif name == "run":
             text, failed = await anyio.to_thread.run_sync(run_tool, arguments, repo)
         elif name in by_name:
             text, failed = await anyio.to_thread.run_sync(call_task, argv_for(by_name[name], arguments), repo)
@@ -235,7 +253,7 @@ def serve(repo: str | None) -> None:
     except ImportError:
         from ..core.errors import GroveError
 
-        raise GroveError("`grove mcp` needs the MCP SDK", hint="pip install 'grove[mcp]' (or: pip install 'mcp>=1.10,<2')",
+        raise GroveError("`grove mcp` needs the MCP SDK", hint="pip install 'grove[mcp]' (or: pip install 'mcp>=1.30,<2')",
                          code=2) from None
     if repo:
         repo = str(Path(repo).resolve())
