@@ -106,9 +106,9 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
         events.emit(settings, "torn_down", adw_id, (s or {}).get("status"), "cleaned" if s is not None else None,
-                    worktree_removed=result["worktree_removed"], worktree_kept=result["worktree_kept"], moved_to=result["moved_to"], branch=branch,
-                    branch_action=result["branch_action"], saved_refs=saved_refs or None,
-                    freed_slots=result["freed_slots"] or None, archive=result["archive"])
+                    worktree_removed=result["worktree_removed"], worktree_kept=result["worktree_kept"],
+                    moved_to=result["moved_to"], branch=branch, branch_action=result["branch_action"],
+                    saved_refs=saved_refs or None, freed_slots=result["freed_slots"] or None, archive=result["archive"])
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
         kept = f"worktree kept at {result['worktree_kept']}" if result["worktree_kept"] else "worktree removed"
