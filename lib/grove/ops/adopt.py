@@ -47,8 +47,11 @@ def adopt(settings: Settings, path: Path | str, adw_id: str | None = None, *, in
         created = current is None
         try:
             if created:
+                # Inside trees/ the path is written as every agent's is (settings.worktree_path), elsewhere as found.
+                inside = real.parent == Path(os.path.realpath(settings.trees_path))
+                where = settings.worktree_path(adw_id) if inside else real
                 fresh = state.new(settings, adw_id, branch, base, base_commit=_base_commit(settings, base, branch),
-                                  worktree_path=str(real), adopted=True, hidden_by_grove=[])
+                                  worktree_path=str(where), adopted=True, hidden_by_grove=[])
                 state.update(settings, adw_id, lambda s: steps.record_claim(s, claim), create=fresh)
                 events.emit(settings, "adopted", adw_id, None, "created", path=str(real), branch=branch)
             return _provision(settings, adw_id, real, claim, install, db, report)
