@@ -142,3 +142,12 @@ def test_follow_reads_across_rotations_without_missing_or_repeating_a_line(repo,
         assert next(stream_)["details"]["n"] == i
     assert (repo / "agents/.grove/events.jsonl.1").exists()
     stream_.close()
+
+
+def test_the_documented_event_shape_is_the_real_one(repo):
+    from test_docs import doc
+
+    inv(repo, "setup", "--adw-id", "ev6", "--no-install", check=True)
+    documented = doc("## `grove events --json`")[0]
+    real = inv_json(repo, "events")[0]
+    assert set(real) == set(documented) and set(real["by"]) == set(documented["by"])

@@ -49,6 +49,8 @@ def test_an_agent_lifecycle_over_mcp(repo):
                                  command=[sys.executable, "-c", "import os; print('port', os.environ['BACKEND_PORT'])"])
         assert not failed and ran["exit_code"] == 0 and f"port {s['backend_port']}" in ran["output"]
         assert ran["log"].startswith(str(repo / "agents/m1/logs/")) and ran["truncated"] is False
+        assert set(ran) == {"adw_id", "command", "exit_code", "timed_out", "seconds", "log", "output", "truncated",
+                            "cwd"}  # the shape docs/agents.md shows
         slow, failed = await call(session, "run", adw_id="m1", timeout=1,
                                   command=[sys.executable, "-c", "import time; time.sleep(60)"])
         assert failed and slow["timed_out"] is True
