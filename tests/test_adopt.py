@@ -32,6 +32,10 @@ def test_adopt_a_worktree_outside_trees_then_merge_and_teardown_leave_it_in_plac
     git(repo, "worktree", "add", "-q", "-b", "feat/x", str(outside), "main")
     commit_file(outside, "feature.txt", "the user's commit\n")
     (outside / "notes.txt").write_text("the user's own uncommitted file\n")
+    before = snapshot(repo)
+    plan = inv_json(repo, "adopt", str(outside), "--dry-run")
+    assert (plan["adw_id"], plan["action"], plan["branch"]) == ("feature-x", "adopt", "feat/x")
+    assert snapshot(repo) == before and not (outside / ".ports.env").exists()  # nothing changed
     s = inv_json(repo, "adopt", str(outside))
     assert s["adw_id"] == "feature-x" and s["adopted"] is True and s["branch"] == "feat/x"
     assert s["worktree_path"] == os.path.realpath(outside) and s["status"] == "created"

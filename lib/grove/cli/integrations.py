@@ -72,13 +72,14 @@ def _line(doc: dict) -> str:
                        "trees directory it is the directory's name",
         "install": "install dependencies (uv, bun); --no-install skips",
         "db": "create the agent's Postgres database and run the reset script; --no-db skips",
+        "dry_run": "validate the worktree and the id and say what would be done; change nothing",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
     },
 )
 @guard
-def adopt(c, path=None, adw_id=None, install=True, db=True, repo=None, json=False, quiet=False):
+def adopt(c, path=None, adw_id=None, install=True, db=True, dry_run=False, repo=None, json=False, quiet=False):
     """Make an existing linked worktree a Grove agent: ports, env files, configs, installs, db, a state.
 
     Its files and branch are left as they are, and the branch is never recorded as Grove's, so no
@@ -92,7 +93,12 @@ def adopt(c, path=None, adw_id=None, install=True, db=True, repo=None, json=Fals
     if not path:
         raise bad_input("give the worktree's path", "grove adopt PATH [--adw-id X]")
     settings = load_settings(c, repo)
-    emit(adopting.adopt(settings, path, adw_id, install=install, db=db, report=reporter(quiet)), json, print_ready)
+    result = adopting.adopt(settings, path, adw_id, install=install, db=db, dry_run=dry_run, report=reporter(quiet))
+    emit(result, json, _print_plan if dry_run else print_ready)
+
+
+def _print_plan(d: dict) -> None:
+    print(f"would {d['action']} {d['worktree_path']} as {d['adw_id']} on {d['branch']}: {', '.join(d['steps'])}")
 
 
 @task(

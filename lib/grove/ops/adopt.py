@@ -29,13 +29,18 @@ OP = "adopt"
 
 
 def adopt(settings: Settings, path: Path | str, adw_id: str | None = None, *, install: bool = True,
-          db: bool = True, report: Reporter | None = None) -> dict:
+          db: bool = True, dry_run: bool = False, report: Reporter | None = None) -> dict:
     """Make the linked worktree at ``path`` an agent; returns its state. Idempotent: adopting the
-    same worktree again finishes what is missing."""
+    same worktree again finishes what is missing. ``dry_run``: validate only and say what would be done."""
     report = report or Reporter(quiet=True)
     real = Path(os.path.realpath(path))
     entry = _linked_worktree(settings, Path(path), real)
     adw_id = _agent_id(settings, real, adw_id)
+    if dry_run:
+        again = state.load(settings, adw_id) is not None
+        return {"dry_run": True, "adw_id": adw_id, "worktree_path": str(real), "branch": entry["branch"],
+                "action": "finish" if again else "adopt",
+                "steps": [*steps.FILE_STEPS, *(["install"] if install else []), *(["db"] if db else [])]}
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is already being set up or torn down"):
         current = state.load(settings, adw_id)
         if current is not None and os.path.realpath(current["worktree_path"]) != str(real):
