@@ -67,6 +67,17 @@ def hook(repo: Path, payload: dict, cwd: Path | None = None):
                           capture_output=True, text=True, timeout=120)
 
 
+def test_every_worktree_sees_the_hooks_once_the_project_uses_them(repo):
+    inv(repo, "setup", "--adw-id", "before", "--no-install", check=True)
+    assert not (repo / "trees/before/.claude").exists()  # a project without Grove's hooks: nothing written
+    inv(repo, "init", "--claude-code", check=True)
+    inv(repo, "setup", "--adw-id", "after", "--no-install", check=True)
+    local = json.loads((repo / "trees/after/.claude/settings.local.json").read_text())
+    assert all(g["hooks"][0]["command"].endswith("hook claude-code") for g in
+               local["hooks"]["WorktreeCreate"] + local["hooks"]["WorktreeRemove"])
+    assert git(repo / "trees/after", "status", "--porcelain") == ""  # ignored through info/exclude
+
+
 def test_init_merges_the_hooks_idempotently_keeping_what_is_there(repo):
     settings = repo / ".claude" / "settings.json"
     settings.parent.mkdir()

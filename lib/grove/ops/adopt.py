@@ -146,6 +146,7 @@ def _provision(settings: Settings, adw_id: str, wt: Path, claim: ports.Claim, in
     for name in worktree.hide(settings, wt, written):
         report.warn(f"{name} is not git-ignored: `git add -A` in {wt} would commit its copy; add it to .gitignore")
     newly_hidden = sorted(set(hidden.hidden_files(wt)) - before)
+    steps.claude_hooks(settings, wt, report)
     with report.step("install", OP, done, long=True) as info:
         if previous.get("install", {}).get("outcome") in ("done", "kept") and install:
             info["outcome"], info["detail"] = "kept", "installed by an earlier run"

@@ -304,6 +304,7 @@ def _tail(settings: Settings, run: _Run) -> dict:
     for name in worktree.hide(settings, path, written):
         report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
                     f"add it to .gitignore")
+    steps.claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)
     # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
     # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
     # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.

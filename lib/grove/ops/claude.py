@@ -21,18 +21,14 @@ import json
 import os
 from pathlib import Path
 
-from ..core import git, ids, locks, state
+from ..core import git, ids, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.report import Reporter
+from ..resources import claudehooks
 from ..safety import owned
-from . import agentrun, chain, cleanup, worktree
+from . import agentrun, chain, cleanup, steps
 
-EVENTS = ("WorktreeCreate", "WorktreeRemove")
-MARK = "hook claude-code"  # how Grove recognises its own hook entries when merging settings
-LOCAL = Path(".claude") / "settings.local.json"
-PROJECT = Path(".claude") / "settings.json"
-HOOK_TIMEOUT = 900  # seconds Claude Code gives the hook: a first setup installs dependencies
 
 
 def parse(text: str) -> dict:
@@ -41,7 +37,7 @@ def parse(text: str) -> dict:
         payload = json.loads(text)
     except ValueError:
         raise bad_input("the hook's stdin is not JSON", "Claude Code sends a JSON object; see docs/agents.md") from None
-    if not isinstance(payload, dict) or payload.get("hook_event_name") not in EVENTS:
+    if not isinstance(payload, dict) or payload.get("hook_event_name") not in claudehooks.EVENTS:
         raise bad_input(f"unsupported hook event {payload.get('hook_event_name') if isinstance(payload, dict) else None!r}",
                         "register `grove hook claude-code` for WorktreeCreate and WorktreeRemove only")
     return payload
@@ -65,8 +61,7 @@ def create(settings: Settings, payload: dict, report: Reporter) -> Path:
     path = Path(s["worktree_path"])
     session = payload.get("session_id") or os.environ.get("CLAUDE_CODE_SESSION_ID")
     state.update(settings, adw_id, lambda st: st.update(claude_code={"name": name, "session_id": session}))
-    write_hooks(path / LOCAL, command(absolute=True), skip_if_seen=(path / PROJECT,))
-    worktree.exclude(settings, [f"/{LOCAL.as_posix()}"])
+    steps.claude_hooks(settings, path, report, always=True)
     if not path.is_dir():  # never print a path that does not exist: `claude -p` hangs on one
         raise GroveError(f"setup of {adw_id} reported {path}, which does not exist", hint="see `grove doctor`")
     report.say(f"✓ claude-code worktree {name!r} is agent {adw_id}: {path}")
@@ -142,72 +137,29 @@ def _unmerged(settings: Settings, branch: str | None) -> int:
 def command(absolute: bool = False) -> str:
     """The hook command: `grove hook claude-code` when `grove` on PATH is this Grove (portable, for a
     committed settings file), else this Grove's `grove` by its absolute path."""
-    return f"{agentrun.grove_command(portable=not absolute)} {MARK}"
-
-
-def _ours(group: object) -> bool:
-    return isinstance(group, dict) and any(isinstance(h, dict) and MARK in str(h.get("command", ""))
-                                           for h in group.get("hooks") or [])
-
-
-def write_hooks(target: Path, cmd: str, skip_if_seen: tuple[Path, ...] = ()) -> list[str]:
-    """Merge Grove's two hooks into the Claude Code settings file ``target``, keeping everything else
-    in it; an event that already has Grove's hook (here or in ``skip_if_seen``) is left as it is.
-    Returns the events added (empty: nothing changed)."""
-    data = _read_settings(target)
-    seen = [_read_settings(p) for p in skip_if_seen if p.exists()]
-    hooks = data.setdefault("hooks", {})
-    if not isinstance(hooks, dict):
-        raise bad_input(f"{target}: \"hooks\" is not an object", "fix the file, then run this again")
-    added = []
-    for event in EVENTS:
-        groups = hooks.setdefault(event, [])
-        if not isinstance(groups, list):
-            raise bad_input(f"{target}: hooks.{event} is not a list", "fix the file, then run this again")
-        if any(_ours(g) for g in groups) or any(_ours(g) for d in seen for g in (d.get("hooks") or {}).get(event) or []):
-            continue
-        groups.append({"hooks": [{"type": "command", "command": cmd, "timeout": HOOK_TIMEOUT}]})
-        added.append(event)
-    if added:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        locks.atomic_write_text(target, json.dumps(data, indent=2) + "\n")
-    return added
-
-
-def _read_settings(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError:
-        raise bad_input(f"{path} is not valid JSON", "fix it (Claude Code would not read it either), then run this again") from None
-    if not isinstance(data, dict):
-        raise bad_input(f"{path} does not hold a JSON object")
-    return data
+    return f"{agentrun.grove_command(portable=not absolute)} {claudehooks.MARK}"
 
 
 def check_init(settings: Settings) -> None:
     """Exit 2 before `init` changes anything when the project settings cannot be merged into."""
-    data = _read_settings(settings.repo / PROJECT)
+    data = claudehooks.read_settings(settings.repo / claudehooks.PROJECT)
     hooks = data.get("hooks", {})
-    if not isinstance(hooks, dict) or any(not isinstance(hooks.get(e, []), list) for e in EVENTS):
-        raise bad_input(f"{settings.repo / PROJECT}: \"hooks\" is not an object of lists",
+    if not isinstance(hooks, dict) or any(not isinstance(hooks.get(e, []), list) for e in claudehooks.EVENTS):
+        raise bad_input(f"{settings.repo / claudehooks.PROJECT}: \"hooks\" is not an object of lists",
                         "fix the file, then run this again")
 
 
 def init(settings: Settings) -> list[str]:
     """`grove init --claude-code`: the hooks in the project's .claude/settings.json (idempotent)."""
-    target = settings.repo / PROJECT
+    target = settings.repo / claudehooks.PROJECT
     cmd = command()
-    added = write_hooks(target, cmd)
+    added = claudehooks.write_hooks(target, cmd)
     if not added:
-        return [f"{PROJECT}: Grove's Claude Code hooks already present"]
-    lines = [f"{PROJECT}: added {' and '.join(added)} hooks ({cmd})"]
+        return [f"{claudehooks.PROJECT}: Grove's Claude Code hooks already present"]
+    lines = [f"{claudehooks.PROJECT}: added {' and '.join(added)} hooks ({cmd})"]
     if not cmd.startswith("grove "):
-        lines.append(f"{PROJECT}: `grove` is not on PATH, so the hook names this Grove by its absolute path")
-    lines.append(f"commit and push {PROJECT} to share the hooks; each worktree Grove makes for a session "
-                 f"also gets them in its {LOCAL}")
+        lines.append(f"{claudehooks.PROJECT}: `grove` is not on PATH, so the hook names this Grove by its absolute path")
+    lines.append(f"commit and push {claudehooks.PROJECT} to share the hooks; each worktree Grove makes also gets "
+                 f"them in its own {claudehooks.LOCAL}")
     return lines
 

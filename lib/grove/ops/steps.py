@@ -212,3 +212,21 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
             info["outcome"], info["detail"] = reset_db(settings, path, values, adw_id=adw_id)
     state.update(settings, adw_id, lambda st: st["steps"].update(outcomes))
     return {"adw_id": adw_id, "step": name, **outcomes[name], "detail": info["detail"], "at": time.time()}
+
+
+def claude_hooks(settings: Settings, path: Path, report: Reporter, always: bool = False) -> None:
+    """Give the worktree Grove's Claude Code hooks in its own .claude/settings.local.json when the
+    project uses them (``always``: a worktree the create hook made), so a session there finds the
+    WorktreeRemove hook at /exit even when the project settings are not committed (issue 22).
+    Git-ignored through info/exclude. Never fails a setup: a broken file there is warned about."""
+    from ..resources import claudehooks
+    from . import agentrun, worktree
+
+    if not (always or claudehooks.in_project(settings.repo)):
+        return
+    command = f"{agentrun.grove_command(portable=False)} {claudehooks.MARK}"
+    try:
+        if claudehooks.write_hooks(path / claudehooks.LOCAL, command, skip_if_seen=(path / claudehooks.PROJECT,)):
+            worktree.exclude(settings, [f"/{claudehooks.LOCAL.as_posix()}"])
+    except GroveError as exc:
+        report.warn(f"Claude Code's hooks not written into {path / claudehooks.LOCAL}: {exc.message}")
