@@ -30,7 +30,7 @@ from conftest import GROVE, GROVE_BIN, commit_file, git, inv, inv_json
 
 CLAUDE = GROVE / ".tools" / "node_modules" / ".bin" / "claude"
 needs_claude = pytest.mark.skipif(not CLAUDE.exists(), reason=f"the Claude Code CLI is not installed at {CLAUDE} "
-                                                               "(scripts/bootstrap.sh --with-claude, run by `make tools`)")
+                                  "(scripts/bootstrap.sh --with-claude, run by `make tools`)")
 # Escape sequences: the screen's words are separated by cursor moves, not spaces.
 ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[@-Z\\-_=>78]")
 

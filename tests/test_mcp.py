@@ -61,6 +61,8 @@ def test_an_agent_lifecycle_over_mcp(repo):
         assert shown["status"] == "completed" and len(shown["commits"]) == 1
         rows, _ = await call(session, "list")
         assert [r["adw_id"] for r in rows] == ["m1"]
+        uris = {str(r.uri) for r in (await session.list_resources()).resources}
+        assert uris == {"grove://agents/m1/state", "grove://agents/m1/logs"}
         state = json.loads((await session.read_resource("grove://agents/m1/state")).contents[0].text)
         assert state["adw_id"] == "m1"
         logs = json.loads((await session.read_resource("grove://agents/m1/logs")).contents[0].text)

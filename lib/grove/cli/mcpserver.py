@@ -220,10 +220,9 @@ def build(repo: str | None):
     async def list_resources() -> list[types.Resource]:
         out = []
         for adw_id in await anyio.to_thread.run_sync(agent_ids, repo):
-            out.append(types.Resource(uri=f"grove://agents/{adw_id}/state", name=f"{adw_id} state",  # type: ignore[arg-type]
-                                      mimeType="application/json"))
-            out.append(types.Resource(uri=f"grove://agents/{adw_id}/logs", name=f"{adw_id} logs",  # type: ignore[arg-type]
-                                      mimeType="application/json"))
+            for kind in ("state", "logs"):
+                out.append(types.Resource(uri=f"grove://agents/{adw_id}/{kind}",  # type: ignore[arg-type]
+                                          name=f"{adw_id} {kind}", mimeType="application/json"))
         return out
 
     @server.list_resource_templates()
@@ -253,7 +252,8 @@ def serve(repo: str | None) -> None:
     except ImportError:
         from ..core.errors import GroveError
 
-        raise GroveError("`grove mcp` needs the MCP SDK", hint="pip install 'grove[mcp]' (or: pip install 'mcp>=1.30,<2')",
+        raise GroveError("`grove mcp` needs the MCP SDK",
+                         hint="pip install 'grove[mcp]' (or: pip install 'mcp>=1.30,<2')",
                          code=2) from None
     if repo:
         repo = str(Path(repo).resolve())

@@ -82,7 +82,8 @@ def _linked_worktree(settings: Settings, given: Path, real: Path) -> dict:
     if str(real).startswith(pool_dir + os.sep) or real.name.startswith("."):
         raise bad_input(f"{given} is one of Grove's own worktrees (pool or merge)")
     if not entry.get("branch"):
-        raise bad_input(f"{given} has a detached HEAD", f"check out a branch there first: git -C {given} switch -c NAME")
+        raise bad_input(f"{given} has a detached HEAD",
+                        f"check out a branch there first: git -C {given} switch -c NAME")
     if entry["branch"] == settings.base_branch:
         raise bad_input(f"{given} is on the base branch {entry['branch']}",
                         "an agent works on a branch of its own: git switch -c NAME there first")

@@ -7,9 +7,10 @@ WorktreeRemove's payload has ``worktree_path`` and runs inside the worktree; it 
 interactive session exits cleanly, and the CLI reads it from the settings the worktree sees.
 
 Where the hooks live: `grove init --claude-code` merges them into the project's
-``.claude/settings.json`` (commit and push it to share them), and every worktree the create hook
-makes gets them in its own ``.claude/settings.local.json`` (git-ignored through info/exclude), so
-the remove hook fires even when the project settings are not committed, or not on the base yet.
+``.claude/settings.json`` (commit and push it to share them), and every worktree Grove makes while
+the project uses them (and every one the create hook makes) gets them in its own
+``.claude/settings.local.json`` (git-ignored through info/exclude; ops/steps.py ``claude_hooks``),
+so the remove hook fires even when the project settings are not committed, or not on the base yet.
 
 Remove is Grove's teardown with salvage: uncommitted work goes to refs/grove-salvage/<id>/..., the
 branch is kept (never deleted here), so unmerged commits stay on it; the state is archived.
@@ -30,15 +31,15 @@ from ..safety import owned
 from . import agentrun, chain, cleanup, steps
 
 
-
 def parse(text: str) -> dict:
     """The hook's stdin: one JSON object with ``hook_event_name`` (exit 2 otherwise)."""
     try:
         payload = json.loads(text)
     except ValueError:
         raise bad_input("the hook's stdin is not JSON", "Claude Code sends a JSON object; see docs/agents.md") from None
-    if not isinstance(payload, dict) or payload.get("hook_event_name") not in claudehooks.EVENTS:
-        raise bad_input(f"unsupported hook event {payload.get('hook_event_name') if isinstance(payload, dict) else None!r}",
+    event = payload.get("hook_event_name") if isinstance(payload, dict) else None
+    if event not in claudehooks.EVENTS:
+        raise bad_input(f"unsupported hook event {event!r}",
                         "register `grove hook claude-code` for WorktreeCreate and WorktreeRemove only")
     return payload
 
@@ -128,8 +129,10 @@ def _already_torn_down(settings: Settings, real: str) -> bool:
 def _unmerged(settings: Settings, branch: str | None) -> int:
     if not branch or not git.branch_exists(settings.repo, branch):
         return 0
-    base = cleanup._base_ref(settings, None)
-    return len(git.git(settings.repo, "rev-list", f"{base}..refs/heads/{branch}").split())
+    for base in (f"refs/heads/{settings.base_branch}", f"refs/remotes/{settings.remote}/{settings.base_branch}"):
+        if git.rev(settings.repo, base):
+            return len(git.git(settings.repo, "rev-list", f"{base}..refs/heads/{branch}").split())
+    return 0
 
 
 # -- installing the hooks ----------------------------------------------------------------------------
@@ -158,7 +161,8 @@ def init(settings: Settings) -> list[str]:
         return [f"{claudehooks.PROJECT}: Grove's Claude Code hooks already present"]
     lines = [f"{claudehooks.PROJECT}: added {' and '.join(added)} hooks ({cmd})"]
     if not cmd.startswith("grove "):
-        lines.append(f"{claudehooks.PROJECT}: `grove` is not on PATH, so the hook names this Grove by its absolute path")
+        lines.append(f"{claudehooks.PROJECT}: `grove` is not on PATH, so the hook names this Grove by its "
+                     "absolute path")
     lines.append(f"commit and push {claudehooks.PROJECT} to share the hooks; each worktree Grove makes also gets "
                  f"them in its own {claudehooks.LOCAL}")
     return lines

@@ -39,7 +39,8 @@ def write_hooks(target: Path, cmd: str, skip_if_seen: tuple[Path, ...] = ()) -> 
         groups = hooks.setdefault(event, [])
         if not isinstance(groups, list):
             raise bad_input(f"{target}: hooks.{event} is not a list", "fix the file, then run this again")
-        if any(_ours(g) for g in groups) or any(_ours(g) for d in seen for g in (d.get("hooks") or {}).get(event) or []):
+        elsewhere = [g for d in seen for g in (d.get("hooks") or {}).get(event) or []]
+        if any(_ours(g) for g in groups) or any(_ours(g) for g in elsewhere):
             continue
         groups.append({"hooks": [{"type": "command", "command": cmd, "timeout": HOOK_TIMEOUT}]})
         added.append(event)
@@ -57,7 +58,8 @@ def read_settings(path: Path) -> dict:
     try:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
-        raise bad_input(f"{path} is not valid JSON", "fix it (Claude Code would not read it either), then run this again") from None
+        raise bad_input(f"{path} is not valid JSON",
+                        "fix it (Claude Code would not read it either), then run this again") from None
     if not isinstance(data, dict):
         raise bad_input(f"{path} does not hold a JSON object")
     return data
