@@ -52,6 +52,8 @@ def test_a_whole_lifecycle_writes_one_line_per_change(repo):
     assert inv_json(repo, "events", "--since", "1h") == lines
     bad = inv(repo, "events", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since" in bad.stderr and bad.stdout == ""
+    slow = inv(repo, "events", "--follow", "--interval", "soon")
+    assert slow.returncode == 2 and "--interval" in slow.stderr and slow.stdout == ""
 
 
 def test_a_conflict_and_a_failure_are_events_with_their_reason(repo):

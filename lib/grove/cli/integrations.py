@@ -24,7 +24,7 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, reporter
     },
 )
 @guard
-def events(c, follow=False, since=None, adw_id=None, interval=0.25, repo=None, json=False):
+def events(c, follow=False, since=None, adw_id=None, interval=None, repo=None, json=False):
     """Show the lifecycle event stream (agents/.grove/events.jsonl), or --follow it.
 
     One line per change: created, status, merged, conflict, cleaned, salvaged, torn_down, archived,
@@ -40,9 +40,15 @@ def events(c, follow=False, since=None, adw_id=None, interval=0.25, repo=None, j
     if not follow:
         emit(stream.read(settings, when, adw_id), json, lambda rows: [print(_line(r)) for r in rows])
         return
+    try:  # a string flag, parsed here: Invoke's own float cast ends in a traceback on a typo
+        interval = 0.25 if interval in (None, "") else float(interval)
+    except ValueError:
+        from ..core.errors import bad_input
+
+        raise bad_input(f"--interval {interval!r} is not a number of seconds") from None
     stopping = _stop_on_sigterm()
     try:
-        for doc in stream.follow(settings, when, adw_id, interval=float(interval), stop=stopping.is_set):
+        for doc in stream.follow(settings, when, adw_id, interval=interval, stop=stopping.is_set):
             print(_json.dumps(doc, default=str) if json else _line(doc), flush=True)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a follow ends: exit 0
