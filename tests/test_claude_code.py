@@ -262,3 +262,13 @@ def test_real_cli_interactive_exit_tears_the_agent_down_with_nothing_lost(repo, 
     assert git(repo, "show", f"{salvage[0]['ref']}:notes.txt") == "uncommitted work"
     archived = inv_json(repo, "list", "--archived")
     assert archived[0]["adw_id"] == "pty-session" and archived[0]["status"] == "cleaned"
+
+
+@needs_claude
+def test_real_cli_shows_grove_s_error_when_the_create_hook_fails(repo, tmp_path):
+    project(repo)
+    env = dict(claude_env(tmp_path, repo), ADW_PORT_SLOTS="0")  # bad configuration: the hook exits 2
+    out = subprocess.run([str(CLAUDE), "-w", "broken", "-p", "x"], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0 and "ADW_PORT_SLOTS" in out.stdout + out.stderr
+    assert not (repo / "trees/broken").exists() and not (repo / "agents/broken").exists()
