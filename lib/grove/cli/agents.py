@@ -275,11 +275,28 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         raise Exit(code=1)
 
 
-@task(help={"repo": REPO})
+@task(help={"claude_code": "also merge Grove's WorktreeCreate/WorktreeRemove hooks into .claude/settings.json, "
+                           "so `claude --worktree NAME` sessions get Grove agents (docs/agents.md)",
+            "git_hook": "also install a post-checkout hook that adopts each worktree `git worktree add` makes "
+                        "(`grove adopt`); other checkouts return at once",
+            "repo": REPO})
 @guard
-def init(c, repo=None):
+def init(c, claude_code=False, git_hook=False, repo=None):
     """Add Grove's .gitignore entries and a commented .env section to the target repo (idempotent)."""
     from ..ops import agentrun
 
-    for line in agentrun.init_repo(load_settings(c, repo)):
+    from ..ops import adopt, claude
+
+    settings = load_settings(c, repo)
+    if claude_code:  # exit 2 changes nothing: what cannot be merged into is refused first
+        claude.check_init(settings)
+    if git_hook:
+        adopt.check_git_hook(settings)
+    for line in agentrun.init_repo(settings):
         print(line)
+    if claude_code:
+        for line in claude.init(settings):
+            print(line)
+    if git_hook:
+        for line in adopt.install_git_hook(settings, agentrun.grove_command(portable=False)):
+            print(line)

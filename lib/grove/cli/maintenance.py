@@ -114,6 +114,9 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
             result = _restore_salvage(settings, s, restore, wt)
         else:
             result = archive.restore(settings, restore, wt)
+        from ..core import events
+
+        events.emit(settings, "restored", s["adw_id"], ref=restore, files=len(result.get("files") or []))
         emit(result, json, lambda d: print(f"restored {d.get('ref') or d.get('id')} into {d['worktree']}: "
                                            f"{len(d['files'])} file(s)"))
         return

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import locks
+from . import events, locks
 from .config import Settings
 from .errors import GroveError, bad_input
 
@@ -132,12 +132,16 @@ def update(settings: Settings, adw_id: str, change: Callable[[dict], None], *, c
     """Locked read-modify-write of one state; ``create`` is the state to start from when none exists."""
     with locks.locked(lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
         state = load(settings, adw_id)
+        before = None if state is None else state.get("status")
         if state is None:
             if create is None:
                 raise bad_input(f"no agent {adw_id!r}: {settings.state_path(adw_id)} does not exist")
             state = create
         change(state)
         save(settings, state)
+        # Every status change goes through here (apply_status is only ever applied inside update or
+        # archive_locked): the one place that writes the event stream's status lines (issue 22).
+        events.status_change(settings, adw_id, before, state)
         return state
 
 
@@ -232,9 +236,13 @@ def archive_locked(settings: Settings, adw_id: str, change: Callable[[dict], Non
             # process ignoring the locks can have removed it since.
             raise GroveError(f"the state of {adw_id} ({settings.state_path(adw_id)}) vanished before it was archived",
                              hint="see `inv doctor`")
+        before = state.get("status")
         change(state)
         state["updated_at"] = now()
-        return archive(settings, adw_id, state)
+        target = archive(settings, adw_id, state)
+        events.status_change(settings, adw_id, before, state)
+        events.emit(settings, "archived", adw_id, state.get("status"), None, archive=str(target))
+        return target
 
 
 def archived(settings: Settings) -> list[dict]:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from ..resources import agentdb, ports
-from ..core import git, ids, locks, state
+from ..core import events, git, ids, locks, state
 from ..safety import archive, owned, preserve
-from . import worktree
+from . import adopt, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.faults import fault
@@ -75,15 +75,22 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
-                  "archive": archive.empty(), "state_archive": None, "stopped_processes": []}
+                  "archive": archive.empty(), "state_archive": None, "stopped_processes": [], "worktree_kept": None}
         fault(OP, "before", "worktree")
-        if entry is not None:
+        if adopt.kept_in_place(settings, s):
+            # An adopted worktree outside trees/ is the user's: it stays, only Grove's hiding is undone (issue 22).
+            assert s is not None
+            adopt.release(settings, s, Path(s["worktree_path"]))
+            result["worktree_kept"] = s["worktree_path"]
+        elif entry is not None:
             saved = worktree.remove(settings, path, entry=entry, salvage=salvage, force=force)
             result.update(worktree_removed=str(path), **saved)
         elif path.exists() or os.path.islink(path):
             # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
+        if result["salvage_ref"]:
+            events.emit(settings, "salvaged", adw_id, ref=result["salvage_ref"], worktree=str(path))
         if plan["delete"]:
             assert branch  # _plan() decides to delete only a branch that exists
             result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
@@ -98,10 +105,15 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
+        events.emit(settings, "torn_down", adw_id, (s or {}).get("status"), "cleaned" if s is not None else None,
+                    worktree_removed=result["worktree_removed"], worktree_kept=result["worktree_kept"],
+                    moved_to=result["moved_to"], branch=branch, branch_action=result["branch_action"],
+                    saved_refs=saved_refs or None, freed_slots=result["freed_slots"] or None, archive=result["archive"])
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
         kept = result["archive"] or {}
-        report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"
+        where = f"worktree kept at {result['worktree_kept']}" if result["worktree_kept"] else "worktree removed"
+        report.say(f"✓ teardown {adw_id}: {where}, branch {branch or '-'} {result['branch_action']}{dbs}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
                    + (f"; kept {kept['files']} ignored file(s), {kept['bytes']} bytes, in {kept['path']}"
                       if kept.get("files") else "")
@@ -207,7 +219,7 @@ def last_activity(settings: Settings, s: dict) -> float:
     times = [state.parse_time(s.get("updated_at")) or 0.0]
     if git.branch_exists(settings.repo, s["branch"]):
         times.append(float(git.git(settings.repo, "log", "-1", "--format=%ct", f"refs/heads/{s['branch']}") or 0))
-    path = settings.worktree_path(s["adw_id"])
+    path = Path(s.get("worktree_path") or settings.worktree_path(s["adw_id"]))  # an adopted one may be elsewhere
     if path.is_dir():
         times.append(_newest_mtime(path))
     return max(times)

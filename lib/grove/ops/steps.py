@@ -133,18 +133,20 @@ KEPT = "reset by an earlier run; --reset-db resets it again"
 
 
 def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True, *,
-             kept: bool = False, reset: bool = True, created: list[str] | None = None) -> tuple[str, str]:
+             kept: bool = False, reset: bool = True, created: list[str] | None = None,
+             adw_id: str | None = None) -> tuple[str, str]:
     """The agent's Postgres database (with ADW_DB_URL), then the reset script with its env.
 
     ``kept``: an earlier run finished this step, so the database and what the agent wrote in it
     stay and the script is not run again (a database that is gone is made anew, script and all).
     ``reset``: recreate the database from the template (``--reset-db``, ``inv db.reset``).
+    ``adw_id``: the agent, when its worktree is not named after it (an adopted one, issue 22).
     """
+    adw_id = adw_id or path.name
     if not enabled:
         return "skipped", "--no-db"
     notes = []
     if agentdb.configured(settings):
-        adw_id = path.name
         outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)
         if settings.state_path(adw_id).exists():  # the merge's integration worktree has no state
             state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
@@ -155,7 +157,7 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
         return "kept", KEPT
     if not settings.db_reset:
         return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
-    env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
+    env = dict(os.environ, **values, ADW_ID=adw_id, ADW_WORKTREE=str(path))
     before = generated.snapshot(settings, path) if (path / settings.db_reset).is_file() else None
     try:
         ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
@@ -198,7 +200,7 @@ def registry_rows(settings: Settings) -> list[dict]:
 def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> dict:
     """Run one of ports_env, env, repoint, install, db for ``adw_id`` and record it in the state."""
     s = state.require(settings, adw_id)
-    path = settings.worktree_path(adw_id)
+    path = Path(s.get("worktree_path") or settings.worktree_path(adw_id))  # an adopted one may be elsewhere
     if not path.is_dir():
         raise GroveError(f"{adw_id} has no worktree at {path}", hint=f"run `inv worktree.add --adw-id {adw_id}` first")
     if not s.get("ports"):
@@ -214,6 +216,24 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
         elif name == "install":
             info["outcome"], info["detail"] = install(settings, path)
         else:
-            info["outcome"], info["detail"] = reset_db(settings, path, values)
+            info["outcome"], info["detail"] = reset_db(settings, path, values, adw_id=adw_id)
     state.update(settings, adw_id, lambda st: st["steps"].update(outcomes))
     return {"adw_id": adw_id, "step": name, **outcomes[name], "detail": info["detail"], "at": time.time()}
+
+
+def claude_hooks(settings: Settings, path: Path, report: Reporter, always: bool = False) -> None:
+    """Give the worktree Grove's Claude Code hooks in its own .claude/settings.local.json when the
+    project uses them (``always``: a worktree the create hook made), so a session there finds the
+    WorktreeRemove hook at /exit even when the project settings are not committed (issue 22).
+    Git-ignored through info/exclude. Never fails a setup: a broken file there is warned about."""
+    from ..resources import claudehooks
+    from . import agentrun, worktree
+
+    if not (always or claudehooks.in_project(settings.repo)):
+        return
+    command = f"{agentrun.grove_command(portable=False)} {claudehooks.MARK}"
+    try:
+        if claudehooks.write_hooks(path / claudehooks.LOCAL, command, skip_if_seen=(path / claudehooks.PROJECT,)):
+            worktree.exclude(settings, [f"/{claudehooks.LOCAL.as_posix()}"])
+    except GroveError as exc:
+        report.warn(f"Claude Code's hooks not written into {path / claudehooks.LOCAL}: {exc.message}")

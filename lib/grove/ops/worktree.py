@@ -321,6 +321,11 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     return visible
 
 
+def exclude(settings: Settings, patterns: list[str]) -> None:
+    """Add ``patterns`` to the repository's info/exclude (for every checkout of it), once each."""
+    _exclude(settings, patterns)
+
+
 def _exclude(settings: Settings, patterns: list[str]) -> None:
     exclude = git.common_dir(settings.repo) / "info" / "exclude"
     with repo_lock(settings):
