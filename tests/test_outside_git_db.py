@@ -1,0 +1,179 @@
+"""Issue 20: nothing is lost outside git either. Databases (item 3), bad numbers (item 11), liveness
+(item 12), the pool (items 8, 9) and statuses that follow the facts (item 14b, 14c).
+
+Real git repos with a bare origin, `grove`/`inv` as subprocesses, and the session's throwaway
+PostgreSQL server (tests/pg_fixture.py) for the database tests. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import git, inv, inv_json, snapshot
+from test_postgres import RESET, agent_url, journal, pg_repo, query  # noqa: F401 (pg_repo is a fixture)
+
+from grove.core import pgdb
+
+DAY = 86400
+
+
+def write_rows(url: str, rows: int, start: int = 100000) -> None:
+    """Insert ``rows`` rows, then make the server publish the write counters before returning
+    (pg_stat_force_next_flush: the stats are flushed when this session goes idle, before the reply)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO items SELECT g, 'agent row' FROM generate_series({start}, {start + rows - 1}) g")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+
+
+def count(url: str) -> int:
+    return query(url, "SELECT count(*) FROM items")[0][0]
+
+
+def backdate(repo: Path, adw_id: str, days: float = 30) -> None:
+    """Make the agent look idle for ``days``: its state's updated_at, its files' mtimes, and the last
+    write gc saw to its database."""
+    then = time.time() - days * DAY
+    path = repo / "agents" / adw_id / "adw_state.json"
+    if path.exists():
+        s = json.loads(path.read_text())
+        s["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(then))
+        path.write_text(json.dumps(s))
+    for directory, _, files in os.walk(repo / "trees" / adw_id):
+        for name in [*files, "."]:
+            try:
+                os.utime(os.path.join(directory, name), (then, then), follow_symlinks=False)
+            except OSError:
+                pass
+    owned = repo / "agents/.grove/owned.json"
+    data = json.loads(owned.read_text())
+    for entry in data["database"].values():
+        if entry.get("adw_id") == adw_id and entry.get("writes"):
+            entry["writes"]["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(then))
+    owned.write_text(json.dumps(data))
+
+
+def dumps(repo: Path, adw_id: str | None = None) -> list[dict]:
+    rows = inv_json(repo, "salvage", *(["--adw-id", adw_id] if adw_id else []))
+    return [r for r in rows if r.get("kind") == "db_dump"]
+
+
+# -- item 3: databases ---------------------------------------------------------------------------
+
+
+def test_gc_counts_database_writes_as_activity_and_never_drops_a_resumable_agents_database(
+        pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "idle", "--no-install", check=True)
+    inv(pg_repo, "status", "--adw-id", "idle", "--set", "in_progress", check=True)
+    url = agent_url(pg_server, template_db, "idle")
+    backdate(pg_repo, "idle")
+    write_rows(url, 1000)  # the agent works in its database only: no commit, no file written
+    assert inv_json(pg_repo, "gc", "--dry-run")["abandoned"] == [], "a write to the database is activity"
+    backdate(pg_repo, "idle")  # ...a month without a write since gc last looked
+    assert [a["adw_id"] for a in inv_json(pg_repo, "gc", "--dry-run")["abandoned"]] == ["idle"]
+    write_rows(url, 1, start=5000)
+    assert inv_json(pg_repo, "gc", "--dry-run")["abandoned"] == [], "a new write since the last look"
+    backdate(pg_repo, "idle")
+    done = inv_json(pg_repo, "gc")
+    assert [a["adw_id"] for a in done["removed"]] == ["idle"]
+    # The agent can be resumed from its branch: gc kept its database, rows and all.
+    assert count(url) == 2001
+    assert journal(pg_repo)[pgdb.agent_db_name(template_db, "idle")]["kept"] is True
+    assert inv(pg_repo, "doctor").returncode == 0, "a database gc kept is no orphan"
+    back = inv_json(pg_repo, "setup", "--adw-id", "idle", "--no-install")
+    assert back["database"]["name"] == pgdb.agent_db_name(template_db, "idle") and count(url) == 2001
+
+
+def test_two_doctor_fixes_never_drop_the_database_of_an_agent_that_can_be_resumed(pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "lost", "--no-install", check=True)
+    url = agent_url(pg_server, template_db, "lost")
+    write_rows(url, 1000)
+    subprocess.run(["rm", "-rf", str(pg_repo / "trees/lost")], check=True)  # its worktree dir is lost
+    first = json.loads(inv(pg_repo, "doctor", "--fix", "--json").stdout)
+    assert [p["kind"] for p in first["problems"]] == ["directory_gone"] and first["healthy"], first
+    second = json.loads(inv(pg_repo, "doctor", "--fix", "--json").stdout)
+    assert second["problems"] == [] and second["healthy"], second
+    assert count(url) == 2000, "the branch stays, so `grove setup --adw-id lost` resumes it: its database too"
+    back = inv_json(pg_repo, "setup", "--adw-id", "lost", "--no-install")
+    assert back["steps"]["db"]["outcome"] == "done" and count(url) == 2000
+
+
+def test_teardown_dumps_the_database_before_dropping_it_and_salvage_restores_it(pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "td", "--no-install", check=True)
+    url = agent_url(pg_server, template_db, "td")
+    name = pgdb.agent_db_name(template_db, "td")
+    write_rows(url, 500)
+    done = inv_json(pg_repo, "teardown", "--adw-id", "td", "--force")
+    [db] = done["databases"]
+    assert db["action"] == "dropped" and not pgdb.exists(pg_server.url(), name)
+    dump = Path(db["dump"])
+    assert dump.parent.name == "db" and dump.name == f"{name}.dump"
+    assert dump.parent.parent.parent == pg_repo / "agents/.archive/td"
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    for level in (dump.parent, dump.parent.parent, dump.parent.parent.parent):
+        assert stat.S_IMODE(level.stat().st_mode) == 0o700, level
+    [row] = dumps(pg_repo, "td")
+    assert row["path"] == str(dump) and row["name"] == name and row["adw_id"] == "td" and row["size"] > 0
+    assert json.loads((dump.parent / "manifest.json").read_text())["dumps"][0]["file"] == dump.name
+    # Set up again (a fresh clone of the template), then load the dump back.
+    inv(pg_repo, "setup", "--adw-id", "td", "--no-install", check=True)
+    assert count(url) == 1000
+    restored = inv_json(pg_repo, "salvage", "--restore", str(dump))
+    assert restored["database"] == name and count(url) == 1500
+    assert Path(restored["saved_before"]).is_file(), "what the restore replaced was dumped first"
+    assert len(dumps(pg_repo, "td")) == 2
+
+
+def test_a_database_kept_by_gc_is_dropped_by_an_explicit_teardown_of_its_agent(pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "kd", "--no-install", check=True)
+    name = pgdb.agent_db_name(template_db, "kd")
+    inv(pg_repo, "teardown", "--adw-id", "kd", "--force", "--keep-db", check=True)
+    assert pgdb.exists(pg_server.url(), name)
+    done = inv_json(pg_repo, "teardown", "--adw-id", "kd")  # no state or worktree left: only its database
+    assert [d["action"] for d in done["databases"]] == ["dropped"] and Path(done["databases"][0]["dump"]).is_file()
+    assert not pgdb.exists(pg_server.url(), name) and journal(pg_repo) == {}
+
+
+def test_reset_db_dumps_the_old_database_first(pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "rs", "--no-install", check=True)
+    url = agent_url(pg_server, template_db, "rs")
+    write_rows(url, 10)
+    inv(pg_repo, "setup", "--adw-id", "rs", "--no-install", "--reset-db", check=True)
+    assert count(url) == 1000
+    [row] = dumps(pg_repo, "rs")
+    inv(pg_repo, "salvage", "--restore", row["path"], "--adw-id", "rs", check=True)
+    assert count(url) == 1010
+
+
+def fake_pg_dump(tmp_path: Path) -> Path:
+    """A pg_dump that looks new enough but fails every dump."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    tool = bindir / "pg_dump"
+    tool.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 99.0"; exit 0; fi\n'
+                    'echo "pg_dump: error: disk full" >&2\nexit 1\n')
+    tool.chmod(0o755)
+    return bindir
+
+
+def test_without_a_working_pg_dump_nothing_is_dropped(pg_repo, pg_server, template_db, tmp_path):
+    inv(pg_repo, "setup", "--adw-id", "nd", "--no-install", check=True)
+    name = pgdb.agent_db_name(template_db, "nd")
+    before = snapshot(pg_repo)
+    missing = inv(pg_repo, "teardown", "--adw-id", "nd", "--force", env={"ADW_PG_BIN": str(tmp_path / "none")})
+    assert missing.returncode == 1 and "pg_dump" in missing.stderr, missing.stderr
+    assert snapshot(pg_repo) == before and pgdb.exists(pg_server.url(), name), "refused before any change"
+    failing = inv(pg_repo, "teardown", "--adw-id", "nd", "--force", env={"ADW_PG_BIN": str(fake_pg_dump(tmp_path))})
+    assert failing.returncode == 1 and "disk full" in failing.stderr, failing.stderr
+    assert pgdb.exists(pg_server.url(), name) and name in journal(pg_repo), "the database and its record stay"
+    again = inv_json(pg_repo, "teardown", "--adw-id", "nd", "--force")  # a working pg_dump finishes it
+    assert [d["action"] for d in again["databases"]] == ["dropped"]
+    assert not pgdb.exists(pg_server.url(), name) and journal(pg_repo) == {}
