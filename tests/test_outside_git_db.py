@@ -177,3 +177,72 @@ def test_without_a_working_pg_dump_nothing_is_dropped(pg_repo, pg_server, templa
     again = inv_json(pg_repo, "teardown", "--adw-id", "nd", "--force")  # a working pg_dump finishes it
     assert [d["action"] for d in again["databases"]] == ["dropped"]
     assert not pgdb.exists(pg_server.url(), name) and journal(pg_repo) == {}
+
+
+# -- item 11: bad numbers ------------------------------------------------------------------------
+
+BAD = ["-1", "nan", "inf", "1e309", "abc", "-inf", "2.5"]
+FLAGS = {  # flag -> (argv before it, argv after it, values that are wrong for it beyond BAD)
+    "--max-age-days": (["gc"], [], ["-0.5", "36501"]),  # 0 is "every unfinished agent": allowed
+    "--count": (["setup", "--epic", "E", "--no-install"], [], ["0", "-2", "1001"]),
+    "--jobs": (["exec", "--all"], ["--", "true"], ["0", "1001"]),
+    "--timeout": (["exec", "--all"], ["--", "true"], ["0"]),
+    "--size": (["pool"], [], ["101"]),
+}
+FLAG_CASES = [(flag, value) for flag, (_, _, extra) in FLAGS.items() for value in BAD + extra
+              if not (value == "2.5" and flag in ("--max-age-days", "--timeout"))]  # fractions are fine there
+
+
+@pytest.mark.parametrize("flag,value", FLAG_CASES)
+def test_a_bad_number_flag_exits_2_naming_it_and_changes_nothing(repo, flag, value):
+    before_args, after_args, _ = FLAGS[flag]
+    before = snapshot(repo)
+    out = inv(repo, *before_args, f"{flag}={value}", *after_args)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert flag in out.stderr and ("accepted" in out.stderr or "must be" in out.stderr), out.stderr
+    assert "Traceback" not in out.stderr
+    assert snapshot(repo) == before
+
+
+KEYS = {  # key -> values that are wrong for it beyond BAD
+    "ADW_PORT_SLOTS": ["0", "1001"],
+    "ADW_BACKEND_PORT_BASE": ["0", "80", "70000"],
+    "ADW_FRONTEND_PORT_BASE": ["0", "65536"],
+    "ADW_EXTRA_PORTS": ["0", "99999"],
+    "ADW_PUSH_RETRIES": ["101"],
+    "ADW_DB_BUSY_TIMEOUT": ["0"],
+    "ADW_LOCK_TIMEOUT": ["0"],
+    "ADW_GIT_TIMEOUT": ["0"],
+    "ADW_INSTALL_TIMEOUT": ["0"],
+    "ADW_STOP_GRACE": ["0"],
+}
+SECONDS_KEYS = {"ADW_DB_BUSY_TIMEOUT", "ADW_LOCK_TIMEOUT", "ADW_GIT_TIMEOUT", "ADW_INSTALL_TIMEOUT", "ADW_STOP_GRACE"}
+KEY_CASES = [(key, value) for key, extra in KEYS.items() for value in BAD + extra
+             if not (value == "2.5" and key in SECONDS_KEYS)]
+
+
+@pytest.mark.parametrize("key,value", KEY_CASES)
+def test_a_bad_number_key_exits_2_naming_it_and_changes_nothing(repo, key, value):
+    before = snapshot(repo)
+    setting = f"DB_PORT={value}" if key == "ADW_EXTRA_PORTS" else value
+    out = inv(repo, "setup", "--adw-id", "k1", "--no-install", env={key: setting})
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert key in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert snapshot(repo) == before
+
+
+def test_gc_with_a_negative_or_nan_age_never_tears_down_an_active_agent(repo):
+    inv(repo, "setup", "--adw-id", "busy", "--no-install", check=True)
+    inv(repo, "status", "--adw-id", "busy", "--set", "in_progress", check=True)
+    for value in ("-1", "nan"):
+        out = inv(repo, "gc", "--max-age-days", value, "--json")
+        assert out.returncode == 2 and json.loads(out.stdout)["exit_code"] == 2
+        assert (repo / "trees/busy").is_dir() and (repo / "agents/busy/adw_state.json").is_file()
+    assert inv_json(repo, "gc", "--max-age-days", "0.5")["removed"] == []  # a real age still works
+
+
+def test_setup_count_sets_up_exactly_that_many(repo):
+    done = inv_json(repo, "setup", "--epic", "E", "--count", "2", "--no-install")
+    assert len(done["agents"]) == 2
+    assert inv(repo, "setup", "--epic", "E", "--count", "-2", "--no-install").returncode == 2
+    assert len(inv_json(repo, "list")) == 2

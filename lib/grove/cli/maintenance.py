@@ -35,14 +35,17 @@ def cleanup_epic(c, epic=None, delete_branches=False, repo=None, json=False, qui
     emit(result, json, lambda d: print(f"cleaned {d['count']} worktree(s) of {epic}"))
 
 
-@task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7)",
+@task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7; 0 to 36500, 0: all, "
+                            "however recent)",
             "dry_run": "only report what would be removed", "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
+def gc(c, max_age_days=None, dry_run=False, repo=None, json=False, quiet=False):
     """Remove abandoned agents (unfinished and idle); their branches and commits stay reachable."""
     from ..ops import cleanup
 
-    result = cleanup.gc(load_settings(c, repo), float(max_age_days), dry_run=dry_run, report=reporter(quiet))
+    # A string (default None), checked by gc itself: Invoke's float() takes -1 and nan (issue 20, item 11).
+    result = cleanup.gc(load_settings(c, repo), 7.0 if max_age_days is None else max_age_days, dry_run=dry_run,
+                        report=reporter(quiet))
     verb = "would remove" if dry_run else "removed"
     emit(result, json, lambda d: print(f"{verb} {len(d['abandoned'] if dry_run else d['removed'])} abandoned "
                                         f"agent(s): {', '.join(a['adw_id'] for a in d['abandoned']) or '-'}"))
@@ -121,18 +124,13 @@ def pool(c, size=None, base=None, fetch=True, repo=None, json=False, quiet=False
     it holds changes).
     """
     from ..ops import pool as pooling
-    from ..core.errors import bad_input
+    from ..core import numbers
 
     settings = load_settings(c, repo, base_branch=base)
     if size is None:
         emit(pooling.show(settings), json, _print_pool)
         return
-    try:
-        size = int(size)
-    except ValueError:
-        raise bad_input(f"--size {size!r} is not a whole number") from None
-    if not 0 <= size <= 100:
-        raise bad_input(f"--size {size} is outside 0..100")
+    size = int(numbers.parse(size, "--size", numbers.Range(0, 100, integer=True)))
     result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
     emit(result, json, _print_pool)
     if result["failed"] or result["kept"]:

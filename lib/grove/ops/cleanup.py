@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..resources import agentdb, ports
-from ..core import git, ids, locks, state
+from ..core import git, ids, locks, numbers, state
 from ..safety import owned
 from . import worktree
 from ..core.config import Settings
@@ -218,8 +218,11 @@ def _newest_mtime(root: Path) -> float:
     return newest
 
 
-def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, report: Reporter | None = None) -> dict:
+def gc(settings: Settings, max_age_days: float | str = 7, *, dry_run: bool = False,
+       report: Reporter | None = None) -> dict:
     """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches stay."""
+    # -1 or nan made every agent "idle" and gc force-tore down one active seconds ago (issue 20, item 11).
+    max_age_days = numbers.parse(max_age_days, "--max-age-days", numbers.DAYS)
     report = report or Reporter(quiet=True)
     cutoff = time.time() - max_age_days * 86400
     found, removed, kept = [], [], []
