@@ -246,3 +246,95 @@ def test_setup_count_sets_up_exactly_that_many(repo):
     assert len(done["agents"]) == 2
     assert inv(repo, "setup", "--epic", "E", "--count", "-2", "--no-install").returncode == 2
     assert len(inv_json(repo, "list")) == 2
+
+
+# -- item 12: liveness is a pid plus its start time ----------------------------------------------
+
+
+@pytest.fixture
+def sleeper():
+    """A live process whose pid a test can pretend a dead holder had (a reused pid)."""
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def rewrite(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_killed_fill_whose_pid_was_reused_is_reclaimed(repo, sleeper):
+    from test_pool import light, pool_entries
+
+    light(repo)
+    assert inv(repo, "pool", "--size", "1", env={"GROVE_FAULT": "pool:after:add"}).returncode == -9
+    [entry] = pool_entries(repo).values()
+    assert entry["status"] == "filling"
+
+    def reuse(data):  # the killed filler's pid now belongs to another process (the sleeper)
+        for e in data["entries"].values():
+            e["pid"] = sleeper.pid
+            e["pid_started"] = e.get("pid_started") or "linux:another-boot:1"
+    rewrite(repo / "agents/.grove/pool.json", reuse)
+    report = json.loads(inv(repo, "doctor", "--json").stdout)
+    assert [p["kind"] for p in report["problems"]] == ["pool_dead_process"] and not report["healthy"]
+    assert inv_json(repo, "pool")["entries"][0]["alive"] is False
+    drained = inv(repo, "pool", "--size", "0", "--json")
+    assert drained.returncode == 0, drained.stderr
+    assert pool_entries(repo) == {} and "/.pool/" not in git(repo, "worktree", "list", "--porcelain")
+    assert sleeper.poll() is None, "the process that reused the pid was not touched"
+
+
+def test_a_live_fill_and_an_old_pid_only_record_still_count_as_alive(repo, sleeper):
+    from grove.core import liveness
+    from test_pool import light, pool_entries
+
+    light(repo)
+    assert inv(repo, "pool", "--size", "1", env={"GROVE_FAULT": "pool:after:add"}).returncode == -9
+    for record in (liveness.stamp(sleeper.pid), {"pid": sleeper.pid}):  # the same process; an older Grove's record
+        def hold(data, record=record):
+            for e in data["entries"].values():
+                e.pop("pid_started", None)
+                e.update(record)
+        rewrite(repo / "agents/.grove/pool.json", hold)
+        report = json.loads(inv(repo, "doctor", "--json").stdout)
+        assert report["healthy"], report
+        assert [e["status"] for e in pool_entries(repo).values()] == ["filling"]
+
+
+def test_a_port_claim_whose_pid_was_reused_is_reclaimable(repo, sleeper):
+    from grove.core import liveness
+
+    inv(repo, "setup", "--adw-id", "a1", "--no-install", check=True)
+    registry = repo / "agents/.grove/ports.json"
+    claims = json.loads(registry.read_text())["claims"]
+    assert claims[next(iter(claims))].get("pid_started"), "a claim records its holder's start time"
+    free = next(str(s) for s in range(15) if str(s) not in claims)
+    ghost = {"adw_id": "ghost", "pid": sleeper.pid, "pid_started": "linux:another-boot:1",
+             "claimed_at": "2026-01-01T00:00:00Z"}
+    rewrite(registry, lambda data: data["claims"].update({free: ghost}))
+    report = json.loads(inv(repo, "doctor", "--json").stdout)
+    assert [(p["kind"], p.get("adw_id")) for p in report["problems"]] == [("dead_claim", "ghost")]
+    # The same claim held by the live process itself (its real start time) is not reclaimable.
+    rewrite(registry, lambda data: data["claims"][free].update(liveness.stamp(sleeper.pid)))
+    assert json.loads(inv(repo, "doctor", "--json").stdout)["healthy"]
+    rewrite(registry, lambda data: data["claims"][free].update(pid_started="linux:another-boot:1"))
+    fixed = json.loads(inv(repo, "doctor", "--fix", "--json").stdout)
+    assert fixed["healthy"] and free not in json.loads(registry.read_text())["claims"]
+
+
+def test_liveness_tells_a_reused_pid_from_the_process_that_recorded_it(sleeper):
+    from grove.core import liveness
+
+    mine = liveness.stamp(sleeper.pid)
+    assert mine["pid_started"] and liveness.holder_alive(mine)
+    assert not liveness.holder_alive(dict(mine, pid_started="linux:another-boot:1"))
+    assert liveness.holder_alive({"pid": sleeper.pid}), "a pid-only record: as before"
+    sleeper.kill()
+    sleeper.wait()
+    assert not liveness.holder_alive(mine) and not liveness.holder_alive({"pid": None})

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..resources import agentdb
 from . import agentrun
-from ..core import locks, numbers, portable, proc, state
+from ..core import liveness, locks, numbers, portable, proc, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.models import WorktreeExecutionResult
@@ -247,7 +247,8 @@ class _Job:
     def _mark_running(self, run: Run, started_at: datetime) -> None:
         def change(s: dict) -> None:
             state.apply_status(s, "in_progress", by="grove exec")
-            s["running_exec"] = {"pid": run.pid, "command": list(self.argv), "log": str(run.log),
+            # pid and start time: `list --watch` must not call a reused pid this run (issue 20, item 12)
+            s["running_exec"] = {**liveness.stamp(run.pid), "command": list(self.argv), "log": str(run.log),
                                  "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
         state.update(self.settings, run.adw_id, change)

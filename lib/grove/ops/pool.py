@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from ..resources import agentdb, envfiles, ports
-from ..core import git, ids, locks, proc, state
+from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
 from . import steps, worktree
 from ..core.config import Settings
@@ -154,12 +154,12 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
         new = [f"p-{ids.new_id()}" for _ in range(max(0, size - here))]
         for name in new:
             data["entries"][name] = {"name": name, "path": str(pool_root(settings) / name), "status": "filling",
-                                     "pid": os.getpid(), "base": base, "commit": commit, "created_at": state.now()}
+                                     **liveness.stamp(), "base": base, "commit": commit, "created_at": state.now()}
         extra = [n for n in live if data["entries"][n]["status"] == "ready"][:max(0, len(live) + len(new) - size)]
         # Entries kept for holding changes are looked at again: once cleaned up, they go.
         extra += [n for n, e in data["entries"].items() if e["status"] == "kept"]
         for name in extra:
-            data["entries"][name].update(status="draining", pid=os.getpid())
+            data["entries"][name].update(status="draining", **liveness.stamp())
         return new, extra
 
     new, extra = _update(settings, plan)
@@ -332,7 +332,7 @@ def reconcile(settings: Settings) -> list[dict]:
 
 def _entry_problem(settings: Settings, entry: dict) -> dict | None:
     status, path, name = entry["status"], Path(entry["path"]), entry["name"]
-    alive = ports.pid_alive(entry.get("pid"))
+    alive = liveness.holder_alive(entry)  # pid and start time: a reused pid fills nothing (issue 20, item 12)
     if status in ("filling", "taking", "draining") and alive:
         return None
     if status == "taking":
@@ -406,7 +406,7 @@ def show(settings: Settings) -> dict:
     for entry in sorted(data["entries"].values(), key=lambda e: e.get("created_at") or ""):
         rows.append({k: entry.get(k) for k in ("name", "path", "status", "base", "commit", "created_at",
                                                "ready_at", "adw_id", "reason")}
-                    | {"alive": ports.pid_alive(entry.get("pid"))})
+                    | {"alive": liveness.holder_alive(entry)})
     return {"size": data.get("size", 0), "ready": sum(r["status"] == "ready" for r in rows), "entries": rows}
 
 
@@ -502,7 +502,7 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
             return None
         # One already at the newest base needs no checkout; else the newest.
         ready.sort(key=lambda e: (e.get("commit") == base_commit, e.get("ready_at") or ""), reverse=True)
-        ready[0].update(status="taking", adw_id=adw_id, pid=os.getpid(), taken_at=state.now())
+        ready[0].update(status="taking", adw_id=adw_id, taken_at=state.now(), **liveness.stamp())
         return dict(ready[0])
 
     with _lock(settings):
@@ -522,7 +522,7 @@ def _resume(settings: Settings, adw_id: str) -> dict | None:
     target = settings.worktree_path(adw_id)
     if not Path(entry["path"]).exists() and git.worktree_for(settings.repo, target) is None:
         return None
-    _set(settings, entry["name"], pid=os.getpid())
+    _set(settings, entry["name"], **liveness.stamp())
     return entry
 
 
