@@ -28,7 +28,7 @@ def _checkout() -> Path | None:
 
     A checkout has its own .env, .venv and .tools; an installed Grove has none of them.
     """
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # lib/grove/core/config.py -> the checkout (issue 19 moved it)
     return root if (root / "pyproject.toml").is_file() and (root / "lib" / "grove").is_dir() else None
 
 
