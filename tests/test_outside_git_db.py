@@ -338,3 +338,43 @@ def test_liveness_tells_a_reused_pid_from_the_process_that_recorded_it(sleeper):
     sleeper.kill()
     sleeper.wait()
     assert not liveness.holder_alive(mine) and not liveness.holder_alive({"pid": None})
+
+
+# -- item 8: a pooled setup gives what a plain setup gives ----------------------------------------
+
+RESET_INCLUDED = """#!/bin/sh
+# The app's reset: migrate/anonymise the database that came in through .worktreeinclude.
+set -e
+printf 'reset\\n' >> data/app.db
+"""
+
+
+def included_db_repo(repo: Path) -> Path:
+    from conftest import commit_file
+
+    (repo / "data").mkdir()
+    (repo / "data/app.db").write_text("raw\n")  # ignored (*.db): the main checkout's own copy
+    commit_file(repo, ".worktreeinclude", "data/app.db\n")
+    commit_file(repo, "scripts/reset_db.sh", RESET_INCLUDED)
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "reset script", "--allow-empty")
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def test_a_pooled_setup_resets_an_included_database_as_a_plain_setup_does(repo):
+    included_db_repo(repo)
+    plain = inv_json(repo, "setup", "--adw-id", "plain", "--no-pool")
+    expected = (repo / "trees/plain/data/app.db").read_text()
+    assert expected == "raw\nreset\n" and not plain.get("from_pool")
+    inv_json(repo, "pool", "--size", "1")
+    pooled = inv_json(repo, "setup", "--adw-id", "pooled")
+    assert pooled["from_pool"], pooled
+    assert (repo / "trees/pooled/data/app.db").read_text() == expected, "the agent got what a plain setup gives"
+    # The main checkout's copy changes after the fill: the pooled entry is copied and reset again.
+    inv_json(repo, "pool", "--size", "1")
+    (repo / "data/app.db").write_text("raw v2\n")
+    again = inv_json(repo, "setup", "--adw-id", "pooled2")
+    assert again["from_pool"] and again["steps"]["db"]["outcome"] == "done", again["steps"]["db"]
+    assert (repo / "trees/pooled2/data/app.db").read_text() == "raw v2\nreset\n"

@@ -116,6 +116,20 @@ def placeholder_values(settings: Settings, name: str) -> dict[str, str]:
     return steps.env_values(settings, name, {port: PLACEHOLDER_PORT for port, _ in settings.port_bases})
 
 
+def included_state(settings: Settings) -> dict[str, list[int]]:
+    """The main checkout's files `.worktreeinclude` copies: path -> [size, mtime_ns] (copies keep mtimes)."""
+    from ..resources import include
+
+    out = {}
+    for rel in include.listed(settings):
+        try:
+            st = (settings.repo / rel).lstat()
+        except OSError:
+            continue
+        out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def env_digest(settings: Settings) -> str:
     """What the env files are made from: the main checkout's copies (or their samples)."""
     import hashlib
@@ -193,6 +207,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
                              hint="use `inv setup` without a pool (`inv pool --size 0`)")
         values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
+        included = included_state(settings)  # likewise for .worktreeinclude's files (issue 20, item 8)
         written: list[str] = []
         for step in ("include", "ports_env", "env"):  # repoint runs at take: it writes the final path
             written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
@@ -204,7 +219,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
         own = _own_files(path)
         _update(settings, lambda data: data["entries"][name].update(
-            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
             installed=list(settings.install_dirs), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
     except BaseException:
@@ -533,9 +548,10 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     for name in generated:
         if name not in tracked:  # the pool's copy, with placeholder ports: the env step writes it fresh
             (target / name).unlink()
-    _refresh_included(settings, target)
+    included = _refresh_included(settings, target, entry)
     old = entry.get("commit") or base_commit
-    changed = _changed(target, old, base_commit)
+    # What the reset reads counts among its inputs, included files too (issue 20, item 8).
+    changed = _changed(target, old, base_commit) | set(included)
     reasons = {}
     for d in settings.install_dirs:
         if d not in entry.get("installed", settings.install_dirs):
@@ -620,20 +636,32 @@ def _stale_venv(directory: Path, entry: dict) -> bool:
     return False
 
 
-def _refresh_included(settings: Settings, target: Path) -> None:
-    """Files copied by .worktreeinclude at fill time are copied again when the main checkout's changed."""
+def _refresh_included(settings: Settings, target: Path, entry: dict) -> list[str]:
+    """Files copied by .worktreeinclude at fill time whose main-checkout copy changed since the fill
+    (or is gone) are removed, for the include step to copy afresh; returns them (the db is reset
+    again over them). Compared with the main checkout as it was at the fill, never with the pool's
+    copy: the fill's reset may have changed that copy (migrated, anonymised), and taking that for a
+    change handed the agent the raw copy without a reset (issue 20, item 8)."""
     from ..resources import include
 
     if not (settings.repo / include.INCLUDE_FILE).is_file():
-        return
-    for rel in include.listed(settings):
-        src, dst = settings.repo / rel, target / rel
-        try:
-            a, b = src.lstat(), dst.lstat()
-        except FileNotFoundError:
-            continue
-        if (a.st_size, a.st_mtime_ns) != (b.st_size, b.st_mtime_ns):
+        return []
+    now = included_state(settings)
+    recorded = entry.get("included")
+    if recorded is None:  # filled by an older Grove: anything that differs counts, and the db is reset
+        recorded = {}
+        for rel in now:
+            try:
+                st = (target / rel).lstat()
+                recorded[rel] = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                pass
+    changed = sorted(rel for rel in now.keys() | recorded.keys() if now.get(rel) != recorded.get(rel))
+    for rel in changed:
+        dst = target / rel
+        if dst.is_file() or dst.is_symlink():
             dst.unlink()
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
