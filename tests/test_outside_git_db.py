@@ -378,3 +378,55 @@ def test_a_pooled_setup_resets_an_included_database_as_a_plain_setup_does(repo):
     again = inv_json(repo, "setup", "--adw-id", "pooled2")
     assert again["from_pool"] and again["steps"]["db"]["outcome"] == "done", again["steps"]["db"]
     assert (repo / "trees/pooled2/data/app.db").read_text() == "raw v2\nreset\n"
+
+
+# -- item 9: what the fill itself changed is Grove's own --------------------------------------------
+
+PYPROJECT = '[project]\nname = "srv"\nversion = "0.0.9"\nrequires-python = ">=3.8"\ndependencies = []\n'
+STALE_LOCK = ('version = 1\nrevision = 5\nrequires-python = ">=3.8"\n\n[[package]]\nname = "srv"\n'
+              'version = "0.1.0"\nsource = { virtual = "." }\n')
+OFFLINE = {"UV_OFFLINE": "1"}
+
+
+def stale_lock_repo(repo: Path) -> Path:
+    from conftest import commit_file
+
+    commit_file(repo, "app/server/pyproject.toml", PYPROJECT)
+    commit_file(repo, "app/server/uv.lock", STALE_LOCK)  # `uv sync` rewrites it: the lock is stale
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def test_a_fill_whose_install_rewrites_a_tracked_lock_file_is_still_served_and_drained(repo):
+    from test_pool import pool_entries
+
+    stale_lock_repo(repo)
+    inv(repo, "setup", "--adw-id", "plain", "--no-pool", env=OFFLINE, check=True)
+    plain_lock = (repo / "trees/plain/app/server/uv.lock").read_text()
+    assert plain_lock != STALE_LOCK
+    filled = inv(repo, "pool", "--size", "2", env=OFFLINE)
+    assert filled.returncode == 0, filled.stderr
+    assert "app/server/uv.lock" in filled.stderr, "a fill that changes tracked files says so"
+    for adw_id in ("p1", "p2"):
+        s = inv_json(repo, "setup", "--adw-id", adw_id, env=OFFLINE)
+        assert s["from_pool"], s
+        # Exactly what the plain setup gave: the install ran again there and rewrote the lock alike.
+        assert (repo / f"trees/{adw_id}/app/server/uv.lock").read_text() == plain_lock
+    inv_json(repo, "pool", "--size", "2", env=OFFLINE)
+    drained = inv(repo, "pool", "--size", "0", "--json", env=OFFLINE)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert pool_entries(repo) == {}
+    assert json.loads(inv(repo, "doctor", "--fix", "--json").stdout)["healthy"]
+
+
+def test_a_change_someone_made_over_the_fills_own_is_still_kept(repo):
+    from test_pool import pool_entries
+
+    stale_lock_repo(repo)
+    inv_json(repo, "pool", "--size", "1", env=OFFLINE)
+    [entry] = pool_entries(repo).values()
+    lock = Path(entry["path"]) / "app/server/uv.lock"
+    lock.write_text(lock.read_text() + "# someone's edit\n")
+    drained = inv(repo, "pool", "--size", "0", "--json", env=OFFLINE)
+    assert drained.returncode == 1 and "uv.lock" in drained.stderr
+    assert lock.read_text().endswith("# someone's edit\n")

@@ -217,11 +217,14 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
-        own = _own_files(path)
+        own, own_tracked = _own_files(path), _own_tracked(path)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
-            installed=list(settings.install_dirs), db_reset=settings.db_reset))
+            own_tracked=own_tracked, installed=list(settings.install_dirs), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
+        if own_tracked:
+            report.warn(f"pool {name}: the fill itself changed tracked files: {', '.join(sorted(own_tracked))} "
+                        "(an install rewrote a stale lock file?); the pool counts them as its own")
     except BaseException:
         try:
             _discard(settings, name, path)
@@ -297,9 +300,13 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
     # untracked or changed may be, except the untracked files the fill itself made (a reset
     # script's database that is not git-ignored), as long as they are as the fill left them.
-    own = entry.get("own") or {}
+    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
     work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
             and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))]
+    # A tracked file the fill's own install rewrote (a stale uv.lock) is Grove's while it is as the
+    # fill left it: otherwise every entry was "kept", none served, none drained (issue 20, item 9).
+    mine = _hashes(path, [w for w in work if w in own_tracked])
+    work = [w for w in work if not (w in own_tracked and mine.get(w) == own_tracked[w])]
     if work:
         return f"{path} has changes: {', '.join(work[:5])}"
     return None
@@ -314,6 +321,20 @@ def _own_files(path: Path) -> dict[str, list[int]]:
             st = (path / e[3:]).lstat()
             own[e[3:]] = [st.st_size, st.st_mtime_ns]
     return own
+
+
+def _own_tracked(path: Path) -> dict[str, str]:
+    """The tracked files a fill changed (its installs and db reset), path -> the blob hash it left."""
+    raw = git.git(path, "diff", "HEAD", "--name-only", "-z", "--no-renames", "--diff-filter=d")
+    return _hashes(path, [p for p in raw.split("\0") if p])
+
+
+def _hashes(path: Path, rels: list[str]) -> dict[str, str]:
+    rels = [r for r in rels if (path / r).is_file()]
+    if not rels:
+        return {}
+    out = git.git(path, "hash-object", "--", *rels).split("\n")
+    return dict(zip(rels, out))
 
 
 def _unchanged(file: Path, recorded: list | None) -> bool:
@@ -563,6 +584,10 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
                 shutil.rmtree(venv)  # the pool's own venv: `uv sync` makes it anew with the interpreter asked for
         elif _stale_venv(target / d, entry):
             reasons[d] = "venv named the pool path"
+        elif _lock_changed(d, set(entry.get("own_tracked") or {})):
+            # The fill's install rewrote a tracked lock file, and the take's checkout put the base's
+            # back: installed again, the agent's worktree is what a plain setup gives (issue 20, item 9).
+            reasons[d] = "the fill's install rewrote its lock file"
     reinstall = list(reasons)
     db_again, why = db_inputs_changed(settings, entry, changed)
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
