@@ -430,3 +430,79 @@ def test_a_change_someone_made_over_the_fills_own_is_still_kept(repo):
     drained = inv(repo, "pool", "--size", "0", "--json", env=OFFLINE)
     assert drained.returncode == 1 and "uv.lock" in drained.stderr
     assert lock.read_text().endswith("# someone's edit\n")
+
+
+# -- item 14b: a status follows the facts ----------------------------------------------------------
+
+
+def test_an_agent_that_commits_during_merge_cleanup_is_not_marked_merged_nor_removed(repo):
+    from conftest import commit_file
+
+    inv(repo, "setup", "--adw-id", "late", "--no-install", check=True)
+    wt = repo / "trees/late"
+    commit_file(wt, "first.txt", "first\n")
+    inv(repo, "status", "--adw-id", "late", "--set", "completed", check=True)
+    # The validation runs after the branch was merged and before the base moves: the agent commits then.
+    sneak = f"printf 'late\\n' > {wt}/late.txt && git -C {wt} add late.txt && git -C {wt} commit -qm late"
+    done = json.loads(inv(repo, "merge", "--adw-id", "late", "--cleanup", "--validate", sneak, "--json").stdout)
+    [r] = done["results"]
+    assert r["outcome"] == "merged" and r["status"] == "completed", r
+    assert any("late" in e and "not in" in e for e in done["errors"]), done["errors"]
+    assert "cleanup" not in r and wt.is_dir(), "an agent with unmerged commits is not cleaned up as merged"
+    assert inv_json(repo, "status", "--adw-id", "late")["status"] == "completed"
+    again = inv_json(repo, "merge", "--adw-id", "late")  # and the late commit merges next time
+    assert again["results"][0]["outcome"] == "merged" and again["results"][0]["status"] == "merged"
+    assert git(repo, "show", "main:late.txt") == "late"
+
+
+def test_a_merged_agent_with_commits_not_in_the_base_can_be_set_back_to_completed(repo):
+    from conftest import commit_file
+
+    inv(repo, "setup", "--adw-id", "back", "--no-install", check=True)
+    wt = repo / "trees/back"
+    commit_file(wt, "one.txt", "one\n")
+    inv(repo, "status", "--adw-id", "back", "--set", "completed", check=True)
+    inv_json(repo, "merge", "--adw-id", "back")
+    refused = inv(repo, "status", "--adw-id", "back", "--set", "completed")
+    assert refused.returncode == 2 and "is in the base" in refused.stderr, "nothing new: merged is the fact"
+    commit_file(wt, "two.txt", "two\n")  # committed after it was marked merged
+    s = inv_json(repo, "status", "--adw-id", "back", "--set", "completed")
+    assert s["status"] == "completed"
+    assert inv_json(repo, "merge", "--adw-id", "back")["results"][0]["status"] == "merged"
+    assert git(repo, "show", "main:two.txt") == "two"
+    manual = inv(repo, "status", "--adw-id", "back", "--set", "merged")  # already merged: a no-op
+    assert manual.returncode == 0
+
+
+# -- item 14c: merge --json stopped by SIGTERM still prints its one document ----------------------
+
+
+def test_merge_json_stopped_by_sigterm_during_validation_prints_one_document(repo, tmp_path):
+    import signal
+
+    from conftest import cli, commit_file
+
+    inv(repo, "setup", "--adw-id", "sig", "--no-install", check=True)
+    commit_file(repo / "trees/sig", "s.txt", "s\n")
+    inv(repo, "status", "--adw-id", "sig", "--set", "completed", check=True)
+    started = tmp_path / "validation-started"
+    before = git(repo, "rev-parse", "main")
+    merge = subprocess.Popen([*cli(), "merge", "--adw-id", "sig", "--json", "--validate",
+                              f"touch {started} && sleep 60"], cwd=repo, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # bounded wait for the validation to start (no timing assertion)
+            if started.exists() or merge.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), merge.communicate()
+        merge.send_signal(signal.SIGTERM)
+        out, err = merge.communicate(timeout=60)
+    finally:
+        if merge.poll() is None:
+            merge.kill()
+    doc = json.loads(out)  # exactly one JSON document
+    assert merge.returncode == 130 and doc["exit_code"] == 130, (merge.returncode, out, err)
+    assert "interrupted" in doc["error"] and "nothing was merged" in doc["error"]
+    assert git(repo, "rev-parse", "main") == before
+    assert inv_json(repo, "status", "--adw-id", "sig")["status"] == "completed"
