@@ -506,3 +506,70 @@ def test_merge_json_stopped_by_sigterm_during_validation_prints_one_document(rep
     assert "interrupted" in doc["error"] and "nothing was merged" in doc["error"]
     assert git(repo, "rev-parse", "main") == before
     assert inv_json(repo, "status", "--adw-id", "sig")["status"] == "completed"
+
+
+# -- item 3, sqlite: a file copy before a reset overwrites it; its writes are activity ------------
+
+SQLITE_RESET = """#!/bin/sh
+set -e
+mkdir -p data
+python3 - <<'PY'
+import sqlite3
+db = sqlite3.connect("data/app.db")
+db.execute("CREATE TABLE IF NOT EXISTS items (label TEXT)")
+db.execute("DELETE FROM items")
+db.execute("INSERT INTO items VALUES ('seed')")
+db.commit()
+PY
+"""
+
+
+def sqlite_rows(path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return sorted(r[0] for r in db.execute("SELECT label FROM items"))
+
+
+def sqlite_repo(repo: Path) -> Path:
+    from conftest import commit_file
+
+    commit_file(repo, "scripts/reset_db.sh", SQLITE_RESET)
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "sqlite reset", "--allow-empty")
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def test_reset_db_copies_an_sqlite_database_first_and_salvage_restores_it(repo):
+    import sqlite3
+
+    sqlite_repo(repo)
+    inv(repo, "setup", "--adw-id", "sq", "--no-install", check=True)
+    db = repo / "trees/sq/data/app.db"
+    with sqlite3.connect(db) as conn:  # the agent's rows, in WAL mode: some only in the -wal file
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("INSERT INTO items VALUES ('agent work')")
+    assert sqlite_rows(db) == ["agent work", "seed"]
+    inv(repo, "setup", "--adw-id", "sq", "--no-install", "--reset-db", check=True)
+    assert sqlite_rows(db) == ["seed"]
+    [row] = dumps(repo, "sq")
+    assert row["engine"] == "sqlite" and row["source"] == "data/app.db"
+    assert stat.S_IMODE(Path(row["path"]).stat().st_mode) == 0o600
+    assert sqlite_rows(Path(row["path"])) == ["agent work", "seed"]
+    restored = inv_json(repo, "salvage", "--restore", row["path"])
+    assert sqlite_rows(db) == ["agent work", "seed"] and Path(restored["saved_before"]).is_file()
+
+
+def test_gc_counts_a_write_to_an_sqlite_database_as_activity(repo):
+    import sqlite3
+
+    sqlite_repo(repo)
+    inv(repo, "setup", "--adw-id", "sqa", "--no-install", check=True)
+    inv(repo, "status", "--adw-id", "sqa", "--set", "in_progress", check=True)
+    backdate(repo, "sqa")
+    assert [a["adw_id"] for a in inv_json(repo, "gc", "--dry-run")["abandoned"]] == ["sqa"]
+    with sqlite3.connect(repo / "trees/sqa/data/app.db") as conn:
+        conn.execute("INSERT INTO items VALUES ('agent work')")
+    assert inv_json(repo, "gc", "--dry-run")["abandoned"] == []

@@ -391,6 +391,14 @@ def restore(settings: Settings, dump: str, adw_id: str | None = None) -> dict:
     if adw_id and adw_id != row["adw_id"]:
         raise bad_input(f"{dump} is a dump of {row['adw_id']}'s database, not {adw_id}'s",
                         f"drop --adw-id or pass --adw-id {row['adw_id']}")
+    if row.get("engine") == "sqlite":
+        tree = settings.worktree_path(row["adw_id"])
+        if not tree.is_dir():
+            raise GroveError(f"agent {row['adw_id']} has no worktree to restore {row['source']} into",
+                             hint=f"set it up again first (grove setup --adw-id {row['adw_id']}), then restore")
+        before = dbdump.restore_sqlite(settings, row, tree)
+        return {"dump": row["path"], "adw_id": row["adw_id"], "database": str(tree / row["source"]), "url": None,
+                "saved_before": str(before) if before else None}
     if not configured(settings):
         raise bad_input("ADW_DB_URL is not set: Grove cannot reach a server to restore into",
                         "set ADW_DB_URL to the server the dump came from")

