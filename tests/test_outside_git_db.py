@@ -132,7 +132,7 @@ def test_teardown_dumps_the_database_before_dropping_it_and_salvage_restores_it(
     assert len(dumps(pg_repo, "td")) == 2
 
 
-def test_a_database_kept_by_gc_is_dropped_by_an_explicit_teardown_of_its_agent(pg_repo, pg_server, template_db):
+def test_a_kept_database_is_dropped_by_an_explicit_teardown_of_its_agent_alone(pg_repo, pg_server, template_db):
     inv(pg_repo, "setup", "--adw-id", "kd", "--no-install", check=True)
     name = pgdb.agent_db_name(template_db, "kd")
     inv(pg_repo, "teardown", "--adw-id", "kd", "--force", "--keep-db", check=True)

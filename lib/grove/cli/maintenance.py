@@ -40,7 +40,7 @@ def cleanup_epic(c, epic=None, delete_branches=False, repo=None, json=False, qui
             "dry_run": "only report what would be removed", "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
 def gc(c, max_age_days=None, dry_run=False, repo=None, json=False, quiet=False):
-    """Remove abandoned agents (unfinished and idle); their branches and commits stay reachable."""
+    """Remove abandoned agents (unfinished and idle); their branches, commits and databases stay."""
     from ..ops import cleanup
 
     # A string (default None), checked by gc itself: Invoke's float() takes -1 and nan (issue 20, item 11).

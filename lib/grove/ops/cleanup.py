@@ -220,7 +220,7 @@ def _newest_mtime(root: Path) -> float:
 
 def gc(settings: Settings, max_age_days: float | str = 7, *, dry_run: bool = False,
        report: Reporter | None = None) -> dict:
-    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches stay."""
+    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches and databases stay."""
     # -1 or nan made every agent "idle" and gc force-tore down one active seconds ago (issue 20, item 11).
     max_age_days = numbers.parse(max_age_days, "--max-age-days", numbers.DAYS)
     report = report or Reporter(quiet=True)

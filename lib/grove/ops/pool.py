@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, envfiles, ports
+from ..resources import agentdb, envfiles
 from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
 from . import steps, worktree

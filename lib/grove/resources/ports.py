@@ -7,7 +7,6 @@ is recorded in ``agents/.grove/ports.json`` and checked under the same lock that
 from __future__ import annotations
 
 import errno
-import os
 import socket
 from dataclasses import dataclass
 
