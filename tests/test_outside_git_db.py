@@ -573,3 +573,13 @@ def test_gc_counts_a_write_to_an_sqlite_database_as_activity(repo):
     with sqlite3.connect(repo / "trees/sqa/data/app.db") as conn:
         conn.execute("INSERT INTO items VALUES ('agent work')")
     assert inv_json(repo, "gc", "--dry-run")["abandoned"] == []
+
+
+def test_gc_still_decides_when_the_database_server_cannot_be_asked(pg_repo, pg_server, template_db):
+    inv(pg_repo, "setup", "--adw-id", "far", "--no-install", check=True)
+    inv(pg_repo, "status", "--adw-id", "far", "--set", "in_progress", check=True)
+    backdate(pg_repo, "far")
+    refused = {"ADW_DB_URL": pg_server.url(user="no_such_role")}  # same server, a login it refuses
+    assert [a["adw_id"] for a in inv_json(pg_repo, "gc", "--dry-run", env=refused)["abandoned"]] == ["far"]
+    assert [a["adw_id"] for a in inv_json(pg_repo, "gc", env=refused)["removed"]] == ["far"]
+    assert pgdb.exists(pg_server.url(), pgdb.agent_db_name(template_db, "far")), "gc kept the database"

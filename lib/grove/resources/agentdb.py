@@ -366,10 +366,20 @@ def last_write(settings: Settings, adw_id: str) -> float:
     each look records the counter in the journal: a counter that moved since the last look (or was
     never looked at and is not zero) means a write now; an unchanged one, the time recorded then.
     """
-    mine = recorded(settings, adw_id) if configured(settings) else {}
+    if not configured(settings):
+        return 0.0
+    admin = _admin(settings)
+    key = _pg().server_key(admin)
     newest = 0.0
-    for name, info in mine.items():
-        count = _pg().write_count(_admin(settings), name)
+    for name, info in recorded(settings, adw_id).items():
+        if info.get("server") != key:
+            continue  # on another server: not this one's counters to read
+        try:
+            count = _pg().write_count(admin, name)
+        except GroveError:
+            # The server is down: nobody writes there now. gc keeps the database whatever it decides
+            # about the worktree, so a missing signal loses nothing; gc's other signals decide.
+            continue
         if count is None:
             continue
         seen = info.get("writes")
