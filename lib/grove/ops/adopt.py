@@ -172,7 +172,7 @@ def _undo(settings: Settings, adw_id: str, wt: Path, report: Reporter) -> None:
     """A failed first adoption gives back what it took; the worktree's files stay (they are the user's)."""
     for what, action in (("un-hide Grove's files", lambda: release(settings, state.load(settings, adw_id) or {}, wt)),
                          ("drop the database", lambda: agentdb.apply_teardown(
-                             settings, agentdb.plan_teardown(settings, adw_id, False))),
+                             settings, adw_id, agentdb.plan_teardown(settings, adw_id, False))),
                          ("release the port claim", lambda: ports.release(settings, adw_id)),
                          ("remove the state", lambda: _remove_state(settings, adw_id))):
         try:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..resources import agentdb, ports
-from ..core import events, git, ids, locks, state
+from ..core import events, git, ids, locks, numbers, state
 from ..safety import archive, owned, preserve
 from . import adopt, worktree
 from ..core.config import Settings
@@ -47,19 +47,22 @@ def check_known(settings: Settings, adw_id: str, looked_up: tuple[dict | None, d
     path = settings.worktree_path(adw_id)
     s, entry = looked_up or (state.load(settings, adw_id), git.worktree_for(settings.repo, path))
     claimed = any(c.get("adw_id") == adw_id for c in ports.read_registry(settings).values())
-    if s is None and entry is None and not path.exists() and not claimed:
-        raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
+    # A database gc or --keep-db kept is torn down (dumped, dropped) by naming its agent (issue 20, item 3).
+    if s is None and entry is None and not path.exists() and not claimed and not agentdb.recorded(settings, adw_id):
+        raise bad_input(f"no agent {adw_id!r} here: no state, worktree, port claim or database",
                         "see `inv list` and `inv git-worktrees`")
 
 
 def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
-             salvage: bool | None = None, keep_db: bool = False, report: Reporter | None = None) -> dict:
+             salvage: bool | None = None, keep_db: bool = False, keep_db_why: str = "--keep-db",
+             report: Reporter | None = None) -> dict:
     """Remove one agent's worktree, free its slot and archive its state; returns what was done.
 
     ``force`` passes a non-terminal status and an unmerged ``delete_branch`` (its tip is backed up).
     ``salvage`` (default: same as ``force``) lets a worktree with uncommitted work go, after that
     work is committed under refs/grove-salvage/; without it such a worktree is refused.
-    The agent's Postgres databases (those the ownership journal gives it) are dropped unless ``keep_db``.
+    The agent's Postgres databases (those the ownership journal gives it) are dumped into its archive
+    and dropped unless ``keep_db`` (``keep_db_why`` is the note that says why they were kept).
     """
     salvage = force if salvage is None else salvage
     report = report or Reporter(quiet=True)
@@ -71,7 +74,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         check_known(settings, adw_id, (s, entry))
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
-        databases = agentdb.plan_teardown(settings, adw_id, keep_db)  # an unreachable server: exit 1 here
+        databases = agentdb.plan_teardown(settings, adw_id, keep_db, keep_db_why)  # an unreachable server: exit 1 here
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
@@ -98,7 +101,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         fault(OP, "after", "branch")
         result["freed_slots"] = ports.release(settings, adw_id)
         fault(OP, "after", "ports")
-        result["databases"] = agentdb.apply_teardown(settings, databases)
+        result["databases"] = agentdb.apply_teardown(settings, adw_id, databases)
         fault(OP, "after", "databases")
         if s is not None:
             result["state_archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
@@ -212,9 +215,10 @@ def _error(report: Reporter, adw_id: str, exc: GroveError) -> dict:
 
 
 def last_activity(settings: Settings, s: dict) -> float:
-    """The newest of: the state's updated_at, the branch's last commit, any file change in the worktree.
+    """The newest of: the state's updated_at, the branch's last commit, any file change in the worktree
+    (an sqlite database in it included), the last write seen to its Postgres database.
 
-    Age since creation alone is not activity (issue 3).
+    Age since creation alone is not activity (issue 3); writes to the database are (issue 20, item 3).
     """
     times = [state.parse_time(s.get("updated_at")) or 0.0]
     if git.branch_exists(settings.repo, s["branch"]):
@@ -222,6 +226,7 @@ def last_activity(settings: Settings, s: dict) -> float:
     path = Path(s.get("worktree_path") or settings.worktree_path(s["adw_id"]))  # an adopted one may be elsewhere
     if path.is_dir():
         times.append(_newest_mtime(path))
+    times.append(agentdb.last_write(settings, s["adw_id"]))
     return max(times)
 
 
@@ -240,8 +245,11 @@ def _newest_mtime(root: Path) -> float:
     return newest
 
 
-def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, report: Reporter | None = None) -> dict:
-    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches stay."""
+def gc(settings: Settings, max_age_days: float | str = 7, *, dry_run: bool = False,
+       report: Reporter | None = None) -> dict:
+    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches and databases stay."""
+    # -1 or nan made every agent "idle" and gc force-tore down one active seconds ago (issue 20, item 11).
+    max_age_days = numbers.parse(max_age_days, "--max-age-days", numbers.DAYS)
     report = report or Reporter(quiet=True)
     cutoff = time.time() - max_age_days * 86400
     found, removed, kept = [], [], []
@@ -261,8 +269,11 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
             continue
         try:
             # The branch is never deleted here, so every commit on it stays reachable; uncommitted
-            # work is salvaged under refs/grove-salvage/ before the worktree goes.
-            done = teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, report=report)
+            # work is salvaged under refs/grove-salvage/ before the worktree goes. The agent can be
+            # resumed from its branch, so its database is kept too (issue 20, item 3): only an
+            # explicit teardown of the agent drops it, after a dump.
+            done = teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, keep_db=True,
+                            keep_db_why="gc: the agent can be resumed from its branch", report=report)
             removed.append(dict(entry, stopped_processes=done["stopped_processes"]))
         except GroveError as exc:
             kept.append(dict(entry, reason=exc.message))

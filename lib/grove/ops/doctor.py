@@ -241,8 +241,9 @@ def _repair_one(settings: Settings, p: dict) -> None:
 
 def _orphan_databases(settings: Settings) -> list[dict]:
     """Postgres databases Grove recorded creating whose agent is gone (no state dir, no worktree dir;
-    a corrupt state still counts as an agent). Only the journal counts, never a name (issue 14); one
-    kept by `teardown --keep-db` is not listed."""
+    a corrupt state still counts as an agent) and cannot be resumed (no branch of its left: issue 20,
+    item 3). Only the journal counts, never a name (issue 14); one kept by `teardown --keep-db` or gc
+    is not listed."""
     live = set(_state_dirs(settings))
     if settings.trees_path.is_dir():
         live |= {p.name for p in settings.trees_path.iterdir()}
@@ -252,7 +253,8 @@ def _orphan_databases(settings: Settings) -> list[dict]:
         return [_problem("database_check_failed", f"cannot check Grove's databases: {exc.message}", None,
                          hint=exc.hint or "fix ADW_DB_URL or start the server, then run `inv doctor` again")]
     return [_problem("orphan_database", f"database {o['database']} (made by Grove for {o['adw_id']}) has no agent",
-                     "drop it (its sessions are ended first)", **o) for o in found]
+                     "dump it into agents/.archive/<adw_id>/, then drop it (its sessions are ended first)", **o)
+            for o in found]
 
 
 def _repair(settings: Settings, p: dict) -> None:
@@ -268,7 +270,8 @@ def _repair(settings: Settings, p: dict) -> None:
         ports.release_dead(settings)
         p["fixed"] = True
     elif kind == "orphan_database":
-        p["fixed"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
+        p["dump"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
+        p["fixed"] = p["dump"] is not None
     elif kind == "orphan_branch":
         p["backup_ref"] = worktree.delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True

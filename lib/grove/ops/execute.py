@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..resources import agentdb
 from . import agentrun
-from ..core import locks, portable, proc, state
+from ..core import liveness, locks, numbers, portable, proc, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.models import WorktreeExecutionResult
@@ -140,10 +140,9 @@ def execute(settings: Settings, ids: list[str], argv: list[str], *, jobs: int | 
     Ctrl-C (KeyboardInterrupt) or SIGTERM stops every running tree, records those runs as failed,
     starts no more, and returns with ``interrupted`` set: the caller decides how to exit.
     """
-    if jobs is not None and jobs < 1:
-        raise bad_input(f"--jobs must be at least 1, not {jobs}")
-    if timeout is not None and timeout <= 0:
-        raise bad_input(f"--timeout must be a positive number of seconds, not {timeout}")
+    # The one validator (issue 20, item 11): a nan timeout passed `timeout <= 0` here.
+    jobs = int(numbers.parse(jobs, "--jobs", numbers.COUNT)) if jobs is not None else None
+    timeout = numbers.parse(timeout, "--timeout", numbers.SECONDS) if timeout is not None else None
     runs = prepare(settings, ids, argv)
     backend = portable.process_backend(settings.process_backend)
     outcome = Outcome(list(argv), jobs or len(runs), timeout, runs)
@@ -248,7 +247,8 @@ class _Job:
     def _mark_running(self, run: Run, started_at: datetime) -> None:
         def change(s: dict) -> None:
             state.apply_status(s, "in_progress", by="grove exec")
-            s["running_exec"] = {"pid": run.pid, "command": list(self.argv), "log": str(run.log),
+            # pid and start time: `list --watch` must not call a reused pid this run (issue 20, item 12)
+            s["running_exec"] = {**liveness.stamp(run.pid), "command": list(self.argv), "log": str(run.log),
                                  "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
         state.update(self.settings, run.adw_id, change)

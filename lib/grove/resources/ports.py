@@ -7,11 +7,10 @@ is recorded in ``agents/.grove/ports.json`` and checked under the same lock that
 from __future__ import annotations
 
 import errno
-import os
 import socket
 from dataclasses import dataclass
 
-from ..core import locks
+from ..core import liveness, locks
 from ..core.config import Settings
 from ..core.errors import GroveError
 from ..core.state import now
@@ -93,16 +92,6 @@ def port_busy(port: int) -> bool:
     return False
 
 
-def pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim_is_dead(settings: Settings, claim: dict) -> bool:
@@ -113,7 +102,7 @@ def claim_is_dead(settings: Settings, claim: dict) -> bool:
     adw_id = str(claim.get("adw_id", ""))
     return (
         not claim.get("explicit")
-        and not pid_alive(claim.get("pid"))
+        and not liveness.holder_alive(claim)  # pid and start time: a reused pid is no owner (issue 20)
         and not (adw_id and settings.worktree_path(adw_id).exists())
         and not (adw_id and settings.state_path(adw_id).exists())
     )
@@ -145,7 +134,7 @@ def claim(settings: Settings, adw_id: str, explicit: bool = False) -> Claim:
             if in_use:
                 busy.append(f"slot {slot} (port {in_use[0]} in use)")
                 continue
-            claims[str(slot)] = {"adw_id": adw_id, "pid": os.getpid(), "claimed_at": now(),
+            claims[str(slot)] = {"adw_id": adw_id, **liveness.stamp(), "claimed_at": now(),
                                  **({"explicit": True} if explicit else {})}
             _write_registry(settings, claims)
             return Claim(slot, ports, False)
