@@ -66,7 +66,7 @@ def test_uv_tool_install(tmp_path):
         pytest.skip("uv is not in Grove's .venv")
     env = dict(_sealed_env(tmp_path), UV_TOOL_DIR=str(tmp_path / "tools"), UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
     run([uv, "tool", "install", "--quiet", GROVE], env=env)
-    python = next((tmp_path / "tools").glob("grove/bin/python"))
+    python = next((tmp_path / "tools").glob("grove-worktrees/bin/python"))
     check_installed_grove(tmp_path / "bin", python, tmp_path)
 
 

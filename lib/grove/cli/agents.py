@@ -114,7 +114,12 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
         return
-    targets = [one([a]) for a in (adw_id or [None])]
+    if not adw_id:  # issue 21: the other way to say which agents
+        from ..core.errors import bad_input
+
+        raise bad_input("say which agents to tear down: --adw-id ID (repeatable)",
+                        "or `inv teardown --all` for every completed, merged or failed agent")
+    targets = [one([a]) for a in adw_id]
     if len(targets) == 1:
         emit(cleanup.teardown(settings, targets[0], delete_branch=delete_branch, force=force, keep_db=keep_db,
                                report=report), json, lambda d: None)
@@ -144,7 +149,7 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
         "status": "only agents with this status",
         "archived": "list archived (cleaned) agents instead",
         "watch": "a live table, redrawn about once a second until Ctrl-C: status, commits ahead, dirty files, "
-                 "ports listening, running exec and its last log line, age (needs rich: grove[watch])",
+                 "ports listening, running exec and its last log line, age (needs rich: the grove-worktrees[watch] extra)",
         "repo": REPO,
         "json": JSON,
     },
@@ -266,11 +271,11 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         raise Exit(code=1)
 
 
-@task(help={"repo": REPO})
+@task(help={"repo": REPO, "tasks": "also write a two-line tasks.py so `inv setup --adw-id X` runs Grove here",
+            "json": JSON})
 @guard
-def init(c, repo=None):
-    """Add Grove's .gitignore entries and a commented .env section to the target repo (idempotent)."""
+def init(c, repo=None, tasks=False, json=False):
+    """Ready a repository for Grove (ignore rules in .git/info/exclude) and show what setup will install."""
     from ..ops import agentrun
 
-    for line in agentrun.init_repo(load_settings(c, repo)):
-        print(line)
+    emit(agentrun.init_repo(load_settings(c, repo), tasks=tasks), json, agentrun.print_init)

@@ -64,6 +64,8 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
     git.check_branch_name(settings.repo, branch)
     git.check_branch_name(settings.repo, base)
     agentdb.check(settings, req.adw_id, connect=req.db)
+    if req.install:
+        _check_tools(settings)
     if current and current["branch"] != branch:
         raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
                         "drop --branch, or tear the agent down first")
@@ -82,6 +84,15 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
                             "pick another --branch, or delete that branch if it is yours")
         # Grove made it for this id (e.g. a teardown kept it): setup resumes on it (issue 10, defect 10).
     return branch, base, current, tip
+
+
+def _check_tools(settings: Settings) -> None:
+    """A tool the projects to install need and this machine lacks: exit 2 before anything is
+    created, not a failed install after the worktree, the ports and the branch exist (issue 21)."""
+    missing = deps.missing_tools(settings, settings.repo)
+    if missing:
+        raise bad_input(f"setup needs tools that are not installed: {'; '.join(missing)}",
+                        "install them, or pass --no-install (ADW_INSTALL_DIRS chooses the directories)")
 
 
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, envfiles, ports
+from ..resources import agentdb, deps, envfiles, ports
 from ..core import git, ids, locks, proc, state
 from ..safety import owned
 from . import steps, worktree
@@ -205,7 +205,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         own = _own_files(path)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
-            installed=list(settings.install_dirs), db_reset=settings.db_reset))
+            installed=list(deps.install_dirs(settings, path)), db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
     except BaseException:
         try:
@@ -218,9 +218,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
     """Make each uv project's venv relocatable before `uv sync` fills it, so its console scripts
     still run after `git worktree move` (DESIGN.md pitfalls: venvs carry absolute paths)."""
-    from ..resources import deps
-
-    for name in settings.install_dirs:
+    for name in deps.install_dirs(settings, path):
         directory = path / name
         if "uv" in deps.plan(directory) and not (directory / ".venv").exists():
             proc.run([deps.require_tool("uv", directory), "venv", "--quiet", "--relocatable", ".venv"],
@@ -537,8 +535,9 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     old = entry.get("commit") or base_commit
     changed = _changed(target, old, base_commit)
     reasons = {}
-    for d in settings.install_dirs:
-        if d not in entry.get("installed", settings.install_dirs):
+    dirs = deps.install_dirs(settings, target)
+    for d in dirs:
+        if d not in entry.get("installed", dirs):
             reasons[d] = "not an install dir when the pool was filled"
         elif _lock_changed(d, changed):
             reasons[d] = "lock file changed"
