@@ -106,3 +106,128 @@ def test_a_closed_pipe_is_not_a_traceback(argv):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+# -- 4. zero configuration, from a built wheel --------------------------------------------------
+
+PY = '[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.9"\ndependencies = []\n\n[tool.uv]\n'
+JS = '{{"name": "{name}", "version": "0.1.0", "private": true, "dependencies": {{}}}}\n'
+IGNORE = "/trees/\n/agents/\n.ports.env\nnode_modules/\n.venv/\n"
+
+# Each layout: its files, then where setup must have made a venv / node_modules, and where not.
+LAYOUTS = {
+    "root": ({"pyproject.toml": PY.format(name="root"), "package.json": JS.format(name="root")},
+             [".venv", "node_modules"], []),
+    "backend-frontend": ({"backend/pyproject.toml": PY.format(name="backend"),
+                          "frontend/package.json": JS.format(name="frontend"), "frontend/bun.lock": ""},
+                         ["backend/.venv", "frontend/node_modules"], [".venv", "node_modules"]),
+    "monorepo": ({"services/api/pyproject.toml": PY.format(name="api"),
+                  "services/worker/pyproject.toml": PY.format(name="worker"),
+                  "apps/web/package.json": JS.format(name="web"),
+                  "vendor/lib/package.json": JS.format(name="vendored"),
+                  "docs/pyproject.toml": '[project]\nname = "docs"\nversion = "0"\n'},  # no uv: not installed
+                 ["services/api/.venv", "services/worker/.venv", "apps/web/node_modules"],
+                 ["vendor/lib/node_modules", "docs/.venv", ".venv"]),
+    "uv-workspace": ({"pyproject.toml": PY.format(name="ws") + '\n[tool.uv.workspace]\nmembers = ["packages/*"]\n',
+                      "packages/a/pyproject.toml": PY.format(name="a"),
+                      "packages/b/pyproject.toml": PY.format(name="b")},
+                     [".venv"], ["packages/a/.venv", "packages/b/.venv"]),
+    "nothing": ({"src/main.c": "int main(void) { return 0; }\n"}, [], [".venv", "node_modules"]),
+}
+
+
+@pytest.fixture(scope="session")
+def installed_grove(tmp_path_factory) -> Path:
+    """A wheel built from this checkout, installed into a fresh venv: the `grove` a newcomer gets."""
+    root = tmp_path_factory.mktemp("wheel")
+    uv = BIN / "uv"
+    if not uv.exists():
+        pytest.skip("uv is not in Grove's .venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    run([uv, "build", "--wheel", "--quiet", "-o", root / "dist", GROVE], env=env)
+    wheel = next((root / "dist").glob("grove_worktrees-*.whl"))
+    run([uv, "venv", "--quiet", "--python", sys.executable, root / "venv"], env=env)
+    run([uv, "pip", "install", "--quiet", "--python", root / "venv/bin/python", wheel], env=env)
+    return root / "venv/bin/grove"
+
+
+def newcomer_env(tmp: Path) -> dict:
+    """PATH with git, uv and bun but nothing of Grove's checkout; uv offline: tiny projects need no index."""
+    tools = tmp / "tools"
+    tools.mkdir(exist_ok=True)
+    for name, path in (("uv", BIN / "uv"), ("bun", GROVE / ".tools/node_modules/.bin/bun")):
+        if path.exists() and not (tools / name).exists():
+            (tools / name).symlink_to(path)
+    keep = [p for p in os.environ["PATH"].split(os.pathsep) if p and not p.startswith(str(GROVE))]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return dict(env, PATH=os.pathsep.join([str(tools), *keep]), UV_OFFLINE="1")
+
+
+def build_layout(root: Path, files: dict[str, str]) -> Path:
+    app = make_repo(root, gitignore=False)
+    (app / ".gitignore").write_text(IGNORE)
+    for name, text in files.items():
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(text)
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "layout")
+    git(app, "push", "-q", "origin", "main")
+    return app
+
+
+def setup_and_check(grove: Path, app: Path, env: dict, made: list[str], not_made: list[str]) -> dict:
+    shown = json.loads(run([grove, "init", "--json"], cwd=app, env=env).stdout)
+    assert sorted(p["dir"] for p in shown["projects"]) == sorted({str(Path(m).parent) for m in made})
+    out = run([grove, "setup", "--adw-id", "n1", "--json"], cwd=app, env=env)
+    state = json.loads(out.stdout)
+    wt = Path(state["worktree_path"])
+    assert [m for m in made if not (wt / m).is_dir()] == [], out.stderr
+    assert [m for m in not_made if (wt / m).exists()] == [], out.stderr
+    assert ("detected" in state["steps"]["install"].get("detail", "") or "detected" in out.stderr), out.stderr
+    return state
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_zero_configuration_from_a_built_wheel(installed_grove, tmp_path, monkeypatch, layout):
+    files, made, not_made = LAYOUTS[layout]
+    env = newcomer_env(tmp_path)
+    app = build_layout(tmp_path, files)
+    setup_and_check(installed_grove, app, env, made, not_made)
+
+
+def test_zero_configuration_on_the_seed_s_layout(installed_grove, tmp_path):
+    sys.path.insert(0, str(GROVE / "scripts"))
+    import sample_app
+
+    env = newcomer_env(tmp_path)
+    app = sample_app.build(tmp_path / "seed", str(BIN / "uv"), str(GROVE / ".tools/node_modules/.bin/bun"))
+    setup_and_check(installed_grove, app, env, ["app/server/.venv", "app/client/node_modules"], [".venv"])
+    assert "API_KEY=s3cret-value" in (app / "trees/n1/.env").read_text()
+
+
+# -- 5. `grove init` leaves the repository clean and safe ---------------------------------------
+
+def test_init_setup_commit_merge_on_a_fresh_repository(tmp_path, monkeypatch):
+    """The newcomer's path that failed twice: init dirtied .gitignore and wrote an un-ignored .env."""
+    monkeypatch.setenv("ADW_BACKEND_PORT_BASE", "24300")
+    monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", "24400")
+    app = make_repo(tmp_path, gitignore=False)
+    (app / ".env.sample").write_text("API_KEY=change-me\n")
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "sample env")
+    git(app, "push", "-q", "origin", "main")
+    first = run([GROVE_BIN, "init"], cwd=app).stdout
+    assert ".git/info/exclude" in first and "nothing to commit" in first
+    assert run([GROVE_BIN, "init"], cwd=app).stdout != first  # the second run finds nothing to add
+    assert git(app, "status", "--porcelain") == "" and not (app / ".env").exists()
+    run([GROVE_BIN, "setup", "--adw-id", "new1"], cwd=app)
+    wt = app / "trees/new1"
+    assert "API_KEY=change-me" in (wt / ".env").read_text()  # the template's keys, not a stub's
+    (wt / "feature.txt").write_text("the agent's work\n")
+    git(wt, "add", "-A")
+    git(wt, "commit", "-q", "-m", "agent work")
+    assert git(wt, "show", "--name-only", "--format=", "HEAD").split() == ["feature.txt"]
+    run([GROVE_BIN, "status", "--adw-id", "new1", "--set", "completed"], cwd=app)
+    merged = run([GROVE_BIN, "merge", "--adw-id", "new1"], cwd=app)
+    assert "merged 1/1" in merged.stdout + merged.stderr
+    assert (app / "feature.txt").read_text() == "the agent's work\n" and git(app, "status", "--porcelain") == ""
