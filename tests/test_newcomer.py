@@ -231,3 +231,25 @@ def test_init_setup_commit_merge_on_a_fresh_repository(tmp_path, monkeypatch):
     merged = run([GROVE_BIN, "merge", "--adw-id", "new1"], cwd=app)
     assert "merged 1/1" in merged.stdout + merged.stderr
     assert (app / "feature.txt").read_text() == "the agent's work\n" and git(app, "status", "--porcelain") == ""
+
+
+def test_dry_run_of_setup_and_teardown_changes_nothing(repo):
+    """`--dry-run` says what would be created, removed and saved; refs, worktrees, registry, files
+    and state are byte-identical afterwards (issue 21: `grove --dry setup` had created everything)."""
+    before = snapshot(repo)
+    out = run([GROVE_BIN, "setup", "--adw-id", "dr1", "--dry-run", "--json"], cwd=repo)
+    plan = json.loads(out.stdout)
+    assert plan["dry_run"] and plan["branch"] == "adw/dr1" and plan["worktree_action"] == "create"
+    assert plan["ports"]["BACKEND_PORT"] >= 1024 and snapshot(repo) == before
+    human = run([GROVE_BIN, "setup", "--adw-id", "dr1", "--adw-id", "dr2", "--dry-run"], cwd=repo).stdout
+    assert "would set up dr1" in human and "would set up dr2" in human and snapshot(repo) == before
+    run([GROVE_BIN, "setup", "--adw-id", "dr1", "--no-install"], cwd=repo)
+    (repo / "trees/dr1/work.txt").write_text("uncommitted\n")
+    made = snapshot(repo)
+    refused = run([GROVE_BIN, "teardown", "--adw-id", "dr1", "--dry-run"], cwd=repo, check=False)
+    assert refused.returncode == 2 and "not finished" in refused.stderr and snapshot(repo) == made
+    plan = json.loads(run([GROVE_BIN, "teardown", "--adw-id", "dr1", "--force", "--delete-branch", "--dry-run",
+                           "--json"], cwd=repo).stdout)
+    assert plan["worktree_action"] == "remove" and plan["uncommitted"] == ["work.txt"]
+    assert plan["branch_action"] == "delete" and plan["slots"] and snapshot(repo) == made
+    assert (repo / "trees/dr1/work.txt").is_file() and git(repo, "branch", "--list", "adw/dr1")

@@ -28,6 +28,8 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
         "keep": "on failure leave everything in place, state marked failed, for debugging",
         "pool": "take a ready worktree from the warm pool when there is one (`inv pool`); --no-pool skips",
         "refill": "afterwards refill the pool to its size (`inv pool --size N`) in the background",
+        "dry_run": "validate, then print what would be created (branch, worktree, ports, env files, installs) "
+                   "and change nothing",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
@@ -35,8 +37,8 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
 )
 @guard
 def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None, agent_id=None, install=True,
-          db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, repo=None, json=False,
-          quiet=False):
+          db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, dry_run=False, repo=None,
+          json=False, quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
 
     Runs validate, fetch, ports, worktree, ports_env, env, repoint, install and db in order.
@@ -62,6 +64,10 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     reqs = [chain.Request(a, branch=branch, base=base, epic_id=epic, task_name=task, agent_id=agent_id,
                           fetch=fetch, install=install, db=db, reset_db=reset_db, keep=keep, pool=pool)
             for a in wanted]
+    if dry_run:  # issue 21: nothing called dry changes anything
+        plans = [chain.preview(settings, r) for r in reqs]
+        emit(plans[0] if len(plans) == 1 else {"agents": plans}, json, chain.print_previews)
+        return
     states, errors = chain.setup_many(settings, reqs, reporter(quiet))
     if refill:
         from ..ops import pool as pooling
@@ -91,14 +97,15 @@ def print_ready(s):
         "force": "do not ask: allow an unfinished status, remove a dirty worktree after saving its work under "
                  "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/",
         "keep_db": "keep the agent's Postgres database (ADW_DB_URL); by default teardown drops it",
+        "dry_run": "print what would be removed, saved and kept, and change nothing (one or more --adw-id)",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
     },
 )
 @guard
-def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_db=False, repo=None, json=False,
-             quiet=False):
+def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_db=False, dry_run=False, repo=None,
+             json=False, quiet=False):
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
     Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
@@ -108,18 +115,25 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     """
     from ..ops import cleanup
 
+    from ..core.errors import bad_input
+
     settings = load_settings(c, repo)
     report = reporter(quiet)
+    if all and dry_run:
+        raise bad_input("--dry-run previews named agents: pass --adw-id ID (repeatable), not --all")
     if all:
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
         return
     if not adw_id:  # issue 21: the other way to say which agents
-        from ..core.errors import bad_input
-
         raise bad_input("say which agents to tear down: --adw-id ID (repeatable)",
                         "or `inv teardown --all` for every completed, merged or failed agent")
     targets = [one([a]) for a in adw_id]
+    if dry_run:  # issue 21: nothing called dry changes anything
+        plans = [cleanup.preview(settings, t, delete_branch=delete_branch, force=force, keep_db=keep_db)
+                 for t in targets]
+        emit(plans[0] if len(plans) == 1 else {"agents": plans}, json, cleanup.print_previews)
+        return
     if len(targets) == 1:
         emit(cleanup.teardown(settings, targets[0], delete_branch=delete_branch, force=force, keep_db=keep_db,
                                report=report), json, lambda d: None)

@@ -95,6 +95,46 @@ def _check_tools(settings: Settings) -> None:
                         "install them, or pass --no-install (ADW_INSTALL_DIRS chooses the directories)")
 
 
+def preview(settings: Settings, req: Request) -> dict:
+    """What setup would create for ``req``, changing nothing: no lock, claim, file, ref or install
+    (`--dry-run`, issue 21). Validation runs in full, so bad input is exit 2 here as in a real run."""
+    from ..resources import envfiles
+
+    branch, base, current, tip = validate(settings, req)
+    path = settings.worktree_path(req.adw_id)
+    slot = (current or {}).get("slot")
+    if slot is None:  # the preferred slot; a taken or busy one moves the real run to the next free slot
+        slot = ports.preferred_slot(req.adw_id, settings.port_slots)
+    env_files = [{"file": n, "source": str(src.relative_to(settings.repo))}
+                 for n in settings.env_files for src in [envfiles.source_for(settings.repo / n)[0]] if src]
+    installs = [{"dir": d, "tools": deps.plan(settings.repo / d)} for d in deps.install_dirs(settings, settings.repo)]
+    return {
+        "dry_run": True, "adw_id": req.adw_id, "exists": current is not None,
+        "branch": branch, "branch_action": "resume" if tip else "create", "base_branch": base,
+        "worktree_path": str(path), "worktree_action": "keep" if path.is_dir() else "create",
+        "slot": slot, "ports": ports.ports_for(settings, slot),
+        "env_files": env_files if req.files else [],
+        "install": [i for i in installs if i["tools"]] if req.install else [],
+        "db": req.db and (agentdb.configured(settings)
+                          or bool(settings.db_reset and (settings.repo / settings.db_reset).is_file())),
+    }
+
+
+def print_previews(d: dict) -> None:
+    for p in d.get("agents", [d]):
+        print_preview(p)
+
+
+def print_preview(p: dict) -> None:
+    ports_text = " ".join(f"{k}={v}" for k, v in p["ports"].items())
+    print(f"would set up {p['adw_id']}: {p['worktree_action']} {p['worktree_path']}, {p['branch_action']} branch "
+          f"{p['branch']} from {p['base_branch']}, slot {p['slot']} ({ports_text})")
+    if p["env_files"]:
+        print("  env files: " + ", ".join(f"{e['file']} (from {e['source']})" for e in p["env_files"]))
+    print("  install: " + (", ".join(f"{i['dir']} ({'+'.join(i['tools'])})" for i in p["install"]) or "nothing"))
+    print(f"  database: {'reset' if p['db'] else 'nothing'}; nothing was changed (--dry-run)")
+
+
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     """Run the whole chain for one agent; returns its final state."""
     run = _validated(settings, req, report)
