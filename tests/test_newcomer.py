@@ -253,3 +253,17 @@ def test_dry_run_of_setup_and_teardown_changes_nothing(repo):
     assert plan["worktree_action"] == "remove" and plan["uncommitted"] == ["work.txt"]
     assert plan["branch_action"] == "delete" and plan["slots"] and snapshot(repo) == made
     assert (repo / "trees/dr1/work.txt").is_file() and git(repo, "branch", "--list", "adw/dr1")
+
+
+def test_dry_run_of_pool_and_doctor_fix_changes_nothing(repo):
+    (repo / "trees/stray").mkdir(parents=True)  # a problem doctor --fix would move aside
+    (repo / "trees/stray/notes.txt").write_text("whose?\n")
+    before = snapshot(repo)
+    plan = json.loads(run([GROVE_BIN, "pool", "--size", "2", "--dry-run", "--json"], cwd=repo).stdout)
+    assert plan == {"dry_run": True, "size": 2, "base": "main", "would_create": 2, "would_drain": []}
+    assert snapshot(repo) == before and not (repo / "trees/.pool").exists()
+    out = run([GROVE_BIN, "doctor", "--fix", "--dry-run", "--json"], cwd=repo, check=False)
+    report = json.loads(out.stdout)
+    stray = next(p for p in report["problems"] if p["kind"] == "unknown_directory")
+    assert report["dry_run"] and not stray["fixed"] and stray["fix"] and out.returncode == 1
+    assert snapshot(repo) == before and (repo / "trees/stray/notes.txt").is_file()

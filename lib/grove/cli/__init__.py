@@ -22,7 +22,7 @@ from .tasks import ns
 
 # Invoke's flags for its own shell runner: Grove runs no shell command through Invoke, so they
 # would mean nothing, and `grove --dry setup` creating a worktree was a flag that lied (issue 21).
-# Grove's own `--dry-run` (merge, gc) is a task flag that really changes nothing.
+# Grove's own `--dry-run` is a task flag that really changes nothing.
 RUNNER_FLAGS = {"command-timeout", "dry", "echo", "hide", "pty", "warn-only", "prompt-for-sudo-password"}
 RUNNER_SHORT = {"T", "R", "e", "p", "w"}
 
@@ -52,7 +52,7 @@ class GroveProgram(Program):
             if word.lstrip("-").partition("=")[0] in RUNNER_FLAGS | RUNNER_SHORT:
                 # Exit 2, nothing changed: not "No idea what '--dry' is!" and exit 1.
                 sys.stderr.write(f"grove: {word} is one of Invoke's shell-runner flags, which Grove does not use\n"
-                                 "  hint: `grove merge --dry-run` and `grove gc --dry-run` show what they would do; "
+                                 "  hint: Grove's own `--dry-run` (setup, teardown, merge, gc, pool, doctor --fix) shows what a task would do; "
                                  "`grove --help` lists Grove's flags\n")
                 sys.exit(2)
 

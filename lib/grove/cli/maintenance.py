@@ -50,16 +50,20 @@ def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
 
 @task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
                    "drop Postgres databases Grove created for agents that are gone",
+            "dry_run": "with --fix: list what --fix would repair, and change nothing",
             "repo": REPO, "json": JSON})
 @guard
-def doctor(c, fix=False, repo=None, json=False):
+def doctor(c, fix=False, dry_run=False, repo=None, json=False):
     """Check every agent three ways (state, directory, git) plus the port registry and orphan branches.
 
     Exits 0 when healthy (or everything found was repaired with --fix), 1 when problems remain.
     """
     from ..ops import doctor as doc
 
-    report = doc.check(load_settings(c, repo), fix=fix)
+    # --fix --dry-run: the plain check, whose every problem says what --fix would do (issue 21).
+    report = doc.check(load_settings(c, repo), fix=fix and not dry_run)
+    if dry_run:
+        report["dry_run"] = True
     emit(report, json, doc.print_report)
     if not report["healthy"]:
         raise Exit(code=1)
@@ -95,10 +99,11 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
 
 @task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",
             "base": "base branch the pooled worktrees start from (default ADW_BASE_BRANCH)",
-            "fetch": "fetch the base first; --no-fetch uses the local base", "repo": REPO, "json": JSON,
-            "quiet": QUIET})
+            "fetch": "fetch the base first; --no-fetch uses the local base",
+            "dry_run": "with --size: say how many entries would be made and which drained; change nothing",
+            "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def pool(c, size=None, base=None, fetch=True, repo=None, json=False, quiet=False):
+def pool(c, size=None, base=None, fetch=True, dry_run=False, repo=None, json=False, quiet=False):
     """Show the warm pool, or fill it with --size N ready worktrees (0 drains it) for setup to take.
 
     A pooled worktree is checked out at the base (detached) under trees/.pool/, with env files,
@@ -119,6 +124,12 @@ def pool(c, size=None, base=None, fetch=True, repo=None, json=False, quiet=False
         raise bad_input(f"--size {size!r} is not a whole number") from None
     if not 0 <= size <= 100:
         raise bad_input(f"--size {size} is outside 0..100")
+    if dry_run:  # issue 21: nothing called dry changes anything
+        emit(pooling.fill(settings, size, base, reporter(quiet), fetch=fetch, dry_run=True), json,
+             lambda d: print(f"would make {d['would_create']} pool entr(ies) on {d['base']} and drain "
+                             f"{len(d['would_drain'])}{': ' + ', '.join(d['would_drain']) if d['would_drain'] else ''}; "
+                             "nothing was changed (--dry-run)"))
+        return
     result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
     emit(result, json, _print_pool)
     if result["failed"] or result["kept"]:

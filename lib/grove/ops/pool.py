@@ -133,15 +133,17 @@ def env_digest(settings: Settings) -> str:
 # Filling and draining
 
 
-def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True) -> dict:
-    """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones."""
+def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True,
+         dry_run: bool = False) -> dict:
+    """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones.
+    ``dry_run``: say which, changing nothing: no repair, fetch, lock or record (issue 21)."""
     base = base or settings.base_branch
     if size > 0:  # bad input changes nothing (exit 2): checked before any lock or file is made
         git.check_branch_name(settings.repo, base)
         worktree.check_base(settings, base, fetch)
-    fixed = reconcile(settings)
+    fixed = reconcile(settings) if not dry_run else []
     commit = None
-    if size > 0:
+    if size > 0 and not dry_run:
         commit, _ = worktree.resolve_base(settings, base, fetch, report)
 
     def plan(data: dict) -> tuple[list[str], list[str]]:
@@ -162,6 +164,9 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
             data["entries"][name].update(status="draining", pid=os.getpid())
         return new, extra
 
+    if dry_run:
+        new, extra = plan(read(settings))  # a copy read from disk: the plan is worked out, never written
+        return {"dry_run": True, "size": size, "base": base, "would_create": len(new), "would_drain": extra}
     new, extra = _update(settings, plan)
     created, failed = [], []
     if new:
