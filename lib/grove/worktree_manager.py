@@ -36,7 +36,17 @@ def _seed_errors(action: Callable[[], T]) -> T:
         return action()
     except GroveError as exc:
         kind = ValueError if exc.code == BAD_INPUT else RuntimeError
-        raise kind(str(exc)) from exc
+        raise kind(_api_text(exc)) from exc
+
+
+def _api_text(exc: GroveError) -> str:
+    """The message, and its hint only when it speaks to a caller of the API: "pass --base NAME" or
+    "run `grove doctor`" are for the command line (issue 21)."""
+    import re
+
+    if not exc.hint or re.search(r"(^|\s|`)--?[a-z]|`(inv|grove) |\b(inv|grove) [a-z]", exc.hint):
+        return exc.message
+    return f"{exc.message}\n  hint: {exc.hint}"
 
 
 class BaseBranchMissing(ValueError, RuntimeError):

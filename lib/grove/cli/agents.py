@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as _json
 import sys
 
 from invoke import Exit, task
@@ -210,7 +209,22 @@ def status(c, adw_id=None, set=None, agent_id=None, error=None, repo=None, json=
         s = state.set_status(settings, adw_id, set, by=agent_id, error=error, agent_id=agent_id)
     else:
         s = state.require(settings, adw_id)
-    emit(s, json, lambda d: print(_json.dumps(d, indent=2)))
+    emit(s, json, print_status)
+
+
+def print_status(s: dict) -> None:
+    """A screenful for people (issue 21: it was 80 lines of JSON); --json has every field."""
+    ports = " ".join(f"{k}={v}" for k, v in (s.get("ports") or {}).items())
+    steps = " ".join(f"{name}{'' if info.get('outcome') in ('done', 'kept', 'reused', 'unchanged') else ':' + str(info.get('outcome'))}"
+                     for name, info in (s.get("steps") or {}).items())
+    rows = [("branch", f"{s.get('branch')} (base {s.get('base_branch')})"), ("worktree", s.get("worktree_path")),
+            ("ports", ports), ("epic", " / ".join(x for x in (s.get("epic_id"), s.get("task_name")) if x)),
+            ("agent", s.get("agent_id")), ("commits", len(s.get("commits") or []) or None), ("steps", steps),
+            ("error", s.get("error_message")), ("updated", s.get("updated_at"))]
+    print(f"{s['adw_id']}: {s['status']}")
+    for label, value in rows:
+        if value:
+            print(f"  {label:<9}{value}")
 
 
 @task(help={"adw_id": ID, "repo": REPO})
