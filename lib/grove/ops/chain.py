@@ -260,6 +260,7 @@ class _Run:
     reused: bool = False
     checked_out: bool = True
     shared: deps.SharedInterpreter | None = None  # setup_many's one interpreter discovery
+    fast_forward: str | None = None  # a kept branch the base contains: moved to this base commit
 
 
 def _validated(settings: Settings, req: Request, report: Reporter) -> _Run:
@@ -302,7 +303,9 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
                 fetched[run.base, req.fetch] = worktree.resolve_base(settings, run.base, req.fetch, report)
             base_commit, info["detail"] = fetched[run.base, req.fetch]
             info["outcome"] = "done" if req.fetch else "skipped"
-            if run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
+            if run.tip and run.current is None:  # a branch a teardown kept
+                base_commit = _kept_branch_start(settings, run, base_commit)
+            elif run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
                 base_commit = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
     with report.step("ports", OP, done) as info:
         run.claim = claim = ports.claim(settings, req.adw_id)
@@ -325,6 +328,8 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
             run.reused = True
             info["outcome"] = "reused"
         else:
+            if run.fast_forward and run.tip:
+                _fast_forward(settings, run.branch, run.tip, run.fast_forward)
             run.undo.worktree = True
             run.checked_out = not defer_checkout
             run.undo.branch = run.branch if worktree.add(settings, req.adw_id, run.branch, base_commit,
@@ -332,6 +337,35 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
                                                          checkout=run.checked_out) else None
             run.undo.base_commit = base_commit
         info["detail"] = str(path)
+
+
+def _kept_branch_start(settings: Settings, run: _Run, base_commit: str) -> str:
+    """Setting up an id again whose branch a teardown kept (issue 21: it resumed 4 commits behind, silently).
+
+    One rule: a branch the base already contains (its tip is an ancestor of the newest base) starts
+    again at the newest base, a fast-forward that loses nothing; a branch with commits of its own
+    resumes where it is, and setup says how far behind the base it is. Returns the commit the
+    agent's commits count from."""
+    assert run.tip is not None
+    if git.ok(settings.repo, "merge-base", "--is-ancestor", run.tip, base_commit):
+        if run.tip != base_commit:
+            run.fast_forward = base_commit
+            run.report.say(f"{run.branch} is already in {run.base}: it starts again at the newest {run.base} "
+                           f"({base_commit[:10]}), nothing lost")
+        return base_commit
+    fork = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
+    ahead = len(git.commits_between(settings.repo, fork, run.tip))
+    behind = len(git.commits_between(settings.repo, fork, base_commit))
+    run.report.say(f"resuming {run.branch}: {ahead} commit(s) of its own, {behind} behind {run.base}"
+                   + (" (`inv sync` brings them in)" if behind else ""))
+    return fork
+
+
+def _fast_forward(settings: Settings, branch: str, tip: str, to: str) -> None:
+    """Move ``branch`` from ``tip`` to ``to`` (a descendant): git refuses if it moved meanwhile."""
+    with worktree.repo_lock(settings):
+        git.git(settings.repo, "update-ref", "-m", "grove setup: kept branch already in the base, fast-forward",
+                f"refs/heads/{branch}", to, tip)
 
 
 def _tail(settings: Settings, run: _Run) -> dict:
