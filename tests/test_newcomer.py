@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,15 @@ def test_inv_setup_in_the_user_s_own_repository(tmp_path, monkeypatch):
     assert "inv teardown" in run([INV, "teardown"], cwd=app, check=False).stderr
     again = run([GROVE_BIN, "init", "--tasks"], cwd=app).stdout
     assert "already loads Grove" in again
+    # A tasks.py of the user's own: Grove as a namespace, exactly as init and the README say.
+    (app / "tasks.py").write_text("from invoke import Collection, task\n\n\n@task\ndef hello(c):\n    print('hi')\n\n\n"
+                                  "ns = Collection(hello)\n")
+    said = run([GROVE_BIN, "init", "--tasks"], cwd=app).stdout
+    line = next(x for x in said.splitlines() if "tasks.py:" in x)
+    for code in re.findall(r"`(from grove[^`]*|ns\.add_collection[^`]*)`", line):
+        (app / "tasks.py").write_text((app / "tasks.py").read_text() + code + "\n")
+    out = run([INV, "grove.setup", "--adw-id", "t2", "--no-install"], cwd=app)
+    assert (app / "trees/t2/.ports.env").is_file() and "hi" in run([INV, "hello"], cwd=app).stdout
 
 
 # -- 3. no flags that lie; smaller frictions --------------------------------------------------
@@ -344,3 +354,17 @@ def test_a_kept_branch_the_base_contains_starts_again_at_the_newest_base(repo):
     assert git(repo / "trees/r2", "rev-parse", "HEAD") == main == git(repo, "rev-parse", "adw/r2")
     assert git(repo, "merge-base", "--is-ancestor", r2_tip, "adw/r2") == "" and "starts again" in fresh.stderr
     assert json.loads(fresh.stdout)["commits"] == []
+
+
+def test_init_save_writes_the_detection_only_into_an_ignored_env(tmp_path):
+    app = build_layout(tmp_path, {"backend/pyproject.toml": PY.format(name="b"), "web/package.json": JS.format(name="w")})
+    before = snapshot(app)
+    refused = run([GROVE_BIN, "init", "--save"], cwd=app, check=False)
+    assert refused.returncode == 2 and ".env is not git-ignored" in refused.stderr and snapshot(app) == before
+    (app / ".gitignore").write_text(IGNORE + ".env\n")
+    saved = run([GROVE_BIN, "init", "--save"], cwd=app).stdout
+    assert "ADW_INSTALL_DIRS=backend,web" in saved and "ADW_INSTALL_DIRS=backend,web\n" in (app / ".env").read_text()
+    run([GROVE_BIN, "init", "--save"], cwd=app)  # idempotent: replaced in place, not appended again
+    assert (app / ".env").read_text().count("ADW_INSTALL_DIRS") == 1
+    assert "projects to install (ADW_INSTALL_DIRS): backend (uv), web" in run([GROVE_BIN, "init"], cwd=app).stdout
+    assert before["refs"] == snapshot(app)["refs"]

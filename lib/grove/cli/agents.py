@@ -300,10 +300,11 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
 
 
 @task(help={"repo": REPO, "tasks": "also write a two-line tasks.py so `inv setup --adw-id X` runs Grove here",
+            "save": "write the detected projects down as ADW_INSTALL_DIRS in .env (only a git-ignored .env)",
             "json": JSON})
 @guard
-def init(c, repo=None, tasks=False, json=False):
+def init(c, repo=None, tasks=False, save=False, json=False):
     """Ready a repository for Grove (ignore rules in .git/info/exclude) and show what setup will install."""
     from ..ops import agentrun
 
-    emit(agentrun.init_repo(load_settings(c, repo), tasks=tasks), json, agentrun.print_init)
+    emit(agentrun.init_repo(load_settings(c, repo), tasks=tasks, save=save), json, agentrun.print_init)

@@ -95,7 +95,7 @@ TASKS_PY = ("# Grove's tasks for `inv setup --adw-id X` (pip install grove-workt
             "from grove.cli.tasks import ns  # noqa: F401\n")
 
 
-def init_repo(settings: Settings, tasks: bool = False) -> dict:
+def init_repo(settings: Settings, tasks: bool = False, save: bool = False) -> dict:
     """Make the repository ready for Grove without dirtying it, and say what Grove detected.
 
     Issue 21: the ignore rules go to .git/info/exclude (local to this clone: no tracked file
@@ -104,14 +104,18 @@ def init_repo(settings: Settings, tasks: bool = False) -> dict:
     .env.sample). Idempotent: a second run changes nothing."""
     from ..resources import deps
 
+    if save:
+        _require_ignored_env(settings)  # bad input changes nothing: checked before the first write
     did = [_exclude_grove_files(settings)]
     if tasks:
         did.append(_write_tasks_py(settings))
-    did = [speak(line) for line in did]
-    projects = [{"dir": rel, "tools": tools} for rel, tools in
+    projects: list[dict] = [{"dir": rel, "tools": tools} for rel, tools in
                 (deps.detect(settings.repo, skip=(settings.trees_dir, settings.agents_dir))
                  if settings.detect_installs else [(d, deps.plan(settings.repo / d)) for d in settings.install_dirs])]
     tools = sorted({t for p in projects for t in p["tools"]})
+    if save:
+        did.append(_save_install_dirs(settings, [p["dir"] for p in projects]))
+    did = [speak(line) for line in did]
     return {
         "repo": str(settings.repo),
         "did": did,
@@ -144,6 +148,32 @@ def _exclude_grove_files(settings: Settings) -> str:
             "changed, nothing to commit. Other clones run `grove init` too, or add them to .gitignore)")
 
 
+def _save_install_dirs(settings: Settings, dirs: list[str]) -> str:
+    """Write the detected projects down as ADW_INSTALL_DIRS in the repository's .env, so a later
+    layout change does not change what setup installs; only into a .env git ignores (issue 21: an
+    un-ignored .env rode into an agent's `git add -A`)."""
+    env, line = settings.repo / ".env", f"ADW_INSTALL_DIRS={','.join(dirs)}"
+    text = env.read_text() if env.exists() else ""
+    from dotenv import dotenv_values
+
+    if env.exists() and "ADW_INSTALL_DIRS" in dotenv_values(env, interpolate=False):
+        text = envfiles.lay_over(text, {"ADW_INSTALL_DIRS": ",".join(dirs)}, env)
+    else:
+        head = "" if not text or text.endswith("\n") else "\n"
+        text += f"{head}# Grove: the projects setup installs (written by `grove init --save`)\n{line}\n"
+    locks.atomic_write_text(env, text, envfiles.SECRET_MODE)
+    return f".env: {line} (git-ignored; setup now installs exactly these)"
+
+
+def _require_ignored_env(settings: Settings) -> None:
+    from ..core import proc
+
+    out = proc.run(["git", "-C", settings.repo, "check-ignore", "-q", "--", ".env"], check=False)
+    if out.returncode != 0:
+        raise GroveError(f".env is not git-ignored in {settings.repo}: Grove writes no .env an agent could commit",
+                         code=2, hint="add .env to .gitignore (and commit it), or set ADW_INSTALL_DIRS in the environment")
+
+
 def worktree_ignore_missing(settings: Settings) -> list[str]:
     from . import worktree
 
@@ -156,7 +186,7 @@ def _write_tasks_py(settings: Settings) -> str:
         if "grove.cli.tasks" in path.read_text(errors="replace"):
             return "tasks.py: already loads Grove's tasks"
         return ("tasks.py: yours exists, left as it is; to add Grove as a namespace: "
-                "`from grove.cli.tasks import ns as grove` and `ns.add_collection(grove)` "
+                "`from grove.cli.tasks import ns as grove` and `ns.add_collection(grove, name=\"grove\")` "
                 "(then `\0inv grove.setup --adw-id X`)")
     locks.atomic_write_text(path, TASKS_PY)
     return ("tasks.py: written (2 lines: `\0inv setup --adw-id X` now runs Grove here); commit it "
