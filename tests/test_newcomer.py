@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -368,3 +369,15 @@ def test_init_save_writes_the_detection_only_into_an_ignored_env(tmp_path):
     assert (app / ".env").read_text().count("ADW_INSTALL_DIRS") == 1
     assert "projects to install (ADW_INSTALL_DIRS): backend (uv), web" in run([GROVE_BIN, "init"], cwd=app).stdout
     assert before["refs"] == snapshot(app)["refs"]
+
+
+def test_a_missing_tool_is_reported_at_validation_before_anything_is_created(tmp_path):
+    if shutil.which("pnpm"):
+        pytest.skip("pnpm is installed here")
+    app = build_layout(tmp_path, {"web/package.json": JS.format(name="web"), "web/pnpm-lock.yaml": "lockfileVersion: '9.0'\n"})
+    before = snapshot(app)
+    out = run([GROVE_BIN, "setup", "--adw-id", "m1"], cwd=app, check=False)
+    assert out.returncode == 2 and "pnpm (for web)" in out.stderr and "npm install -g pnpm" in out.stderr
+    assert snapshot(app) == before
+    assert "missing tool: pnpm" in run([GROVE_BIN, "init"], cwd=app).stdout
+    run([GROVE_BIN, "setup", "--adw-id", "m1", "--no-install"], cwd=app)  # the way around it, as the hint says
