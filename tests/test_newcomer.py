@@ -144,6 +144,9 @@ LAYOUTS = {
                       "packages/b/pyproject.toml": PY.format(name="b")},
                      [".venv"], ["packages/a/.venv", "packages/b/.venv"]),
     "nothing": ({"src/main.c": "int main(void) { return 0; }\n"}, [], [".venv", "node_modules"]),
+    "js-workspace": ({"package.json": '{"name": "ws", "private": true, "workspaces": ["packages/*"]}\n',
+                      "packages/a/package.json": JS.format(name="a"), "packages/b/package.json": JS.format(name="b")},
+                     ["node_modules"], ["packages/a/node_modules", "packages/b/node_modules"]),
 }
 
 
@@ -204,6 +207,17 @@ def test_zero_configuration_from_a_built_wheel(installed_grove, tmp_path, monkey
     env = newcomer_env(tmp_path)
     app = build_layout(tmp_path, files)
     setup_and_check(installed_grove, app, env, made, not_made)
+
+
+def test_an_explicit_install_dirs_wins_and_accepts_the_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADW_BACKEND_PORT_BASE", "24500")
+    monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", "24600")
+    app = build_layout(tmp_path, {"pyproject.toml": PY.format(name="root"), "web/package.json": JS.format(name="w")})
+    env = dict(newcomer_env(tmp_path), ADW_INSTALL_DIRS=".")
+    state = json.loads(run([GROVE_BIN, "setup", "--adw-id", "x1", "--json"], cwd=app, env=env).stdout)
+    wt = Path(state["worktree_path"])
+    assert (wt / ".venv").is_dir() and not (wt / "web/node_modules").exists()
+    assert state["steps"]["install"]["outcome"] == "done"
 
 
 def test_zero_configuration_on_the_seed_s_layout(installed_grove, tmp_path):
