@@ -24,7 +24,7 @@ typecheck: venv  ## mypy over every module of the package (the public API fully 
 	$(VENV)/bin/mypy
 
 fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]
-	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) GROVE_FUZZ_STEPS=$(STEPS) $(VENV)/bin/python -m pytest -q tests/test_model.py -p no:cacheprovider
+	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) GROVE_FUZZ_CONCURRENT_RUNS=$(RUNS) GROVE_FUZZ_STEPS=$(STEPS) $(VENV)/bin/python -m pytest -q tests/test_model.py tests/test_model_concurrent.py -p no:cacheprovider
 
 demo:  ## the whole story on a sample app: setup, grove exec, merge with a conflict, sync + fix, teardown
 	@scripts/bootstrap.sh --with-bun --runtime

@@ -66,6 +66,8 @@ cp .env "$wt/.env"; cat "$wt/.ports.env" >> "$wt/.env"
 cp app/server/.env.sample "$wt/app/server/.env"; cat "$wt/.ports.env" >> "$wt/app/server/.env"
 sed -i "s#\./#$PWD/$wt/#g" "$wt/.mcp.json" "$wt/playwright-mcp-config.json"
 [ "${5:-}" = noinstall ] && exit 0
+# nodeps: git, files and the db reset, no installs (the install-free many-at-once row, issue 24)
+[ "${5:-}" = nodeps ] && { (cd "$wt" && BACKEND_PORT=$((9500+slot)) ./scripts/reset_db.sh); exit 0; }
 (cd "$wt/app/server" && uv sync --all-extras -q)
 (cd "$wt/app/client" && bun install --silent)
 (cd "$wt" && BACKEND_PORT=$((9500+slot)) ./scripts/reset_db.sh)
@@ -244,6 +246,17 @@ def main() -> int:
             add("pool_api", api_create(slow, f"pa{run}"))
             add("slow_setup", timed([*grove, "setup", "--adw-id", f"pn{run}", "--no-pool", "--quiet"], slow))
             reset(slow)
+            # Main moves between setups, as merges make it; the pool refreshes in between, off the
+            # clock, as `grove pool`/ADW_POOL_REFRESH=auto do after a merge (issue 24).
+            fill_pool(slow, 3)
+            for rep in range(2):
+                (slow / "README.md").write_text(f"main moved: run {run}, merge {rep}\n")
+                _commit(slow, f"a merge lands ({run}.{rep})")
+                fill_pool(slow, 3)
+                add("moving_script", timed([*script, f"ms{run}-{rep}", "1", str(slow)], slow))
+                add("moving_setup", timed([*grove, "setup", "--adw-id", f"mg{run}-{rep}", "--quiet"], slow))
+                add("moving_api", api_create(slow, f"ma{run}-{rep}"))
+                reset(slow)
         if want("many"):
             subprocess.run(["git", "fetch", "-q", "origin", "main"], cwd=app, check=True)
             add("script_x10", parallel([[*script, f"p{run}-{i}", str(10 + i), str(app), "nofetch"]
@@ -258,6 +271,14 @@ def main() -> int:
             reset(app)
             add("thirty_setups", parallel([[*grove, "setup", "--adw-id", f"c{run}-{i}", "--quiet"]
                                            for i in range(30)], app))
+            reset(app)
+            # Without installs (git, files, db reset): Grove's own work shows (issue 24).
+            subprocess.run(["git", "fetch", "-q", "origin", "main"], cwd=app, check=True)
+            add("thirty_scripts_nodeps", parallel([[*script, f"n{run}-{i}", str(30 + i), str(app), "nofetch", "nodeps"]
+                                                   for i in range(30)], app, retry=True))
+            reset(app)
+            add("thirty_setups_nodeps", parallel([[*grove, "setup", "--adw-id", f"n{run}-{i}", "--no-install",
+                                                   "--quiet"] for i in range(30)], app))
             reset(app)
     if want("list"):
         hundred = [a for i in range(100) for a in ("--adw-id", f"h{i:03d}")]
@@ -324,10 +345,17 @@ def _rows(m: dict, disk: dict | None) -> list[tuple]:
         row("pool: pooled inv setup / script (1 s seed)", "pool_setup", ("slow_script",), "<= 0.5", 0.5)
         row("pool: pooled API create / script (1 s seed)", "pool_api", ("slow_script",), "<= 0.2", 0.2)
         row("pool: inv setup --no-pool / script (1 s seed)", "slow_setup", ("slow_script",), "(reported)", float("inf"))
+    if "moving_setup" in m:
+        row("pool, main moving: pooled inv setup / script (1 s seed)", "moving_setup", ("moving_script",),
+            "<= 0.5", 0.5)
+        row("pool, main moving: pooled API create / script (1 s seed)", "moving_api", ("moving_script",),
+            "<= 0.2", 0.2)
     if "setup_x10" in m:
         row("10 at once: one inv setup / 10 scripts", "setup_x10", ("script_x10",), "<= 1.2", 1.2)
         row("30 setups at once / (30 bare inv + 30 scripts)", "thirty_setups", ("thirty_bare_inv", "thirty_scripts"),
             "<= 1.3", 1.3)
+        row("30 at once, no installs / (30 bare inv + 30 scripts)", "thirty_setups_nodeps",
+            ("thirty_bare_inv", "thirty_scripts_nodeps"), "<= 1.3", 1.3)
     if "list_100" in m:
         rows.append(("inv list --json, 100 agents [s]", med["list_100"], 0.3, med["list_100"], "< 0.3 s",
                      med["list_100"] < 0.3))

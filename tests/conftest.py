@@ -60,6 +60,9 @@ def pytest_configure(config):
         # Each test's repo uses its own port range (see `repo`); keep uv and bun caches across tests.
         "UV_CACHE_DIR": str(Path(os.environ.get("XDG_CACHE_HOME", "/tmp")) / "grove-test-uv-cache"),
         "BUN_INSTALL_CACHE_DIR": str(Path("/tmp") / "grove-test-bun-cache"),
+        # No pool refresh in the background unless a test asks for it (tests/test_pool_refresh.py):
+        # a detached `grove pool` must not outlive the test that caused it.
+        "ADW_POOL_REFRESH": "off",
     })
 
 

@@ -112,3 +112,15 @@ def test_the_import_reader_sees_deferred_and_relative_imports(tmp_path):
     known = {"grove.core.a": tmp_path / "a.py", "grove.core.b": tmp_path / "b.py", "grove.ops.c": tmp_path / "c.py"}
     (tmp_path / "a.py").write_text("def f():\n    from . import b\n    from ..ops.c import thing\n")
     assert imports_of("grove.core.a", tmp_path / "a.py", known) == {"grove.core.b", "grove.ops.c"}
+
+
+def test_paths_derived_from_a_module_s_place_still_find_the_checkout_and_the_package():
+    """Moving a module one folder down must not move what it derives from ``__file__``."""
+    from grove.core import config
+    from grove.ops import pool
+
+    assert config.GROVE_DIR == GROVE
+    source = Path(pool.__file__).read_text()
+    assert "parents[2]" in source and Path(pool.__file__).resolve().parents[2] == PACKAGE.parent
+    uses = [p for p in PACKAGE.rglob("*.py") if "__file__" in p.read_text()]
+    assert sorted(p.name for p in uses) == ["config.py", "pool.py"], "a new use: add it to this test"

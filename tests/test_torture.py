@@ -329,7 +329,7 @@ def test_env_file_with_invalid_line_is_named(repo):
 
 
 def test_no_shell_anywhere_but_the_validate_command():
-    sources = list((LIB / "grove").rglob("*.py")) + [GROVE / "tasks.py"]  # every layer (issue 19 moved merge.py)
+    sources = list((LIB / "grove").rglob("*.py")) + [GROVE / "tasks.py"]
     for path in sources:
         text = path.read_text()
         assert "shell=True" not in text and "os.system(" not in text and "os.popen(" not in text, path

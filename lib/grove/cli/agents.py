@@ -68,10 +68,14 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
         emit(plans[0] if len(plans) == 1 else {"agents": plans}, json, chain.print_previews)
         return
     states, errors = chain.setup_many(settings, reqs, reporter(quiet))
-    if refill:
+    if refill or settings.pool_refresh == "auto":
         from ..ops import pool as pooling
 
-        pooling.refill_in_background(settings, dict(c.config.get("grove") or {}))
+        # The base the agents started from is the newest known: entries made before it follow it
+        # in the background (issue 24), so the next pooled setup needs no checkout and no reseed.
+        newest = next((s.get("base_commit") for s in states if s.get("base_branch") == settings.base_branch), None)
+        if refill or newest:
+            pooling.refill_in_background(settings, dict(c.config.get("grove") or {}), newest)
     if len(reqs) == 1 and states:
         emit(states[0], json, print_ready)
     else:

@@ -100,10 +100,15 @@ def salvage(c, adw_id=None, restore=None, repo=None, json=False):
 @task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",
             "base": "base branch the pooled worktrees start from (default ADW_BASE_BRANCH)",
             "fetch": "fetch the base first; --no-fetch uses the local base",
+            "follow": "keep going: fetch, top up and refresh to the newest base every --interval seconds, until "
+                      "Ctrl-C / SIGTERM (or --rounds); --size defaults to the pool's recorded size",
+            "interval": "seconds between rounds with --follow (default 60)",
+            "rounds": "with --follow: stop after this many rounds (default 0: until stopped)",
             "dry_run": "with --size: say how many entries would be made and which drained; change nothing",
             "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def pool(c, size=None, base=None, fetch=True, dry_run=False, repo=None, json=False, quiet=False):
+def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, rounds=None, dry_run=False, repo=None,
+         json=False, quiet=False):
     """Show the warm pool, or fill it with --size N ready worktrees (0 drains it) for setup to take.
 
     A pooled worktree is checked out at the base (detached) under trees/.pool/, with env files,
@@ -115,6 +120,10 @@ def pool(c, size=None, base=None, fetch=True, dry_run=False, repo=None, json=Fal
     from ..core.errors import bad_input
 
     settings = load_settings(c, repo, base_branch=base)
+    if size is None and follow:
+        size = pooling.read(settings).get("size") or None
+        if size is None:
+            raise bad_input("--follow needs a size: give --size N (the pool has none recorded)")
     if size is None:
         emit(pooling.show(settings), json, _print_pool)
         return
@@ -125,17 +134,42 @@ def pool(c, size=None, base=None, fetch=True, dry_run=False, repo=None, json=Fal
     if not 0 <= size <= 100:
         raise bad_input(f"--size {size} is outside 0..100")
     if dry_run:  # issue 21: nothing called dry changes anything
+        if follow:
+            raise bad_input("--dry-run previews one fill: drop --follow")
         emit(pooling.fill(settings, size, base, reporter(quiet), fetch=fetch, dry_run=True), json,
              lambda d: print(f"would make {d['would_create']} pool entr(ies) on {d['base']} and drain "
                              f"{len(d['would_drain'])}{': ' + ', '.join(d['would_drain']) if d['would_drain'] else ''}; "
                              "nothing was changed (--dry-run)"))
         return
-    result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
+    if follow:
+        interval, rounds = _follow_limits(interval, rounds)
+        result = pooling.follow(settings, size, base, reporter(quiet), interval=interval, rounds=rounds, fetch=fetch)
+    else:
+        result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
     emit(result, json, _print_pool)
-    if result["failed"] or result["kept"]:
+    if result.get("failed") or result.get("kept"):
         raise Exit("grove: the pool did not reach its size: "
-                   + "; ".join(f"{x['name']}: {x.get('error') or x.get('reason')}" for x in result["failed"] + result["kept"]),
+                   + "; ".join(f"{x['name']}: {x.get('error') or x.get('reason')}" for x in result.get("failed", []) + result.get("kept", [])),
                    code=1)
+
+
+def _follow_limits(interval, rounds) -> tuple[float, int]:
+    """--interval: a finite number of seconds from 0.1 to a day; --rounds: a whole number >= 0.
+    (Both reach here as text: Invoke's own int() of a typed flag fails with a traceback.)"""
+    import math
+
+    from ..core.errors import bad_input
+
+    interval, rounds = (60 if interval is None else interval), (0 if rounds is None else rounds)
+    try:
+        seconds, count = float(interval), int(str(rounds))
+    except ValueError:
+        raise bad_input(f"--interval {interval!r} / --rounds {rounds!r}: expected a number of seconds and a whole number") from None
+    if not math.isfinite(seconds) or not 0.1 <= seconds <= 86400:
+        raise bad_input(f"--interval {interval} is outside 0.1..86400 seconds")
+    if count < 0:
+        raise bad_input(f"--rounds {rounds} is negative", "0 means until stopped")
+    return seconds, count
 
 
 def _print_pool(d):

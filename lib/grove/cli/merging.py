@@ -49,6 +49,11 @@ def merge(c, adw_id=None, epic=None, all=False, strategy=None, validate=None, pu
                         push=push, dry_run=dry_run, queue=queue, skipped=skipped,
                         batch=settings.merge_mode == "batch")
     summary = merging.run(settings, plan, cleanup=cleanup, report=reporter(quiet))
+    if settings.pool_refresh == "auto" and summary.get("base_after") not in (None, summary.get("base_before")):
+        from ..ops import pool as pooling
+
+        # The base just moved: the pool's entries follow it in the background (issue 24).
+        pooling.refill_in_background(settings, dict(c.config.get("grove") or {}), summary["base_after"])
     emit(summary, json, merging.print_summary)
     if merging.failed(summary):
         raise Exit(code=1)

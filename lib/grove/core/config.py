@@ -27,7 +27,7 @@ def _checkout() -> Path | None:
 
     A checkout has its own .env, .venv and .tools; an installed Grove has none of them.
     """
-    root = Path(__file__).resolve().parents[3]  # lib/grove/core/config.py -> the checkout (issue 19 moved it)
+    root = Path(__file__).resolve().parents[3]  # <checkout>/lib/grove/core/config.py
     return root if (root / "pyproject.toml").is_file() and (root / "lib" / "grove").is_dir() else None
 
 
@@ -59,6 +59,7 @@ class Settings:
     db_busy_timeout: float
     compose_project_var: str  # empty: no Compose project name in .ports.env
     db_inputs: tuple[str, ...]  # what a pooled database is made from (pool.db_inputs_changed)
+    pool_refresh: str  # auto: setup and merge refresh the pool in the background when the base moved
     merge_strategy: str
     merge_validate: str
     merge_mode: str
@@ -342,6 +343,7 @@ def _build(repo: Path, raw: Mapping[str, str], detect_installs: bool = False) ->
         db_busy_timeout=_seconds(raw, "ADW_DB_BUSY_TIMEOUT"),
         compose_project_var=compose_var,
         db_inputs=_list(raw, "ADW_DB_INPUTS"),
+        pool_refresh=_choice(raw, "ADW_POOL_REFRESH", ("auto", "off")),
         merge_strategy=strategy,
         merge_validate=raw["ADW_MERGE_VALIDATE"].strip(),
         merge_mode=mode,

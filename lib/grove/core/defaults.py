@@ -27,6 +27,7 @@ DEFAULTS: dict[str, str] = {
     "ADW_DB_BUSY_TIMEOUT": "5",
     "ADW_COMPOSE_PROJECT_VAR": "COMPOSE_PROJECT_NAME",
     "ADW_DB_INPUTS": "",
+    "ADW_POOL_REFRESH": "auto",
     "ADW_MERGE_STRATEGY": "no-ff",
     "ADW_MERGE_VALIDATE": "",
     "ADW_MERGE_MODE": "sequential",

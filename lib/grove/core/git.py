@@ -285,3 +285,14 @@ def is_merged(repo: Path, branch: str, base: str) -> bool:
 
 def common_dir(repo: Path) -> Path:
     return Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+
+def ignored_in_the_way(checkout: Path, old: str, new: str) -> list[str]:
+    """Ignored files in ``checkout`` that going from ``old`` to ``new`` would overwrite: git refuses
+    to overwrite untracked files, but treats ignored ones (a local.db, a .env) as expendable. The
+    merge queue asks it of the user's checkout, sync of an agent's worktree (issue 20, item 2)."""
+    changed = [p for p in git(checkout, "diff", "--name-only", "-z", old, new).split("\0") if p]
+    if not changed:
+        return []
+    out = git(checkout, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", *changed)
+    return [p for p in out.split("\0") if p]

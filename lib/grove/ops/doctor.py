@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..resources import agentdb, ports
 from ..core import git, locks, state
-from ..safety import owned, preserve
+from ..safety import checkout as ffwd, owned, preserve
 from . import worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -24,7 +24,7 @@ def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
 def check(settings: Settings, fix: bool = False) -> dict:
     # A worktree add killed midway breaks `git rev-list --all` for everyone: repaired first, so the
     # rest of the checks see the repository as git will after the fix.
-    problems: list[dict] = _stillborn(settings, fix)
+    problems: list[dict] = _stillborn(settings, fix) + _interrupted_fast_forwards(settings, fix)
     entries = {os.path.realpath(w["path"]): w for w in git.worktrees(settings.repo)}
     trees = os.path.realpath(settings.trees_path)
     agents, seen_paths = {}, set()
@@ -60,6 +60,7 @@ def check(settings: Settings, fix: bool = False) -> dict:
                     continue
                 problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
+    problems += _interrupted_syncs(settings, agents, fix)
     problems += _check_registry(settings)
     problems += _orphan_branches(settings, agents, entries)
     problems += _orphan_databases(settings)
@@ -93,6 +94,51 @@ def _stillborn(settings: Settings, fix: bool) -> list[dict]:
             if not p["fixed"]:
                 p["fix"] = None
                 p["hint"] = "it is outside trees/ or holds files: look at it and remove it by hand"
+        out.append(p)
+    return out
+
+
+def _interrupted_fast_forwards(settings: Settings, fix: bool) -> list[dict]:
+    """A checkout a killed merge left between the old and the new base (issue 20, item 4): its
+    files are the merge's, not someone's edits; --fix finishes the fast-forward."""
+    out = []
+    for w in git.worktrees(settings.repo):
+        left = os.path.isdir(w["path"]) and ffwd.pending(Path(w["path"]))
+        if not left:
+            continue
+        p = _problem("interrupted_fast_forward", f"{w['path']}: a merge was killed while bringing it from "
+                     f"{left['old'][:10]} to {left['new'][:10]}; its files are part-way between the two",
+                     "finish the fast-forward (an edited file in the way is never overwritten)", path=w["path"])
+        if fix:
+            done, why = ffwd.finish(Path(w["path"])) or (True, "")
+            p["fixed"] = done
+            if not done:
+                p["fix"], p["hint"] = None, why
+        out.append(p)
+    return out
+
+
+def _interrupted_syncs(settings: Settings, agents: dict, fix: bool) -> list[dict]:
+    """An agent worktree a killed `grove sync` left mid-merge (issue 20, item 6): git's index still
+    hides Grove's files but the base's files are half in; --fix rolls it back or finishes it, after
+    salvaging whatever differs."""
+    from . import sync
+
+    out = []
+    for adw_id, s in agents.items():
+        wt = Path(s["worktree_path"]) if s else None
+        if wt is None or not (wt / ".git").is_file() or sync.interrupted(wt) is None:
+            continue
+        p = _problem("interrupted_sync", f"{wt}: `grove sync` was killed midway; the base's files are part-way in",
+                     "roll it back to the branch's tip (salvaged first) or finish it; then sync again",
+                     adw_id=adw_id, path=str(wt))
+        if fix:
+            try:
+                with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is busy"):
+                    p["recovered"] = sync.recover(settings, s, wt)
+                p["fixed"] = True
+            except GroveError as exc:
+                p["fix"], p["hint"] = None, exc.message
         out.append(p)
     return out
 

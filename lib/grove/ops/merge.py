@@ -35,6 +35,7 @@ from ..core.config import Settings
 from ..core.errors import BAD_INPUT, GroveError, bad_input
 from ..core.faults import fault
 from ..core.report import Reporter
+from ..safety import checkout as ffwd
 
 OP = "merge"
 INTEGRATION = integration.NAME
@@ -126,9 +127,20 @@ def _dirty(checkout: Path) -> bool:
 
 def _refuse_dirty_checkout(settings: Settings, base: str) -> None:
     checkout = _checkout_of_base(settings, base)
+    if checkout:
+        _finish_interrupted(checkout)
     if checkout and _dirty(checkout):
         raise GroveError(f"{base} is checked out in {checkout} with uncommitted changes; nothing was merged",
                          hint="commit or stash them there, or check out another branch, then merge again")
+
+
+def _finish_interrupted(checkout: Path) -> None:
+    """A fast-forward of this checkout that a killed merge left midway is finished first: its files
+    are the merge's, not the user's uncommitted changes (issue 20, item 4)."""
+    left = ffwd.finish(checkout)
+    if left is not None and not left[0]:
+        raise GroveError(f"an interrupted merge left {checkout} between two commits and could not finish: {left[1]}",
+                         hint="`grove doctor` shows it; move the file git names aside, then merge again")
 
 
 def _start_tip(settings: Settings, plan: Plan) -> tuple[str, str | None, str]:
@@ -254,29 +266,20 @@ def _move_local(settings: Settings, base: str, old: str, new: str, pushed: bool)
                 if out.returncode == 0:
                     return True, ""
                 continue  # it moved between the read and the swap: look again
-            # --ff-only moves the branch, index and files together, and refuses if they moved meanwhile.
             if _dirty(checkout):
                 return False, f"{checkout} has {base} checked out with uncommitted changes"
-            clobbered = _ignored_in_the_way(checkout, old, new)
+            clobbered = git.ignored_in_the_way(checkout, old, new)
             if clobbered:
                 return False, (f"bringing {checkout} along would overwrite ignored files git does not protect: "
                                f"{', '.join(clobbered[:5])}")
-            out = proc.run(["git", "-C", checkout, "merge", "--ff-only", "--quiet", new], check=False)
-            if out.returncode == 0:
+            # Through a private index with the intent recorded first, so a kill midway leaves
+            # nothing half-done that a re-run cannot finish (safety/checkout.py, issue 20 item 4).
+            moved, why = ffwd.fast_forward(checkout, base, old, new, timeout=settings.git_timeout)
+            if moved:
                 return True, ""
             if _rev(settings, base) == old:
-                return False, f"could not bring {checkout} along: {proc.tail(out.stderr)}"
+                return False, why
     return False, f"{base} kept moving during the merge"
-
-
-def _ignored_in_the_way(checkout: Path, old: str, new: str) -> list[str]:
-    """Ignored files in the user's checkout that the fast-forward would overwrite: git refuses to
-    overwrite untracked files, but treats ignored ones (a local.db, a .env) as expendable."""
-    changed = [p for p in git.git(checkout, "diff", "--name-only", "-z", old, new).split("\0") if p]
-    if not changed:
-        return []
-    out = git.git(checkout, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", *changed)
-    return [p for p in out.split("\0") if p]
 
 
 def _rev(settings: Settings, base: str) -> str | None:

@@ -80,7 +80,7 @@ def read(settings: Settings) -> dict:
     return data
 
 
-STATUSES = ("filling", "ready", "taking", "draining", "kept")
+STATUSES = ("filling", "ready", "refreshing", "taking", "draining", "kept")
 
 
 def _check_entry(settings: Settings, name: str, entry: object) -> None:
@@ -178,8 +178,12 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
     for name in extra:
         reason = _remove(settings, name)
         (kept.append({"name": name, "reason": reason}) if reason else removed.append(name))
+    refreshed: list[str] = []
+    if commit is not None:  # entries made at an older base follow it (issue 24)
+        outcome = refresh(settings, base, commit, report)
+        refreshed, kept, failed = outcome["refreshed"], kept + outcome["kept"], failed + outcome["failed"]
     return {"size": size, "created": created, "removed": removed, "kept": kept, "failed": failed,
-            "repaired": fixed, "entries": show(settings)["entries"]}
+            "refreshed": refreshed, "repaired": fixed, "entries": show(settings)["entries"]}
 
 
 def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
@@ -198,10 +202,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
                              hint="use `inv setup` without a pool (`inv pool --size 0`)")
         values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
-        written: list[str] = []
-        for step in ("include", "ports_env", "env"):  # repoint runs at take: it writes the final path
-            written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
-        worktree.hide(settings, path, written)
+        _write_files(settings, path, values)
         _relocatable_venvs(settings, path)
         steps.install(settings, path)
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
@@ -218,6 +219,15 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         except Exception as exc:  # noqa: BLE001 - reported; reconcile/doctor finds what is left
             report.warn(f"pool: could not remove the failed entry {name}: {exc}")
         raise
+
+
+def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> None:
+    """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
+    writes the final path."""
+    written: list[str] = []
+    for step in ("include", "ports_env", "env"):
+        written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
+    worktree.hide(settings, path, written)
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -336,7 +346,7 @@ def reconcile(settings: Settings) -> list[dict]:
 def _entry_problem(settings: Settings, entry: dict) -> dict | None:
     status, path, name = entry["status"], Path(entry["path"]), entry["name"]
     alive = ports.pid_alive(entry.get("pid"))
-    if status in ("filling", "taking", "draining") and alive:
+    if status in ("filling", "taking", "draining", "refreshing") and alive:
         return None
     if status == "taking":
         target = settings.worktree_path(entry.get("adw_id") or "")
@@ -352,7 +362,7 @@ def _entry_problem(settings: Settings, entry: dict) -> dict | None:
                 "fix": "drop the record (and git's stale entry for exactly that path)"}
     if status == "ready":
         return None
-    verb = {"filling": "filling", "taking": "taking", "draining": "draining"}[status]
+    verb = {"filling": "filling", "taking": "taking", "draining": "draining", "refreshing": "refreshing"}[status]
     return {"kind": "pool_dead_process", "name": name, "detail": f"pool entry {name}: the process {verb} it died",
             "fix": "remove it if it was being filled, else back to ready; kept when it holds changes"}
 
@@ -362,6 +372,9 @@ def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
     if problem["kind"] == "pool_entry_gone":
         _forget_gone(settings, path)
         _update(settings, lambda data: data["entries"].pop(name, None))
+    elif entry["status"] == "refreshing":  # finish the refresh a dead process began
+        _set(settings, name, pid=os.getpid())
+        problem["kept"] = _refresh_entry(settings, name, Reporter(quiet=True), resumed=True)
     elif entry["status"] == "filling" or not entry.get("ready_at"):
         reason = proven_empty(settings, entry)
         if reason:
@@ -474,13 +487,7 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
     unhidden in the private index first, so a base that changed them goes through; the file steps
     write the agent's own after.
     """
-    def unhide(env: dict[str, str]) -> None:
-        listed = proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
-        hidden = [e[2:] for e in listed if e[:2] == "S "]
-        if hidden:
-            proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
-
-    worktree.reset_privately(settings, target, base_commit, prepare=unhide)
+    _reset_files(settings, target, base_commit)
     tip = git.rev(settings.repo, f"refs/heads/{branch}")
     if tip is None:
         git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)
@@ -488,6 +495,17 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
         raise GroveError(f"branch {branch} exists at {tip[:10]}, not at the base {base_commit[:10]}",
                          hint=f"look at it; `inv teardown --adw-id` and set up again")
     git.git(target, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
+
+def _reset_files(settings: Settings, target: Path, commit: str) -> None:
+    """`reset --hard commit` through a private index, the files the fill hid unhidden in it first."""
+    def unhide(env: dict[str, str]) -> None:
+        listed = proc.run(["git", "-C", target, "ls-files", "-v", "-z"], env=env).stdout.split("\0")
+        hidden = [e[2:] for e in listed if e[:2] == "S "]
+        if hidden:
+            proc.run(["git", "-C", target, "update-index", "--no-skip-worktree", "--", *hidden], env=env)
+
+    worktree.reset_privately(settings, target, commit, prepare=unhide)
 
 
 def _set(settings: Settings, name: str, **fields) -> None:
@@ -641,11 +659,131 @@ def _refresh_included(settings: Settings, target: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Refresh: entries follow the base (issue 24)
+
+
+def refresh(settings: Settings, base: str, commit: str, report: Reporter) -> dict:
+    """Bring every ready entry on ``base`` made at an older commit to ``commit``, in the pool and not
+    in an agent's setup: the files the base changed, installs where a lock file changed, the
+    database where its inputs changed. An entry being refreshed is ``refreshing``, which no take
+    picks; one someone worked in is kept and never refreshed over. Returns refreshed/kept/failed."""
+    def claim(data: dict) -> list[str]:
+        stale = [e for e in data["entries"].values()
+                 if e["status"] == "ready" and e.get("base") == base and e.get("commit") != commit]
+        for e in stale:
+            e.update(status="refreshing", pid=os.getpid(), refresh_to=commit)
+        return [e["name"] for e in stale]
+
+    names = _update(settings, claim)
+    refreshed, kept, failed = [], [], []
+    for name, outcome in zip(names, steps._parallel([lambda n=n: _refresh_entry(settings, n, report) for n in names])):
+        if isinstance(outcome, BaseException):
+            failed.append({"name": name, "error": str(getattr(outcome, "message", outcome))})
+        elif outcome:
+            kept.append({"name": name, "reason": outcome})
+        else:
+            refreshed.append(name)
+    return {"refreshed": refreshed, "kept": kept, "failed": failed}
+
+
+def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: bool = False) -> str | None:
+    """One claimed (``refreshing``) entry to its ``refresh_to``; returns why it was kept, else None.
+
+    ``resumed``: a refresh a killed process left midway. Its files are part-way between the two
+    commits, which is nobody's work as long as every path holds one of the two versions.
+    """
+    entry = read(settings)["entries"][name]
+    path, old, new = Path(entry["path"]), entry["commit"], entry["refresh_to"]
+    reason = _between(path, old, new, entry) if resumed else proven_empty(settings, entry)
+    if reason:
+        _set(settings, name, status="kept", pid=None, reason=reason)
+        return reason
+    try:
+        changed = _changed(path, old, new)
+        fault("pool", "before", "refresh")
+        _reset_files(settings, path, new)
+        fault("pool", "after", "refresh")
+        values, digest = placeholder_values(settings, name), env_digest(settings)
+        _write_files(settings, path, values)
+        dirs = deps.install_dirs(settings, path)  # ADW_INSTALL_DIRS, or the projects detected at the new base
+        again = [d for d in dirs if d not in entry.get("installed", ()) or _lock_changed(d, changed)]
+        for d in again:
+            venv = path / d / ".venv"
+            if _lock_changed(d, changed, INTERPRETER_FILES) and venv.is_dir() and not venv.is_symlink():
+                shutil.rmtree(venv)  # the pool's own venv: made anew with the interpreter asked for
+        if again:
+            steps.install(settings, path, only=tuple(again))
+        db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
+        if reset:
+            db = steps.reset_db(settings, path, values)[0]
+    except BaseException:
+        # Left `refreshing` with no live holder: doctor --fix (or the next `grove pool`) resumes it.
+        _set(settings, name, pid=None)
+        raise
+    own = _own_files(path)
+    _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
+         env_digest=digest, own=own, installed=list(dirs), db_reset=settings.db_reset)
+    report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
+               + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
+    return None
+
+
+def _between(path: Path, old: str, new: str, entry: dict) -> str | None:
+    """None when every path of ``path`` holds ``old``'s or ``new``'s version (a killed refresh's
+    half-written checkout), the fill's own untracked files aside; else why it must be kept."""
+    if not path.is_dir() or git.ok(path, "symbolic-ref", "-q", "HEAD"):
+        return f"{path} is gone or on a branch"
+    if git.rev(path, "HEAD") not in (old, new):
+        return f"{path} is at {str(git.rev(path, 'HEAD'))[:10]}: someone committed there"
+    own = entry.get("own") or {}
+
+    def dirty(rev: str) -> set[str]:
+        raw = worktree.status_against(path, rev)
+        return {e[3:] for e in raw.split("\0") if len(e) > 3
+                and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))}
+
+    work = dirty(old) & dirty(new)
+    return f"{path} has changes: {', '.join(sorted(work)[:5])}" if work else None
+
+
+def follow(settings: Settings, size: int, base: str | None, report: Reporter, *, interval: float, rounds: int,
+           fetch: bool = True) -> dict:
+    """`grove pool --follow`: fill and refresh, then wait ``interval`` seconds, again and again, for
+    machines without cron. Ctrl-C or SIGTERM stops it between or during rounds (what a round was
+    doing is left as a crash would leave it, which the next round repairs); ``rounds`` > 0 stops it
+    after that many. Returns the last round's result with ``rounds`` done."""
+    import time
+
+    done, last = 0, {}
+    with proc.sigterm_interrupts():
+        try:
+            while not rounds or done < rounds:
+                if done:
+                    time.sleep(interval)
+                last = fill(settings, size, base, report, fetch=fetch)
+                done += 1
+        except KeyboardInterrupt:
+            report.say(f"pool --follow stopped after {done} round(s)")
+    return {**last, "rounds": done} if last else {"rounds": done, **show(settings)}
+
+
+# ---------------------------------------------------------------------------------------------
 # Refill
 
 
-def refill_in_background(settings: Settings, invoke_config: dict | None = None) -> int | None:
-    """Start `grove pool --size <recorded size>` detached, when the pool is below its size; its pid.
+def behind(settings: Settings, data: dict, commit: str | None) -> bool:
+    """The pool is below its size, or holds ready entries on the base made at another commit."""
+    entries = data["entries"].values()
+    usable = sum(e["status"] in ("ready", "filling", "refreshing") for e in entries)
+    stale = commit is not None and any(e["status"] == "ready" and e.get("base") == settings.base_branch
+                                       and e.get("commit") != commit for e in entries)
+    return bool(data.get("size")) and (usable < data["size"] or stale)
+
+
+def refill_in_background(settings: Settings, invoke_config: dict | None = None,
+                         base_commit: str | None = None) -> int | None:
+    """Start `grove pool --size <recorded size>` detached when the pool is behind (below its size, or,
+    given the base's newest ``base_commit``, with entries at an older one); its pid, else None.
 
     The child gets the same configuration: flags travel as ADW_* (which beat Invoke's config
     there as here) and Invoke's layer as INVOKE_GROVE_*. Output goes to agents/.grove/pool-refill.log.
@@ -653,14 +791,15 @@ def refill_in_background(settings: Settings, invoke_config: dict | None = None) 
     import subprocess
     import sys
 
+    if not registry_path(settings).exists():
+        return None
     data = read(settings)
-    usable = sum(e["status"] in ("ready", "filling") for e in data["entries"].values())
-    if not data.get("size") or usable >= data["size"]:
+    if not behind(settings, data, base_commit):
         return None
     env = dict(os.environ, ADW_REPO=str(settings.repo), ADW_TREES_DIR=settings.trees_dir,
                ADW_AGENTS_DIR=settings.agents_dir, ADW_BASE_BRANCH=settings.base_branch)
     env.update({f"INVOKE_GROVE_{k.upper()}": str(v) for k, v in (invoke_config or {}).items() if v is not None})
-    lib = str(Path(__file__).resolve().parent.parent)
+    lib = str(Path(__file__).resolve().parents[2])  # the folder holding the grove package (lib/grove/ops/pool.py)
     env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     settings.grove_path.mkdir(parents=True, exist_ok=True)
     with open(settings.grove_path / "pool-refill.log", "ab") as log:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from ..core import git, ids, locks, proc, state
@@ -67,18 +68,22 @@ def sync(settings: Settings, adw_id: str, strategy: str = "merge", fetch: bool =
     if not wt.is_dir() or git.worktree_for(settings.repo, wt) is None:
         raise GroveError(f"{adw_id} has no worktree at {wt}", hint="run `inv doctor`, or set it up again")
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is being set up or torn down right now"):
+        recovered = recover(settings, s, wt)
         _refuse_unsafe(settings, s, wt)
         tip, source = base_tip(settings, base, fetch, report)
         head = git.git(wt, "rev-parse", "HEAD")
         result = {"adw_id": adw_id, "branch": s["branch"], "base": base, "base_commit": tip, "from": source,
                   "strategy": strategy, "outcome": "up_to_date", "head_before": head, "head_after": head,
                   "incoming_commits": len(git.commits_between(settings.repo, head, tip)), "conflict_files": [],
-                  "status": s["status"], "reapplied": [], "backup": None}
+                  "status": s["status"], "reapplied": [], "backup": None, "recovered": recovered}
         if result["incoming_commits"]:
+            _refuse_clobbering(wt, head, tip)
+            _write_intent(wt, {"head_before": head, "tip": tip, "strategy": strategy, "branch": s["branch"]})
             _integrate(settings, s, wt, tip, strategy, result)
         if result["outcome"] != "conflict":
             result["reapplied"] = reapply(settings, s, wt)
         result["status"] = _record(settings, s, result)
+        _intent(wt).unlink(missing_ok=True)
     mark = "✗" if result["outcome"] == "conflict" else "✓"
     report.say(f"{mark} sync {adw_id}: {result['outcome']} with {source} ({result['incoming_commits']} new commit(s))"
                + (f"; conflict in {', '.join(result['conflict_files'])}" if result["conflict_files"] else ""))
@@ -109,6 +114,16 @@ def _refuse_unsafe(settings: Settings, s: dict, wt: Path) -> None:
                               f"`git update-index --no-skip-worktree FILE && git checkout FILE`; then sync again")
 
 
+def _refuse_clobbering(wt: Path, head: str, tip: str) -> None:
+    """The base may have started tracking a file the agent has as an ignored one (a force-added
+    fixtures/local.db): git would overwrite the agent's copy without a word. Refused, nothing changed."""
+    clobbered = git.ignored_in_the_way(wt, head, tip)
+    if clobbered:
+        shown = ", ".join(clobbered[:5]) + (" ..." if len(clobbered) > 5 else "")
+        raise GroveError(f"syncing {wt} would overwrite ignored files the base now tracks: {shown}; nothing changed",
+                         hint="move them aside (they are the agent's: keep a copy), then sync again")
+
+
 def base_tip(settings: Settings, base: str, fetch: bool, report: Reporter) -> tuple[str, str]:
     """The base's newest tip: (commit, where from). The local base and the remote's, whichever holds the
     other; merges land on the local base first (`inv merge` without --push)."""
@@ -134,15 +149,20 @@ def base_tip(settings: Settings, base: str, fetch: bool, report: Reporter) -> tu
 
 def _integrate(settings: Settings, s: dict, wt: Path, tip: str, strategy: str, result: dict) -> None:
     """Un-hide Grove's files, then merge or rebase; a failure that is not a conflict changes nothing."""
+    # Everything below works on a private copy of the index, which replaces the real one only once
+    # git is done: a kill midway leaves no index.lock and an index that still hides Grove's files,
+    # and the intent written before lets a re-run or doctor --fix finish or roll back (issue 20, item 6).
     grove_files = hidden.hidden_files(wt)
+    private = git.own_admin_dir(wt) / _PRIVATE
+    env = _private_index(wt, private)
     if grove_files:
         # The committed versions go back in place: the index already holds them (nothing is dirty).
-        git.git(wt, "update-index", "--no-skip-worktree", "--", *grove_files)
-        git.git(wt, "checkout", "--quiet", "--", *grove_files)
+        proc.run(["git", "-C", wt, "update-index", "--no-skip-worktree", "--", *grove_files], env=env)
+        proc.run(["git", "-C", wt, "checkout", "--quiet", "--", *grove_files], env=env)
     fault(OP, "before", "merge")
     if strategy == "merge":
         message = f"Merge {result['base']} ({tip[:10]}) into {s['branch']} (inv sync)"
-        attempt = proc.run(["git", "-C", wt, "merge", "--no-edit", "-m", message, tip], check=False)
+        attempt = proc.run(["git", "-C", wt, "merge", "--no-edit", "-m", message, tip], env=env, check=False)
     else:
         head = result["head_before"]
         if not git.ok(settings.repo, "merge-base", "--is-ancestor", head, tip):
@@ -151,20 +171,116 @@ def _integrate(settings: Settings, s: dict, wt: Path, tip: str, strategy: str, r
                                                f"before inv sync --strategy rebase of {s['adw_id']}")
         # -c rebase.updateRefs=false: a user's `rebase.updateRefs=true` would also move every other
         # branch pointing into the rebased commits (their own, another agent's); any git reads it.
-        attempt = proc.run(["git", "-c", "rebase.updateRefs=false", "-C", wt, "rebase", tip], check=False)
-    conflicted = sorted(set(filter(None, git.git(wt, "diff", "--name-only", "--diff-filter=U").split("\n"))))
+        attempt = proc.run(["git", "-c", "rebase.updateRefs=false", "-C", wt, "rebase", tip], env=env, check=False)
+    fault(OP, "after", "merge")
+    conflicted = sorted(set(filter(None, proc.run(["git", "-C", wt, "diff", "--name-only", "--diff-filter=U"],
+                                                  env=env).stdout.split("\n"))))
     if attempt.returncode != 0 and conflicted:
+        os.replace(private, git.own_admin_dir(wt) / "index")  # git's normal conflicted state, for the agent
         result.update(outcome="conflict", conflict_files=conflicted, head_after=git.git(wt, "rev-parse", "HEAD"))
         return
     if attempt.returncode != 0:
         if operation_in_progress(wt):
-            proc.run(["git", "-C", wt, strategy, "--abort"], check=False)
+            proc.run(["git", "-C", wt, strategy, "--abort"], env=env, check=False)
+        private.unlink(missing_ok=True)  # the real index never changed
         reapply(settings, s, wt)
+        _intent(wt).unlink(missing_ok=True)
         raise GroveError(f"git {strategy} of {tip[:10]} in {wt} failed: "
                          f"{proc.tail(attempt.stderr or attempt.stdout)}; nothing changed",
                          hint="fix what git names (often an untracked file in the way), then sync again")
+    os.replace(private, git.own_admin_dir(wt) / "index")
     result.update(outcome="merged" if strategy == "merge" else "rebased",
                   head_after=git.git(wt, "rev-parse", "HEAD"))
+
+
+# -- a sync a kill interrupted (issue 20, item 6) ---------------------------------------------
+
+_INTENT = "grove-sync.json"
+_PRIVATE = "grove-sync.index"
+_GIT_STATE = {"merge": ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE"), "rebase": ("rebase-merge", "rebase-apply")}
+
+
+def _intent(wt: Path) -> Path:
+    return git.own_admin_dir(wt) / _INTENT
+
+
+def interrupted(wt: Path) -> dict | None:
+    """What a sync that was killed midway in ``wt`` meant to do, or None."""
+    try:
+        data = json.loads(_intent(wt).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and {"head_before", "tip", "strategy", "branch"} <= data.keys() else None
+
+
+def _write_intent(wt: Path, data: dict) -> None:
+    locks.atomic_write_json(_intent(wt), data)
+
+
+def _private_index(wt: Path, private: Path) -> dict[str, str]:
+    """A fresh private copy of the worktree's index (what a killed run left of one goes first)."""
+    for leftover in (private, private.with_name(private.name + ".lock")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(git.own_admin_dir(wt) / "index", private)
+    return {"GIT_INDEX_FILE": str(private)}
+
+
+def recover(settings: Settings, s: dict, wt: Path) -> dict | None:
+    """Finish or roll back what a killed sync left in ``wt``; None when nothing was left.
+
+    The caller holds the agent's op lock, so the sync that wrote the intent is not running. First
+    whatever differs from the branch's tip is salvaged (trust first: the agent may have worked
+    since). Then git's own merge or rebase state, which Grove started, goes; the worktree is reset
+    to the branch's tip through a private index (the merge commit when git finished it, else the
+    commit before the sync); files the half-done sync added and git can give back go; Grove's
+    files are applied and hidden again. A later sync then starts from a clean worktree.
+    """
+    left = interrupted(wt)
+    if left is None:
+        return None
+    saved, _ = preserve.salvage(settings.repo, s["adw_id"], wt, worktree.generated_files(settings),
+                                hidden.edited_hidden(settings, s, wt))
+    admin = git.own_admin_dir(wt)
+    for name in (*_GIT_STATE.get(left["strategy"], ()), _PRIVATE, _PRIVATE + ".lock"):
+        target = admin / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    git.git(wt, "symbolic-ref", "HEAD", f"refs/heads/{left['branch']}")  # a rebase leaves HEAD detached
+    tip = git.git(wt, "rev-parse", "HEAD")
+    grove_files = hidden.hidden_files(wt)
+
+    def unhide(env: dict[str, str]) -> None:  # so the reset writes them too; reapply hides them again
+        if grove_files:
+            proc.run(["git", "-C", wt, "update-index", "--no-skip-worktree", "--", *grove_files], env=env)
+
+    worktree.reset_privately(settings, wt, tip, prepare=unhide)
+    removed = _drop_files_git_gives_back(wt, left["head_before"], left["tip"])
+    reapply(settings, s, wt)
+    _intent(wt).unlink(missing_ok=True)
+    return {"outcome": "finished" if tip != left["head_before"] else "rolled_back", "salvage_ref": saved,
+            "removed": removed}
+
+
+def _drop_files_git_gives_back(wt: Path, before: str, tip: str) -> list[str]:
+    """Untracked files the interrupted sync wrote: added by the base, and byte for byte the base's."""
+    added = [p for p in git.git(wt, "diff", "--name-only", "--diff-filter=A", "--no-renames", "-z", before, tip)
+             .split("\0") if p]
+    tracked = set(git.git(wt, "ls-files", "-z", "--", *added).split("\0")) if added else set()
+    candidates = [p for p in added if p not in tracked and os.path.isfile(wt / p) and not os.path.islink(wt / p)]
+    if not candidates:
+        return []
+    wanted: dict[str, str] = {}
+    for entry in git.git(wt, "ls-tree", "-z", tip, "--", *candidates).split("\0"):
+        if entry:
+            meta, _, path = entry.partition("\t")
+            wanted[path] = meta.split()[2]
+    hashes = proc.run(["git", "-C", wt, "hash-object", "--stdin-paths"], input="\n".join(candidates) + "\n").stdout.split()
+    gone = [p for p, h in zip(candidates, hashes) if wanted.get(p) == h]
+    for p in gone:
+        (wt / p).unlink()
+    return gone
 
 
 def reapply(settings: Settings, s: dict, wt: Path) -> list[str]:
