@@ -48,7 +48,7 @@ def test_install_hints_fit_how_grove_was_installed(tmp_path, monkeypatch, marker
     if marker:
         (tmp_path / marker).write_text("")
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    monkeypatch.setattr(hints, "__file__", str(tmp_path / "site-packages/grove/core/hints.py"))
+    monkeypatch.setattr(hints, "_in_checkout", lambda: False)
     assert expected in hints.install_extra("watch", "rich")
 
 

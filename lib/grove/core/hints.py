@@ -53,9 +53,18 @@ def install_method() -> str:
         return "uv-tool"
     if (prefix / "pipx_metadata.json").is_file():  # pipx writes it in each app's venv
         return "pipx"
-    if (Path(__file__).resolve().parents[3] / "pyproject.toml").is_file():
-        return "checkout"  # lib/grove/core/hints.py inside a clone (editable install or `inv -r`)
+    if _in_checkout():
+        return "checkout"
     return "pip"
+
+
+def _in_checkout() -> bool:
+    """Grove runs from a clone (editable install or `inv -r`): <clone>/lib/grove with its pyproject.
+    (Not config.GROVE_DIR: errors imports this module, and config imports errors.)"""
+    from importlib.resources import files
+
+    package = Path(str(files("grove")))
+    return (package.parents[1] / "pyproject.toml").is_file() and package.parent.name == "lib"
 
 
 def install_extra(extra: str, packages: str) -> str:
