@@ -121,7 +121,7 @@ def update_worktree_status(worktree_name: str, status: str, error_message: Optio
     extra = {key: _field_value(key, value) for key, value in kwargs.items()}
     settings = _seed_errors(lambda: _settings(project_root))
     _seed_errors(lambda: state.set_status(settings, worktree_name, status, by=extra.get("agent_id"),
-                                          error=error_message, **extra))
+                                          error=error_message, facts=True, **extra))
 
 
 def _field_value(key: str, value: Any) -> Any:

@@ -210,7 +210,7 @@ def status(c, adw_id=None, set=None, agent_id=None, error=None, repo=None, json=
     settings = load_settings(c, repo)
     adw_id = one(adw_id)
     if set:
-        s = state.set_status(settings, adw_id, set, by=agent_id, error=error, agent_id=agent_id)
+        s = state.set_status(settings, adw_id, set, by=agent_id, error=error, facts=True, agent_id=agent_id)
     else:
         s = state.require(settings, adw_id)
     emit(s, json, print_status)

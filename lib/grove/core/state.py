@@ -174,8 +174,11 @@ def apply_status(state: dict, target: str, *, by: str | None = None, error: str 
 
 
 def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None = None,
-               error: str | None = None, **fields) -> dict:
-    """The locked transition behind ``inv status --set`` and ``update_worktree_status``."""
+               error: str | None = None, facts: bool = False, **fields) -> dict:
+    """The locked transition behind ``inv status --set`` and ``update_worktree_status``.
+    ``facts``: a person or an orchestrator says so, and `merged` may then rest on the branch being in
+    the base (``merged_in_fact``); the merge queue's own recording keeps the table (a status changed
+    during a merge is left as it is)."""
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     if target == "cleaned":
@@ -186,7 +189,7 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     refresh = _commit_refresher(settings)
 
     def change(s: dict) -> None:
-        apply_status(s, target, by=by, error=error, proven=merged_in_fact(settings, s, target), **fields)
+        apply_status(s, target, by=by, error=error, proven=facts and merged_in_fact(settings, s, target), **fields)
         refresh(s)
 
     return update(settings, adw_id, change)
