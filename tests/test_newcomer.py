@@ -64,6 +64,7 @@ def test_grove_speaks_of_grove_and_inv_of_inv(tmp_path):
     listed = " ".join(run([GROVE_BIN, "--list"]).stdout.split())  # --list wraps its columns
     assert "grove exec --all" in listed and "`inv" not in listed and "inv exec" not in listed
     assert "inv exec --all" in " ".join(run([INV, "-r", GROVE, "--list"]).stdout.split())
+    assert "`inv setup --adw-id X` runs Grove here" in " ".join(run([GROVE_BIN, "help", "init"]).stdout.split())
 
 
 def test_teardown_without_an_id_names_all(tmp_path):
@@ -299,6 +300,8 @@ def test_dry_run_of_pool_and_doctor_fix_changes_nothing(repo):
     stray = next(p for p in report["problems"] if p["kind"] == "unknown_directory")
     assert report["dry_run"] and not stray["fixed"] and stray["fix"] and out.returncode == 1
     assert snapshot(repo) == before and (repo / "trees/stray/notes.txt").is_file()
+    human = run([GROVE_BIN, "doctor"], cwd=repo, check=False).stdout  # its hints name the command run
+    assert "(grove doctor --fix)" in human and "inv doctor" not in human
 
 
 def test_every_validation_keeps_its_log(repo):

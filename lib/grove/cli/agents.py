@@ -303,7 +303,7 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         raise Exit(code=1)
 
 
-@task(help={"repo": REPO, "tasks": "also write a two-line tasks.py so `inv setup --adw-id X` runs Grove here",
+@task(help={"repo": REPO, "tasks": "also write a two-line tasks.py so `\0inv setup --adw-id X` runs Grove here",
             "save": "write the detected projects down as ADW_INSTALL_DIRS in .env (only a git-ignored .env)",
             "json": JSON})
 @guard
