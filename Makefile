@@ -26,7 +26,8 @@ typecheck: venv  ## mypy over every module of the package (the public API fully 
 fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]
 	GROVE_FUZZ_SEED=$(SEED) GROVE_FUZZ_RUNS=$(RUNS) GROVE_FUZZ_CONCURRENT_RUNS=$(RUNS) GROVE_FUZZ_STEPS=$(STEPS) $(VENV)/bin/python -m pytest -q tests/test_model.py tests/test_model_concurrent.py -p no:cacheprovider
 
-demo: tools  ## the whole story on a sample app: setup, inv exec, merge with a conflict, sync + fix, teardown
+demo:  ## the whole story on a sample app: setup, grove exec, merge with a conflict, sync + fix, teardown
+	@scripts/bootstrap.sh --with-bun --runtime
 	$(VENV)/bin/python scripts/demo.py
 
 bench: tools  ## measure Grove against the bare git/uv/bun commands; writes bench/results.json

@@ -309,8 +309,8 @@ def test_make_demo_tells_the_whole_story():
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    for needle in ("1/5 » inv setup", "2/5 » inv exec --all", "3/5 » inv merge --all --validate",
-                   "4/5 » demo-c syncs with main", "5/5 » inv teardown --all",
+    for needle in ("1/5 » grove setup", "2/5 » grove exec --all", "3/5 » grove merge --all --validate",
+                   "4/5 » demo-c syncs with main", "5/5 » grove teardown --all",
                    "main now has both changes to the server: yes",
                    "left behind: 0 agent worktrees, 0 adw/* branches, 0 port claims, 0 processes, 0 kept"):
         assert needle in text, needle

@@ -254,14 +254,16 @@ def test_ignore_warning_points_at_init(tmp_path, monkeypatch):
     monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", "23400")
     bare = make_repo(tmp_path, gitignore=False)
     out = inv(bare, "setup", "--adw-id", "g1", "--no-install")
-    assert out.returncode == 0 and "trees/ is not git-ignored" in out.stderr and "inv init" in out.stderr
+    assert out.returncode == 0 and "trees/ is not git-ignored" in out.stderr and " init" in out.stderr
     # Even so, nothing Grove generated can be picked up by `git add -A` in the worktree.
     assert git(bare / "trees/g1", "status", "--porcelain") == ""
     inv(bare, "init", check=True)
     inv(bare, "init", check=True)
-    text = (bare / ".gitignore").read_text()
-    assert text.count("/trees/") == 1 and text.count(".ports.env") == 1
-    assert (bare / ".env").read_text().count("# --- Grove") == 1
+    # Issue 21: the rules go to .git/info/exclude, once; no tracked file and no .env is written.
+    lines = (bare / ".git/info/exclude").read_text().splitlines()
+    assert lines.count("/trees/") == 1 and lines.count(".ports.env") == 1
+    assert not (bare / ".gitignore").exists() and not (bare / ".env").exists()
+    assert git(bare, "status", "--porcelain") == ""
 
 
 def test_worktreeinclude_copies_exactly_what_it_lists(repo):
