@@ -32,7 +32,7 @@ from ..safety import owned
 from . import steps, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
-from ..core.faults import fault
+from ..core.faults import announce, fault, hold
 from ..core.report import Reporter
 
 POOL_DIR = ".pool"
@@ -505,8 +505,10 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
         ready[0].update(status="taking", adw_id=adw_id, pid=os.getpid(), taken_at=state.now())
         return dict(ready[0])
 
+    announce("pool:claim")  # test-only (issue 25): see core/faults.py
     with _lock(settings):
         data = read(settings)
+        hold("pool:claim")
         entry = pick(data)
         if entry is not None:
             _write(settings, data)
