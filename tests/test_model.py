@@ -76,6 +76,9 @@ class NothingIsLost:
         self.commits: set[str] = set()
         self.edits: dict[tuple[str, str], str] = {}  # (adw_id, path) -> content not yet committed
         self.report = Reporter(quiet=True)
+        # What this run really did (issue 25): a model that stops doing agent work still "passes".
+        self.done = {"commits": 0, "tracked_edits": 0, "new_files": 0, "removals": 0, "kills": 0}
+        self.calls: dict[str, list[int]] = {}  # operation -> [runs, refusals or failures]
 
     def users_own_refs(self):
         tip = git(self.repo, "rev-parse", "HEAD")
@@ -99,11 +102,24 @@ class NothingIsLost:
     def _live(self, adw_id) -> bool:
         return (self._tree(adw_id) / ".git").exists() and (self._tree(adw_id) / "README.md").exists()
 
-    def _quiet(self, action):
+    def _quiet(self, op, action, expected=(GroveError,)):
+        """Run one operation; Grove's refusals and failures are fine (losing something is not), but
+        only those: anything else is a bug (issue 25). ``expected`` widens it for the seed's API,
+        which turns GroveError into ValueError/RuntimeError. Counted, so an operation that fails
+        every time it runs is noticed at the end (``check_operations``)."""
+        tally = self.calls.setdefault(op, [0, 0])
+        tally[0] += 1
         try:
             return action()
-        except (GroveError, ValueError, RuntimeError):
-            return None  # refusals and failures are fine; losing something is not
+        except expected:
+            tally[1] += 1
+            return None
+
+    def _removed(self, before: set[str]) -> None:
+        self.done["removals"] += len(before - {a for a in IDS if self._live(a)})
+
+    def _alive_ids(self) -> set[str]:
+        return {a for a in IDS if self._live(a)}
 
     def _cli(self, *args, env=None, kill_after=None):
         proc = subprocess.Popen([*cli(), *args], cwd=self.repo, env=dict(os.environ, **(env or {})),
@@ -113,7 +129,9 @@ class NothingIsLost:
                 proc.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # the whole group: git children die too
-        return proc.wait(timeout=120)
+        code = proc.wait(timeout=120)
+        self.done["kills"] += code == -signal.SIGKILL
+        return code
 
     def converge(self):
         """doctor --fix, re-run interrupted setups, then doctor must be healthy and git must work."""
@@ -121,7 +139,8 @@ class NothingIsLost:
         for adw_id in state.all_ids(self.settings):
             s = state.load(self.settings, adw_id)
             if s and s["status"] == "created":
-                self._quiet(lambda: chain.setup(self.settings, chain.Request(adw_id, install=False), self.report))
+                self._quiet("converge", lambda: chain.setup(self.settings, chain.Request(adw_id, install=False),
+                                                            self.report))
         report = doctor.check(self.settings, fix=True)
         assert report["healthy"], json.dumps(report["problems"], indent=1)
         git(self.repo, "rev-list", "--all")
@@ -131,30 +150,41 @@ class NothingIsLost:
     # -- operations ------------------------------------------------------------------------------
 
     def setup(self, adw_id):
-        result = self._quiet(lambda: chain.setup(self.settings, chain.Request(adw_id, install=False), self.report))
+        op = "setup of d" if adw_id == "d" else "setup"
+        result = self._quiet(op, lambda: chain.setup(self.settings, chain.Request(adw_id, install=False), self.report))
         if adw_id == "d":
             assert result is None, "setup must refuse a branch the user owns"
 
     def setup_many(self, ids):
         """Several agents in one call: the pipeline of issue 12 (heads in turn, tails in threads)."""
         reqs = [chain.Request(i, install=False) for i in ids]
-        result = self._quiet(lambda: chain.setup_many(self.settings, reqs, self.report))
+        result = self._quiet("setup_many", lambda: chain.setup_many(self.settings, reqs, self.report))
         if result is not None and "d" in ids:
             assert "d" in [e["adw_id"] for e in result[1]], "setup must refuse a branch the user owns"
 
-    def commit(self, adw_id, detached):
+    def commit(self, adw_id, detached, count=1):
+        """The agent commits ``count`` times (on its branch, or on a detached HEAD)."""
         wt = self._tree(adw_id)
         if not self._live(adw_id):
             return
-        if detached:
-            git(wt, "checkout", "-q", "--detach")
-        name = f"work-{next(_serial)}.txt"
-        (wt / name).write_text(f"{adw_id} committed {name}\n")
-        git(wt, "add", "-A")
-        git(wt, "commit", "-q", "--allow-empty", "-m", f"{adw_id}: {name}")
-        self.commits.add(git(wt, "rev-parse", "HEAD"))
-        for key in [k for k in self.edits if k[0] == adw_id]:
-            del self.edits[key]  # committed with `add -A`: the commit invariant covers them now
+        if detached and not self._agent_git(wt, "checkout", "-q", "--detach"):
+            return
+        for _ in range(count):
+            name = f"work-{next(_serial)}.txt"
+            (wt / name).write_text(f"{adw_id} committed {name}\n")
+            # The agent's own git may refuse after a kill (an index.lock a killed git left): then it
+            # made no commit, and this is not Grove's failure (issue 25: a harness flake).
+            if not (self._agent_git(wt, "add", "-A")
+                    and self._agent_git(wt, "commit", "-q", "--allow-empty", "-m", f"{adw_id}: {name}")):
+                return
+            self.commits.add(git(wt, "rev-parse", "HEAD"))
+            self.done["commits"] += 1
+            for key in [k for k in self.edits if k[0] == adw_id]:
+                del self.edits[key]  # committed with `add -A`: the commit invariant covers them now
+
+    @staticmethod
+    def _agent_git(wt: Path, *args: str) -> bool:
+        return subprocess.run(["git", "-C", str(wt), *args], capture_output=True).returncode == 0
 
     def edit(self, adw_id, tracked):
         if not self._live(adw_id):
@@ -164,32 +194,65 @@ class NothingIsLost:
         (self._tree(adw_id) / path).parent.mkdir(parents=True, exist_ok=True)
         (self._tree(adw_id) / path).write_text(content)
         self.edits[(adw_id, path)] = content
+        self.done["tracked_edits" if tracked else "new_files"] += 1
 
     def status(self, adw_id, new_status):
-        self._quiet(lambda: state.set_status(self.settings, adw_id, new_status, by="model"))
+        self._quiet("status", lambda: state.set_status(self.settings, adw_id, new_status, by="model"))
 
     def teardown_one(self, adw_id, force, delete_branch):
-        self._quiet(lambda: cleanup.teardown(self.settings, adw_id, delete_branch=delete_branch, force=force))
+        before = self._alive_ids()
+        self._quiet("teardown", lambda: cleanup.teardown(self.settings, adw_id, delete_branch=delete_branch,
+                                                         force=force))
+        self._removed(before)
 
     def merge(self, ids, with_cleanup, batch=False):
-        self._quiet(lambda: wm.merge_worktrees(ids, cleanup=with_cleanup, batch=batch, project_root=self.repo))
+        before = self._alive_ids()
+        self._quiet("merge", lambda: wm.merge_worktrees(ids, cleanup=with_cleanup, batch=batch, project_root=self.repo),
+                    expected=(ValueError, RuntimeError))
+        self._removed(before)
 
     def sync(self, adw_id, rebase):
-        self._quiet(lambda: wm.sync_worktree(adw_id, strategy="rebase" if rebase else "merge", project_root=self.repo))
+        self._quiet("sync", lambda: wm.sync_worktree(adw_id, strategy="rebase" if rebase else "merge",
+                                                     project_root=self.repo), expected=(ValueError, RuntimeError))
 
     def pool(self, size):
         """Fill (or drain) the warm pool; the next setups take from it."""
         from grove.ops import pool as pooling
 
-        self._quiet(lambda: pooling.fill(self.settings, size, None, self.report, fetch=False))
+        self._quiet("pool", lambda: pooling.fill(self.settings, size, None, self.report, fetch=False))
 
     def bulk(self, op):
+        before = self._alive_ids()
         if op == "gc":
-            self._quiet(lambda: cleanup.gc(self.settings, max_age_days=0))
+            self._quiet("gc", lambda: cleanup.gc(self.settings, max_age_days=0))
         elif op == "doctor":
-            self._quiet(lambda: doctor.check(self.settings, fix=True))
+            self._quiet("doctor", lambda: doctor.check(self.settings, fix=True))
         else:
-            self._quiet(lambda: cleanup.teardown_all(self.settings))
+            self._quiet("teardown_all", lambda: cleanup.teardown_all(self.settings))
+        self._removed(before)
+
+    def essential(self, what):
+        """Work every run does at least once (issue 25), on a live agent (set up first if need be):
+        a commit, a tracked edit, a new file, a forced removal, a kill -9 inside an operation."""
+        live = sorted(self._alive_ids())
+        if what == "kill":
+            idle = [a for a in IDS[:3] if a not in live and not (self.repo / "agents" / a).exists()]
+            if idle:
+                return self.crash_at_a_point(idle[0], "setup:after:worktree")
+            return self.crash_at_a_point(live[0] if live else "a", "teardown:before:worktree")
+        if not live:
+            self.setup("a")
+            live = sorted(self._alive_ids())
+            if not live:
+                return
+        adw_id = live[0]
+        if what == "commit":
+            self.commit(adw_id, detached=False, count=2)
+        elif what in ("tracked_edit", "new_file"):
+            self.edit(adw_id, tracked=what == "tracked_edit")
+        else:
+            self.edit(adw_id, tracked=False)  # something to salvage
+            self.teardown_one(adw_id, force=True, delete_branch=False)
 
     def crash_at_a_point(self, adw_id, point):
         op = point.split(":")[0]
@@ -232,6 +295,19 @@ class NothingIsLost:
             moved = (self.repo / "agents/.archive").glob(f"{adw_id}-dir-*/{path}")
             assert any(p.read_text() == content for p in moved), f"uncommitted edit lost: {adw_id}:{path}"
 
+    MINIMUM = {"commits": 2, "tracked_edits": 1, "new_files": 1, "removals": 1, "kills": 1}
+
+    def check_exercised(self):
+        """The run did the work the invariants are about (issue 25: a driver that silently stopped
+        doing agent work passed 60 runs with salvage disabled)."""
+        short = {k: v for k, v in self.done.items() if v < self.MINIMUM[k]}
+        assert not short, f"this run exercised too little to prove anything: {self.done}"
+        setups = self.calls.get("setup", [0, 0])
+        assert setups[1] < setups[0], f"every setup failed: {self.calls}"
+        for op, (runs, failed) in self.calls.items():
+            if op not in ("setup of d", "sync", "merge", "status") and runs >= 4:
+                assert failed < runs, f"{op} failed every time it ran ({runs} times): {self.calls}"
+
     def check_user_refs(self):
         if not hasattr(self, "user_refs"):
             return
@@ -252,8 +328,8 @@ def random_step(rng: random.Random, model: NothingIsLost) -> tuple[str, tuple]:
     table = [
         (3, "setup", (adw_id,)),
         (1, "setup_many", (rng.sample(IDS, rng.randint(2, 3)),)),
-        (3, "commit", (adw_id, rng.random() < 0.3)),
-        (3, "edit", (adw_id, rng.random() < 0.5)),
+        (4, "commit", (adw_id, rng.random() < 0.3, rng.randint(1, 3))),
+        (4, "edit", (adw_id, rng.random() < 0.5)),
         (2, "status", (adw_id, rng.choice(state.STATUSES))),
         (2, "teardown_one", (adw_id, rng.random() < 0.5, rng.random() < 0.5)),
         (1, "merge", (rng.sample(IDS, rng.randint(1, 3)), rng.random() < 0.5, rng.random() < 0.3)),
@@ -272,10 +348,12 @@ def run_sequence(seed: int, steps: int = STEPS) -> None:
     rng = random.Random(seed)
     model = NothingIsLost()
     done: list[str] = []
+    plan = [random_step(rng, model) for _ in range(steps)]
+    for what in ESSENTIAL:  # at random places, so every run reaches each invariant (issue 25)
+        plan.insert(rng.randrange(len(plan) + 1), ("essential", (what,)))
     try:
         model.users_own_refs()
-        for _ in range(steps):
-            name, args = random_step(rng, model)
+        for name, args in plan:
             done.append(f"{name}{args}")
             getattr(model, name)(*args)
             model.check_commits()
@@ -283,13 +361,17 @@ def run_sequence(seed: int, steps: int = STEPS) -> None:
             model.check_user_refs()
         done.append("converge()")
         model.converge()
-    except AssertionError as exc:
+        model.check_exercised()
+    except Exception as exc:  # an assertion, or the harness itself: either way, say how to replay it
         steps_text = "\n  ".join(done)
         raise AssertionError(f"invariant broken with seed {seed} (replay: GROVE_FUZZ_SEED={seed} "
                              f"GROVE_FUZZ_STEPS={steps}) after:\n"
-                             f"  {steps_text}\n{exc}") from None
+                             f"  {steps_text}\n{type(exc).__name__}: {exc}") from None
     finally:
         model.close()
+
+
+ESSENTIAL = ("commit", "tracked_edit", "new_file", "removal", "kill")
 
 
 def _seeds() -> list[tuple[int, int]]:
@@ -305,3 +387,52 @@ def _seeds() -> list[tuple[int, int]]:
 @pytest.mark.parametrize("seed,steps", _seeds())
 def test_random_operations_and_crashes_lose_nothing(seed, steps):
     run_sequence(seed, steps)
+
+
+# -- the checker itself (issue 25): fed a state where something was lost, it must complain ---------
+
+
+@pytest.fixture
+def model():
+    m = NothingIsLost()
+    m.users_own_refs()
+    yield m
+    m.close()
+
+
+def test_the_checker_complains_about_a_lost_commit(model):
+    model.setup("a")
+    model.commit("a", detached=False, count=2)
+    model.check_commits()  # quiet while the commits are there
+    git(model.repo, "worktree", "remove", "--force", str(model._tree("a")))
+    git(model.repo, "branch", "-D", "adw/a")  # what a cleanup that lost them would leave
+    with pytest.raises(AssertionError, match="commits no ref reaches"):
+        model.check_commits()
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["tracked edit", "untracked file"])
+def test_the_checker_complains_about_a_lost_edit(model, tracked):
+    model.setup("a")
+    model.edit("a", tracked=tracked)
+    model.check_edits()
+    (path,) = [p for a, p in model.edits if a == "a"]
+    (model._tree("a") / path).write_text("overwritten\n") if tracked else (model._tree("a") / path).unlink()
+    with pytest.raises(AssertionError, match="uncommitted edit lost"):
+        model.check_edits()
+
+
+def test_the_checker_finds_work_where_grove_keeps_it(model):
+    model.setup("a")
+    model.edit("a", tracked=False)
+    model.teardown_one("a", force=True, delete_branch=False)
+    assert not model._live("a") and model.done["removals"] == 1
+    model.check_edits()  # salvaged: found under refs/grove-salvage/a/
+
+
+def test_the_checker_complains_about_a_run_that_did_nothing(model):
+    with pytest.raises(AssertionError, match="exercised too little"):
+        model.check_exercised()
+    model.calls["setup"] = [3, 3]
+    model.done = dict.fromkeys(model.done, 5)
+    with pytest.raises(AssertionError, match="every setup failed"):
+        model.check_exercised()
