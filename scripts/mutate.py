@@ -194,8 +194,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="the bounded subset CI runs")
-    parser.add_argument("--recent", type=int, default=3, help="with --ci: mechanisms by most recent change")
-    parser.add_argument("--rotating", type=int, default=2, help="with --ci: more mutations, rotating by day")
+    parser.add_argument("--recent", type=int, default=5, help="with --ci: mechanisms by most recent change")
+    parser.add_argument("--rotating", type=int, default=3, help="with --ci: more mutations, rotating by day")
     parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutations")
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
     args = parser.parse_args(argv)

@@ -44,6 +44,6 @@ def test_every_named_test_exists():
 
 
 def test_the_ci_subset_is_bounded_and_rotates():
-    days = [mutate.select_ci(MUTATIONS, 3, 2, day=d) for d in range(40)]
-    assert all(len(chosen) == 5 and len({m["id"] for m in chosen}) == 5 for chosen in days)
+    days = [mutate.select_ci(MUTATIONS, 5, 3, day=d) for d in range(40)]
+    assert all(len(chosen) == 8 and len({m["id"] for m in chosen}) == 8 for chosen in days)
     assert {m["id"] for chosen in days for m in chosen} == {m["id"] for m in MUTATIONS}, "all come round"
