@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotating", type=int, default=3, help="with --ci: more mutations, rotating by day")
     parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutations")
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    parser.add_argument("--tests", nargs="+", metavar="NODE",
+                        help="run these tests against the mutations instead of their own (does another test kill it?)")
     args = parser.parse_args(argv)
     mutations = load()
     ids = [m["id"] for m in mutations]
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         mutations = [m for m in mutations if m["id"] in args.only]
     elif args.ci:
         mutations = select_ci(mutations, args.recent, args.rotating)
+    if args.tests:
+        mutations = [dict(m, tests=args.tests) for m in mutations]
     if args.list:
         for m in mutations:
             print(f"{m['id']}\t{m['mechanism']}\t{m['file']}\t{m['why']}")
@@ -233,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in rows if r["outcome"] != "killed"]
     if bad:
         print(f"\n{len(bad)} of {len(rows)} mutations not killed: {', '.join(r['id'] for r in bad)}", file=sys.stderr)
+        return 1
+    if broken:  # a test that fails on the unmutated code proves nothing, even where others killed
+        print(f"\n{len(broken)} named tests fail on the unmutated code: {', '.join(broken)}", file=sys.stderr)
         return 1
     print(f"\nall {len(rows)} mutations killed")
     return 0

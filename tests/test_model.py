@@ -71,7 +71,9 @@ class NothingIsLost:
         self.repo = make_repo(self.root)
         base = next(_ports)
         os.environ["ADW_BACKEND_PORT_BASE"], os.environ["ADW_FRONTEND_PORT_BASE"] = str(base), str(base + 20)
-        os.environ["ADW_PORT_SLOTS"] = "15"
+        # Three slots for three usable ids (d is refused): preferred slots collide, so claims must
+        # see each other for every agent to get ports of its own (issue 25: port bugs went unseen).
+        os.environ["ADW_PORT_SLOTS"] = "3"
         self.settings = config.load({"repo": self.repo})
         self.commits: set[str] = set()
         self.edits: dict[tuple[str, str], str] = {}  # (adw_id, path) -> content not yet committed
@@ -295,6 +297,15 @@ class NothingIsLost:
             moved = (self.repo / "agents/.archive").glob(f"{adw_id}-dir-*/{path}")
             assert any(p.read_text() == content for p in moved), f"uncommitted edit lost: {adw_id}:{path}"
 
+    def check_ports(self):
+        """No two agents that have a worktree hold the same port."""
+        held: dict[int, str] = {}
+        for adw_id in state.all_ids(self.settings):
+            s = state.load(self.settings, adw_id)
+            if s and s.get("backend_port") and self._tree(adw_id).exists():
+                assert s["backend_port"] not in held, f"{adw_id} and {held[s['backend_port']]} share a port"
+                held[s["backend_port"]] = adw_id
+
     MINIMUM = {"commits": 2, "tracked_edits": 1, "new_files": 1, "removals": 1, "kills": 1}
 
     def check_exercised(self):
@@ -359,6 +370,7 @@ def run_sequence(seed: int, steps: int = STEPS) -> None:
             model.check_commits()
             model.check_edits()
             model.check_user_refs()
+            model.check_ports()
         done.append("converge()")
         model.converge()
         model.check_exercised()

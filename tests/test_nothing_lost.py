@@ -139,7 +139,9 @@ def dirty_agent(repo, adw_id):
     (wt / "new" / "deep" / "file.txt").write_text("a new file\n")
     (wt / "staged.txt").write_text("staged\n")
     git(wt, "add", "staged.txt")
-    (wt / ".env").write_text("SECRET=do-not-commit\n")  # ignored: never salvaged into git
+    (wt / ".env").write_text("SECRET=do-not-commit\n")  # Grove's own env file: never salvaged into git
+    # Issue 25: .env stays out as a file Grove wrote; a file the repository ignores (*.db) must too.
+    (wt / "local.db").write_text("SECRET ROWS\n")
     return wt
 
 
@@ -156,7 +158,7 @@ def test_teardown_force_salvages_tracked_staged_and_new_files_not_ignored_ones(r
     ref = result["salvage_ref"]
     assert ref.startswith("refs/grove-salvage/f1/") and not wt.exists()
     assert salvaged_files(repo, ref) == ["README.md", "new/deep/file.txt", "staged.txt"]
-    assert ".env" not in git(repo, "ls-tree", "-r", "--name-only", ref)
+    assert {".env", "local.db"}.isdisjoint(git(repo, "ls-tree", "-r", "--name-only", ref).split("\n"))
     assert git(repo, "show", f"{ref}:README.md") == "an edit to a tracked file"
     assert git(repo, "stash", "list") == "" and git(repo, "rev-parse", "HEAD") == main_head
     assert git(repo, "status", "--porcelain") == main_status, "the user's checkout and index untouched"
