@@ -191,6 +191,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join([line(heads), "-+-".join("-" * w for w in widths), *(line(c) for c in cells)])
 
 
+def markdown(mutations: list[dict]) -> str:
+    """The table of docs/mutations.md."""
+    lines = ["| mutation | mechanism | file | the bug | killed by |", "|---|---|---|---|---|"]
+    for m in mutations:
+        tests = ", ".join(f"`{Path(t.split('::')[0]).name}::{t.split('::')[1]}`" for t in m["tests"])
+        lines.append(f"| `{m['id']}` | {m['mechanism']} | `{m['file']}` | {m['why']} | {tests} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="the bounded subset CI runs")
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotating", type=int, default=3, help="with --ci: more mutations, rotating by day")
     parser.add_argument("--only", nargs="+", metavar="ID", help="run only these mutations")
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    parser.add_argument("--markdown", action="store_true", help="print the table of docs/mutations.md and exit")
     parser.add_argument("--tests", nargs="+", metavar="NODE",
                         help="run these tests against the mutations instead of their own (does another test kill it?)")
     args = parser.parse_args(argv)
@@ -215,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         mutations = select_ci(mutations, args.recent, args.rotating)
     if args.tests:
         mutations = [dict(m, tests=args.tests) for m in mutations]
+    if args.markdown:
+        print(markdown(mutations))
+        return 0
     if args.list:
         for m in mutations:
             print(f"{m['id']}\t{m['mechanism']}\t{m['file']}\t{m['why']}")

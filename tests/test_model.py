@@ -448,3 +448,12 @@ def test_the_checker_complains_about_a_run_that_did_nothing(model):
     model.done = dict.fromkeys(model.done, 5)
     with pytest.raises(AssertionError, match="every setup failed"):
         model.check_exercised()
+
+
+def test_only_groves_own_errors_are_swallowed(model):
+    assert model._quiet("refused", lambda: (_ for _ in ()).throw(GroveError("refused"))) is None
+    with pytest.raises(KeyError):  # a bug in an operation is a failure, not a refusal
+        model._quiet("buggy", lambda: {}["missing"])
+    with pytest.raises(ValueError):  # the seed API's errors only where asked for
+        model._quiet("api", lambda: int("x"))
+    assert model.calls == {"refused": [1, 1], "buggy": [1, 0], "api": [1, 0]}

@@ -47,3 +47,8 @@ def test_the_ci_subset_is_bounded_and_rotates():
     days = [mutate.select_ci(MUTATIONS, 5, 3, day=d) for d in range(40)]
     assert all(len(chosen) == 8 and len({m["id"] for m in chosen}) == 8 for chosen in days)
     assert {m["id"] for chosen in days for m in chosen} == {m["id"] for m in MUTATIONS}, "all come round"
+
+
+def test_docs_list_every_mutation():
+    assert mutate.markdown(MUTATIONS) in (GROVE / "docs/mutations.md").read_text(), \
+        "regenerate the table: scripts/mutate.py --markdown"
