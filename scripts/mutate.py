@@ -58,6 +58,9 @@ def apply(scratch: Path, mutation: dict) -> None:
 
 def env_for(scratch: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # As the Makefile runs the suite: this venv's tools (uv, grove) and bun from .tools first.
+    tools = [str(Path(sys.executable).parent), str(ROOT / ".tools" / "node_modules" / ".bin")]
+    env["PATH"] = os.pathsep.join([*tools, env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(scratch / "lib"), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("PYTEST_ADDOPTS", None)
     return env

@@ -158,7 +158,7 @@ MUTATIONS = [
          tests=["tests/test_model.py::test_the_checker_complains_about_a_lost_edit"]),
     dict(id="model-quiet-swallows-bugs", mechanism="model checker", file="tests/test_model.py",
          why="the model swallows every exception of an operation, so one that always fails goes unnoticed",
-         edits=[("        except expected:\n", "        except Exception:\n")],
+         edits=[("        except expected as exc:\n", "        except Exception as exc:\n")],
          tests=["tests/test_model.py::test_only_groves_own_errors_are_swallowed"]),
     dict(id="model-driver-does-no-work", mechanism="model checker", file="tests/test_model.py",
          why="a one-word slip (.git is a file in a worktree) makes the model stop doing agent work",
