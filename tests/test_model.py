@@ -233,6 +233,8 @@ class NothingIsLost:
                               expected=(ValueError, RuntimeError))
         if summary and any(r.outcome == "merged" for r in summary.results):
             self.reached.add("merge" + " --batch" * batch + " --cleanup" * with_cleanup)
+        if summary is not None:
+            self.check_merge_report(summary)
         self._removed(before)
 
     def sync(self, adw_id, rebase):
@@ -327,6 +329,16 @@ class NothingIsLost:
             moved = (self.repo / "agents/.archive").glob(f"{adw_id}-dir-*/{path}")
             assert any(p.read_text() == content for p in moved), f"uncommitted edit lost: {adw_id}:{path}"
 
+    def check_merge_report(self, summary):
+        """What a merge says is what happened (issue 25): with no errors the local base is at
+        base_after, and every branch it says merged is in the base."""
+        main = git(self.repo, "rev-parse", "refs/heads/main")
+        if not summary.errors:
+            assert main == summary.base_after, f"merge said main is at {summary.base_after}, it is at {main}"
+        for r in summary.results:
+            if r.outcome == "merged":
+                assert _ancestor(self.repo, r.merged_commit, main), f"{r.adw_id} said merged, not in main"
+
     def check_ports(self):
         """No two agents that have a worktree hold the same port."""
         held: dict[int, str] = {}
@@ -355,6 +367,11 @@ class NothingIsLost:
         main = git(self.repo, "rev-parse", "refs/heads/main")
         assert subprocess.run(["git", "-C", str(self.repo), "merge-base", "--is-ancestor", self.base, main]).returncode == 0
         self.base = main
+
+
+def _ancestor(repo: Path, commit: str | None, of: str) -> bool:
+    return bool(commit) and subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", str(commit), of],
+                                           capture_output=True).returncode == 0
 
 
 def _show(repo: Path, spec: str) -> str | None:
@@ -497,3 +514,16 @@ def test_only_groves_own_errors_are_swallowed(model):
     with pytest.raises(ValueError):  # the seed API's errors only where asked for
         model._quiet("api", lambda: int("x"))
     assert model.calls == {"refused": [1, 1], "buggy": [1, 0], "api": [1, 0]}
+
+
+def test_the_checker_complains_about_a_merge_report_that_is_not_the_truth(model):
+    from types import SimpleNamespace
+
+    main = git(model.repo, "rev-parse", "main")
+    other = git(model.repo, "commit-tree", "-m", "never merged", f"{main}^{{tree}}")
+    model.check_merge_report(SimpleNamespace(errors=[], base_after=main, results=[]))
+    with pytest.raises(AssertionError, match="merge said main is at"):
+        model.check_merge_report(SimpleNamespace(errors=[], base_after=other, results=[]))
+    said = SimpleNamespace(adw_id="a", outcome="merged", merged_commit=other)
+    with pytest.raises(AssertionError, match="said merged, not in main"):
+        model.check_merge_report(SimpleNamespace(errors=["left behind"], base_after=other, results=[said]))
