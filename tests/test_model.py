@@ -63,14 +63,17 @@ REGRESSION_SEEDS: list[tuple[int, int]] = [  # (seed, steps it needs)
 # Seeds known to reach each mechanism (issue 25; found by a search over seeds 1-170, STEPS=30). Each
 # run asserts it still reaches what it is listed for, so a change of the driver that makes one miss
 # its mechanism fails here instead of quietly testing less. Only what the seed decides is listed: a
-# kill at a random moment lands or not depending on the machine's speed. (seed, what it must reach)
+# kill at a random moment lands or not depending on the machine's speed, and so may what follows one:
+# seed 55 reached a crash inside sync in 2 runs of 4, so no seed is listed for it. Each was run 3 times
+# with the same outcome. (seed, what it must reach)
 MECHANISM_SEEDS: list[tuple[int, frozenset[str]]] = [
     (43, frozenset({"crash pool", "crash setup", "crash teardown", "merge", "pooled take"})),
-    (55, frozenset({"crash sync", "merge --cleanup", "pooled take"})),
+    (12, frozenset({"merge --cleanup", "sync rebased"})),
     (46, frozenset({"crash merge", "merge", "pooled take", "sync rebased"})),
     (17, frozenset({"merge", "sync merged"})),
 ]
 _ports = itertools.count(31000, 40)
+_MODEL_ENV = ("ADW_BACKEND_PORT_BASE", "ADW_FRONTEND_PORT_BASE", "ADW_PORT_SLOTS")
 _serial = itertools.count()
 
 
@@ -81,6 +84,8 @@ class NothingIsLost:
         self.root = Path(tempfile.mkdtemp(prefix="grove-model-"))
         self.repo = make_repo(self.root)
         base = next(_ports)
+        # Put back in close(): the 3 slots below leaked into every later test of the session.
+        self._saved_env = {k: os.environ.get(k) for k in _MODEL_ENV}
         os.environ["ADW_BACKEND_PORT_BASE"], os.environ["ADW_FRONTEND_PORT_BASE"] = str(base), str(base + 20)
         # Three slots for three usable ids (d is refused): preferred slots collide, so claims must
         # see each other for every agent to get ports of its own (issue 25: port bugs went unseen).
@@ -104,6 +109,11 @@ class NothingIsLost:
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     # -- helpers ---------------------------------------------------------------------------------
 

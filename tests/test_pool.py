@@ -187,13 +187,13 @@ def test_two_setups_forced_into_the_claims_window_never_take_the_same_entry(repo
         return subprocess.Popen([*cli(), "setup", "--adw-id", adw_id, "--json"], cwd=repo, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    first = start("h1")
+    first, second = start("h1"), None
     try:
         wait_for(lambda: any(barrier.glob("in-*")), "the first setup inside the claim", first)
         second = start("h2")
         outs = [p.communicate(timeout=120) for p in (first, second)]
     finally:
-        for p in (first, locals().get("second")):
+        for p in (first, second):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
