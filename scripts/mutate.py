@@ -103,16 +103,18 @@ def run_tests(scratch: Path, tests: list[str], stop_first: bool) -> tuple[str, l
     return "failed", failing, seconds
 
 
-def _failing(report: Path) -> list[str]:
+def _failing(report: Path, with_message: bool = False) -> list[str]:
     try:
         tree = ET.parse(report)
     except (OSError, ET.ParseError):
         return []
     found = []
     for case in tree.iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if problem is not None:
             path = case.get("classname", "").replace(".", "/") + ".py"
-            found.append(f"{path}::{case.get('name')}")
+            said = (problem.get("message") or "").splitlines()[:1] if with_message else []
+            found.append(" -- ".join([f"{path}::{case.get('name')}", *said]))
     return found
 
 
@@ -125,6 +127,8 @@ def baseline(root: Path, mutations: list[dict]) -> dict[str, list[str]]:
     print(f"baseline: {len(tests)} tests on the unmutated code: {outcome} ({seconds:.0f} s)", flush=True)
     if outcome == "timeout":
         sys.exit("mutate: the unmutated tests timed out; nothing can be concluded")
+    for line in _failing(scratch / ".mutate-junit.xml", with_message=True):
+        print(f"baseline: {line[:300]}", flush=True)  # why, since it proves nothing
     return {f: [f] for f in failing}
 
 
@@ -239,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         copy_checkout(root / "pristine")  # one snapshot: edits made while the run goes on do not leak in
         broken = baseline(root, mutations)
-        for test in broken:
-            print(f"baseline: {test} fails on the unmutated code", flush=True)
         rows = []
         for m in mutations:
             rows.append(run_one(root, m, broken))
