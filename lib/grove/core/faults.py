@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def fault(op: str, when: str, step: str) -> None:
@@ -23,7 +27,7 @@ def fault(op: str, when: str, step: str) -> None:
 HOLD_GRACE = 2.0
 
 
-def _hold_dir(point: str):
+def _hold_dir(point: str) -> Path | None:
     spec = os.environ.get("GROVE_HOLD", "")
     name, _, directory = spec.partition("@")
     if name != point or not directory:
