@@ -115,8 +115,8 @@ MUTATIONS = [
     # -- the warm pool's claim ---------------------------------------------------------------------
     dict(id="pool-claim-unlocked", mechanism="pool claim", file="lib/grove/ops/pool.py",
          why="two setups take the same pooled worktree (the claim runs without the pool lock)",
-         edits=[("    with _lock(settings):\n        data = read(settings)\n        hold(",
-                 f"    with {NULL}:\n        data = read(settings)\n        hold(")],
+         edits=[("    with _lock(settings):\n        data = read(settings)\n        entry = pick(data)\n        hold(",
+                 f"    with {NULL}:\n        data = read(settings)\n        entry = pick(data)\n        hold(")],
          tests=["tests/test_pool.py::test_two_setups_forced_into_the_claims_window_never_take_the_same_entry"]),
     # -- the merge queue: CAS on the base, its report, the user's checkout ------------------------------
     dict(id="merge-no-cas-on-base", mechanism="merge CAS", file="lib/grove/ops/merge.py",

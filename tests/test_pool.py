@@ -198,6 +198,11 @@ def test_two_setups_forced_into_the_claims_window_never_take_the_same_entry(repo
                 p.kill()
                 p.wait()
     assert len(list(barrier.glob("want-*"))) == 2, "both setups reached the claim"
+    # What each claimed, written by the hold inside the critical section. (Whether a double claim
+    # then shows in the outcome depends on timing: the loser may find the entry already moved and
+    # fall back to a fresh worktree. The claim itself must never be doubled.)
+    claimed = sorted(p.read_text() for p in barrier.glob("in-*"))
+    assert len(claimed) == 2 and claimed[0] == "" and claimed[1].startswith("p-"), f"one claim: {claimed}"
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     states = [json.loads(o[0]) for o in outs]
     assert sorted(s["from_pool"] for s in states) == [False, True], "one entry, taken once"

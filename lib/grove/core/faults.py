@@ -43,14 +43,15 @@ def announce(point: str) -> None:
         (where / f"want-{os.getpid()}").touch()
 
 
-def hold(point: str) -> None:
+def hold(point: str, note: str = "") -> None:
+    """``note`` (what this process is about to take) goes into <dir>/in-<pid> for the test to compare."""
     where = _hold_dir(point)
     if where is None:
         return
     import time
 
     me = os.getpid()
-    (where / f"in-{me}").touch()
+    (where / f"in-{me}").write_text(note)
 
     def others(kind: str) -> bool:
         return any(p.name != f"{kind}-{me}" for p in where.glob(f"{kind}-*"))

@@ -508,8 +508,8 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
     announce("pool:claim")  # test-only (issue 25): see core/faults.py
     with _lock(settings):
         data = read(settings)
-        hold("pool:claim")
         entry = pick(data)
+        hold("pool:claim", entry["name"] if entry else "")
         if entry is not None:
             _write(settings, data)
         return entry
