@@ -6,7 +6,9 @@ SEED ?=
 RUNS ?= 300
 STEPS ?= 40
 
-.PHONY: help venv tools test typecheck fuzz demo bench clean-worktrees clean
+ONLY ?=
+
+.PHONY: help venv tools test typecheck mutate mutate-ci fuzz demo bench clean-worktrees clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,8 +19,15 @@ venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, mypy,
 tools:  ## venv, plus bun and the Claude Code CLI in .tools (for the demo, the install and the hook tests)
 	@scripts/bootstrap.sh --with-bun --with-claude
 
-test: tools typecheck  ## run the type check and the whole test suite (what CI runs)
+test: tools typecheck  ## run the type check, the whole test suite and the CI subset of the mutation check (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python scripts/mutate.py --ci
+
+mutate: tools  ## the mutation check: every mutation of the safety code (tests/mutations.py) must be killed [ONLY="id ..."]
+	$(VENV)/bin/python scripts/mutate.py $(if $(ONLY),--only $(ONLY))
+
+mutate-ci: tools  ## the bounded subset `make test` runs: mechanisms touched last (git log), plus a few rotating by day
+	$(VENV)/bin/python scripts/mutate.py --ci
 
 typecheck: venv  ## mypy over every module of the package (the public API fully annotated; py.typed ships)
 	$(VENV)/bin/mypy

@@ -146,6 +146,42 @@ def test_foreign_listening_socket_is_skipped(repo):
     assert state["slot"] == (preferred + 1) % 15
 
 
+def test_a_port_held_on_ipv6_loopback_only_is_busy(repo):
+    """Issue 25, the bind probe from another angle: a server listening on ::1 alone (a dev server
+    bound to `localhost` that resolved to ::1) holds the port as surely as one on 127.0.0.1."""
+    try:
+        holder = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    base = int(os.environ["ADW_BACKEND_PORT_BASE"])
+    preferred = ports.preferred_slot("six1", 15)
+    with holder:
+        holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # 127.0.0.1 stays free
+        try:
+            holder.bind(("::1", base + preferred))
+        except OSError:
+            pytest.skip("::1 is not configured on this machine")
+        holder.listen()
+        assert ports.port_busy(base + preferred)
+        state = inv_json(repo, "setup", "--adw-id", "six1", "--no-install")
+    assert state["slot"] == (preferred + 1) % 15, "the busy slot is skipped"
+    assert not ports.port_busy(base + preferred), "free again once the server is gone"
+
+
+def test_a_claim_is_dead_only_when_its_process_is(repo):
+    """Issue 25, liveness: a setup's claim is a crash leftover only when its process is gone too;
+    a live setup that has not yet written its state or worktree keeps its slot."""
+    from conftest import settings_for
+
+    settings = settings_for(repo)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # an exited (and reaped) process: its pid names no one now
+    claim = {"adw_id": "mid-setup", "pid": os.getpid(), "claimed_at": "2026-01-01T00:00:00Z"}
+    assert not ports.claim_is_dead(settings, claim), "its setup is running"
+    assert ports.claim_is_dead(settings, dict(claim, pid=child.pid)), "its setup died before making anything"
+    assert not ports.claim_is_dead(settings, dict(claim, pid=child.pid, explicit=True)), "held until released"
+
+
 def test_all_slots_taken_exits_1_naming_holders(repo):
     env = {"ADW_PORT_SLOTS": "2"}
     inv(repo, "setup", "--adw-id", "s1", "--no-install", env=env, check=True)

@@ -32,7 +32,7 @@ from ..safety import owned
 from . import steps, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
-from ..core.faults import fault
+from ..core.faults import announce, fault, hold
 from ..core.report import Reporter
 
 POOL_DIR = ".pool"
@@ -578,9 +578,11 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
         ready[0].update(status="taking", adw_id=adw_id, taken_at=state.now(), **liveness.stamp())
         return dict(ready[0])
 
+    announce("pool:claim")  # test-only (issue 25): see core/faults.py
     with _lock(settings):
         data = read(settings)
         entry = pick(data)
+        hold("pool:claim", entry["name"] if entry else "")
         if entry is not None:
             _write(settings, data)
         return entry
