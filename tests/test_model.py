@@ -95,7 +95,8 @@ class NothingIsLost:
         self.edits: dict[tuple[str, str], str] = {}  # (adw_id, path) -> content not yet committed
         self.report = Reporter(quiet=True)
         # What this run really did (issue 25): a model that stops doing agent work still "passes".
-        self.done = {"commits": 0, "tracked_edits": 0, "new_files": 0, "removals": 0, "kills": 0}
+        self.done = {"commits": 0, "tracked_edits": 0, "new_files": 0, "ignored_files": 0, "removals": 0, "kills": 0}
+        self.ignored: dict[tuple[str, str], str] = {}  # (adw_id, path) -> an ignored file the agent wrote
         self.calls: dict[str, list[int]] = {}  # operation -> [runs, refusals or failures]
         self.reached: set[str] = set()  # the mechanisms this run got into (MECHANISM_SEEDS)
         self.errors: dict[str, str] = {}  # operation -> its last refusal, for the messages
@@ -172,6 +173,7 @@ class NothingIsLost:
         git(self.repo, "rev-list", "--all")
         self.check_commits()
         self.check_edits()
+        self.check_ignored()
 
     # -- operations ------------------------------------------------------------------------------
 
@@ -223,6 +225,11 @@ class NothingIsLost:
         (self._tree(adw_id) / path).write_text(content)
         self.edits[(adw_id, path)] = content
         self.done["tracked_edits" if tracked else "new_files"] += 1
+        if not tracked:  # and what git does not see (issue 20): an ignored file beside it (`*.db`)
+            ignored = path[:-len(".txt")] + ".db"
+            (self._tree(adw_id) / ignored).write_text(f"rows of {adw_id}: {content}")
+            self.ignored[(adw_id, ignored)] = f"rows of {adw_id}: {content}"
+            self.done["ignored_files"] += 1
 
     def status(self, adw_id, new_status):
         self._quiet("status", lambda: state.set_status(self.settings, adw_id, new_status, by="model"))
@@ -346,6 +353,17 @@ class NothingIsLost:
             moved = (self.repo / "agents/.archive").glob(f"{adw_id}-dir-*/{path}")
             assert any(p.read_text() == content for p in moved), f"uncommitted edit lost: {adw_id}:{path}"
 
+    def check_ignored(self):
+        """Every ignored file an agent wrote is in its worktree or in its archive (issue 20): the
+        archive of ignored files (agents/.archive/<id>/<utc>/files/) or a directory moved aside."""
+        archive = self.repo / "agents/.archive"
+        for (adw_id, path), content in self.ignored.items():
+            here = self._tree(adw_id) / path
+            if here.is_file() and here.read_text() == content:
+                continue
+            kept = [*archive.glob(f"{adw_id}/*/files/{path}"), *archive.glob(f"{adw_id}-dir-*/{path}")]
+            assert any(p.read_text() == content for p in kept), f"ignored file lost: {adw_id}:{path}"
+
     def check_merge_report(self, summary):
         """What a merge says is what happened (issue 25): with no errors the local base is at
         base_after, and every branch it says merged is in the base."""
@@ -365,7 +383,7 @@ class NothingIsLost:
                 assert s["backend_port"] not in held, f"{adw_id} and {held[s['backend_port']]} share a port"
                 held[s["backend_port"]] = adw_id
 
-    MINIMUM = {"commits": 2, "tracked_edits": 1, "new_files": 1, "removals": 1, "kills": 1}
+    MINIMUM = {"commits": 2, "tracked_edits": 1, "new_files": 1, "ignored_files": 1, "removals": 1, "kills": 1}
 
     def check_exercised(self):
         """The run did the work the invariants are about (issue 25: a driver that silently stopped
@@ -434,6 +452,7 @@ def run_sequence(seed: int, steps: int = STEPS) -> set[str]:
             getattr(model, name)(*args)
             model.check_commits()
             model.check_edits()
+            model.check_ignored()
             model.check_user_refs()
             model.check_ports()
         done.append("converge()")
@@ -513,6 +532,24 @@ def test_the_checker_finds_work_where_grove_keeps_it(model):
     model.teardown_one("a", force=True, delete_branch=False)
     assert not model._live("a") and model.done["removals"] == 1
     model.check_edits()  # salvaged: found under refs/grove-salvage/a/
+
+
+def test_the_checker_complains_about_a_lost_ignored_file(model):
+    model.setup("a")
+    model.edit("a", tracked=False)
+    model.check_ignored()
+    (path,) = [p for a, p in model.ignored if a == "a"]
+    (model._tree("a") / path).unlink()
+    with pytest.raises(AssertionError, match="ignored file lost"):
+        model.check_ignored()
+
+
+def test_the_checker_finds_an_ignored_file_in_the_archive(model):
+    model.setup("a")
+    model.edit("a", tracked=False)
+    model.teardown_one("a", force=True, delete_branch=False)
+    assert not model._live("a")
+    model.check_ignored()  # archived: found under agents/.archive/a/<utc>/files/
 
 
 def test_the_checker_complains_about_a_run_that_did_nothing(model):
