@@ -102,7 +102,9 @@ def make_repo(root: Path, *, gitignore: bool = True, remote: bool = True) -> Pat
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch) -> Path:
     # A port range of its own per test, so one test's servers never make another test's slot busy.
-    _port_base[0] += 100
+    # Wrapping inside 20000..59999: a suite of more than ~450 repo tests walked past port 65535,
+    # and every later setup was bad input (ADW_BACKEND_PORT_BASE out of range).
+    _port_base[0] = 20000 + (_port_base[0] - 20000 + 100) % 40000
     monkeypatch.setenv("ADW_BACKEND_PORT_BASE", str(_port_base[0]))
     monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", str(_port_base[0] + 50))
     return make_repo(tmp_path)
