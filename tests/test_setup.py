@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot
+from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot, port_leases
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -147,7 +147,7 @@ def test_foreign_listening_socket_is_skipped(repo):
 
 
 def test_all_slots_taken_exits_1_naming_holders(repo):
-    env = {"ADW_PORT_SLOTS": "2"}
+    env = {"ADW_PORT_SLOTS": "2", "ADW_PORT_OVERFLOW": ""}  # overflow off: the slots are all there is
     inv(repo, "setup", "--adw-id", "s1", "--no-install", env=env, check=True)
     inv(repo, "setup", "--adw-id", "s2", "--no-install", env=env, check=True)
     before = snapshot(repo)
@@ -210,7 +210,7 @@ def test_teardown_keeps_unmerged_branch_and_backs_up_when_forced(repo):
     assert not (repo / "trees/t1").exists() and not (repo / "agents/t1").exists()
     archived = json.loads(Path(result["archive"]).read_text())
     assert archived["status"] == "cleaned" and archived["cleaned_at"]
-    assert json.loads((repo / "agents/.grove/ports.json").read_text())["claims"] == {}
+    assert port_leases(repo) == {}
 
 
 def test_teardown_refuses_uncommitted_changes(repo):

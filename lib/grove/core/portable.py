@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -226,8 +227,88 @@ def _safe(getter: Callable[[], str]) -> str | None:
         return None
 
 
-def alive(pid: int, backend: str | None = None) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone."""
+# ---------------------------------------------------------------------------------------------
+# Where a user's machine-wide state lives (issue 23: the port lease registry)
+
+
+def user_state_dir(app: str = "grove") -> Path:
+    """What ``platformdirs.user_state_dir(app)`` answers, without the dependency: on macOS
+    ``~/Library/Application Support/<app>``, elsewhere ``$XDG_STATE_HOME/<app>`` (an absolute one),
+    else ``~/.local/state/<app>`` (the XDG base directory spec)."""
+    home = Path(os.path.expanduser("~"))
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / app
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else home / ".local" / "state") / app
+
+
+# ---------------------------------------------------------------------------------------------
+# Liveness: a pid plus its start time, never a pid alone (pids are reused; DESIGN.md, issue 23)
+
+START_SLACK = 1.0  # seconds: `ps -o lstart` has whole seconds; /proc and psutil 1/100 s
+
+
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch; None when it is gone (or unreadable).
+
+    /proc (Linux: boot time + the start tick in /proc/<pid>/stat), else psutil, else `ps -o lstart`.
+    """
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    ticks = _proc_start_ticks(pid)
+    if ticks is not None:
+        boot = _boot_time()
+        if boot is not None:
+            return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
+    if _has_psutil():
+        import psutil
+
+        try:
+            return round(psutil.Process(pid).create_time(), 2)
+        except psutil.Error:
+            return None
+    ps = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=30,
+                        env=dict(os.environ, LC_ALL="C"))
+    try:
+        return time.mktime(time.strptime(" ".join(ps.stdout.split()), "%a %b %d %H:%M:%S %Y"))
+    except ValueError:
+        return None
+
+
+def _proc_start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 and fields[0] not in ("Z", "X") else None
+
+
+@lru_cache(maxsize=1)
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def alive(pid: int, backend: str | None = None, *, start: float | None = None) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone.
+
+    With ``start`` (a recorded :func:`process_start_time`), only while the process running under
+    that pid is the one that started then: a reused pid is not alive (issue 23, DESIGN.md).
+    """
+    if start is not None:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False
+        now_start = process_start_time(pid)
+        if now_start is None or abs(now_start - float(start)) > START_SLACK:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -46,7 +46,7 @@ def check_known(settings: Settings, adw_id: str, looked_up: tuple[dict | None, d
     ids.check_id(adw_id)
     path = settings.worktree_path(adw_id)
     s, entry = looked_up or (state.load(settings, adw_id), git.worktree_for(settings.repo, path))
-    claimed = any(c.get("adw_id") == adw_id for c in ports.read_registry(settings).values())
+    claimed = any(lease["adw_id"] == adw_id for lease in ports.leases(settings))
     if s is None and entry is None and not path.exists() and not claimed:
         raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
                         "see `inv list` and `inv git-worktrees`")
