@@ -116,8 +116,9 @@ def read_leases(path: Path) -> list[dict]:
     """Every lease in the registry at ``path``; bad input (exit 2) when it is corrupt or newer."""
     try:
         data = locks.read_json(path, "port lease registry")
-    except GroveError as exc:
-        raise _bad(path, f"is not valid JSON ({exc.message.rsplit('(', 1)[-1].rstrip(')')})") from None
+    except GroveError as exc:  # not JSON, or JSON null: bad input, never overwritten
+        raise bad_input(exc.message, "fix it or move it aside (Grove will not overwrite it); "
+                                     "or point ADW_PORT_REGISTRY elsewhere") from None
     if data is None:
         return []
     if not isinstance(data, dict) or not isinstance(data.get("version"), int) or isinstance(data["version"], bool):
