@@ -597,3 +597,47 @@ def _each(pids: list[int], fds: dict[int, int], sig: int) -> None:
                 os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def stop_group(pid: int, start: float | None, backend: str, grace: float, mark: str | None = None) -> str | None:
+    """Stop a process Grove started in a session of its own (``grove up``'s services, issue 23) and
+    everything it started, when Grove is no longer its parent: as :func:`stop_tree` does, but the
+    leader is signalled (and its group) only while ``pid`` is still the process that started at
+    ``start``; ``mark`` (GROVE_RUN_MARK) finds what left the group. Returns the signal that ended
+    it, or None when nothing of it was running."""
+    fds = _pidfds([pid])  # opened before the check: a pid reused after it cannot be hit
+    leader = start is not None and alive(pid, backend, start=start)
+    if not leader and pid in fds:
+        os.close(fds.pop(pid))
+
+    def found() -> list[int]:
+        pids = set(marked(mark, backend)) if mark else set()
+        if leader:
+            pids |= {p.pid for p in tree(pid, backend)}
+        return sorted(pids - {pid, os.getpid()})
+
+    rest = found()
+    if not leader and not rest:
+        return None
+    fds.update(_pidfds(rest))
+    mine = ([pid] if leader else []) + rest
+    try:
+        if leader:
+            _group(pid, signal.SIGTERM)
+        _each(mine, fds, signal.SIGTERM)
+        used = "SIGTERM"
+        deadline = time.monotonic() + grace
+        while any(alive(p, backend) for p in mine):
+            if time.monotonic() >= deadline:
+                used = "SIGKILL"
+                break
+            time.sleep(POLL)
+        if leader and alive(pid, backend, start=start):
+            _group(pid, signal.SIGKILL)
+        late = [p for p in found() if p not in fds]
+        fds.update(_pidfds(late))
+        _each([p for p in mine + late if alive(p, backend)], fds, signal.SIGKILL)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return used

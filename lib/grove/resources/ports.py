@@ -372,3 +372,54 @@ def release_stale(settings: Settings) -> list[dict]:
         if gone:
             _write(settings, [lease for lease in found if not any(lease is g for g in gone)])
         return gone
+
+
+# ---------------------------------------------------------------------------------------------
+# Running agents (`grove up`, issue 23): a lease also says which processes keep its agent running,
+# so ADW_MAX_RUNNING holds across every repository on the machine.
+
+
+def _running(lease: dict) -> list[dict]:
+    """The lease's processes that still run (pid + start time)."""
+    return [p for p in lease.get("running") or [] if isinstance(p, dict) and isinstance(p.get("pid"), int)
+            and isinstance(p.get("start"), (int, float)) and portable.alive(p["pid"], start=float(p["start"]))]
+
+
+def _mine(settings: Settings, leases: list[dict], adw_id: str) -> dict:
+    key = repo_key(settings)
+    for lease in leases:
+        if lease["repo"] == key and lease["adw_id"] == adw_id:
+            return lease
+    raise GroveError(f"{adw_id} has no port lease", hint=f"run `grove setup --adw-id {adw_id}` again (it re-leases)")
+
+
+def reserve_running(settings: Settings, adw_id: str, cap: int) -> list[str]:
+    """Count ``adw_id`` as running (held by this process until :func:`set_running`) unless ``cap``
+    other agents on the machine run already; returns those agents then (and reserves nothing)."""
+    with _lock(settings):
+        leases = read_leases(settings.port_registry)
+        mine = _mine(settings, leases, adw_id)
+        if _running(mine):
+            return []
+        others = [f"{lease['adw_id']} ({lease.get('checkout') or lease['repo']})" for lease in leases
+                  if lease is not mine and _running(lease)]
+        if len(others) >= cap:
+            return others
+        mine["running"] = [{"pid": os.getpid(), "start": portable.process_start_time(os.getpid())}]
+        _write(settings, leases)
+        return []
+
+
+def set_running(settings: Settings, adw_id: str, procs: list[dict]) -> None:
+    """Record the processes that keep ``adw_id`` running (``[]``: it runs nothing)."""
+    with _lock(settings):
+        leases = read_leases(settings.port_registry)
+        try:
+            mine = _mine(settings, leases, adw_id)
+        except GroveError:
+            return  # released meanwhile (teardown): nothing to record
+        if procs:
+            mine["running"] = procs
+        else:
+            mine.pop("running", None)
+        _write(settings, leases)
