@@ -156,10 +156,18 @@ def snapshot(repo: Path) -> dict:
     return {
         "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
         "worktrees": git(repo, "worktree", "list", "--porcelain"),
-        "registry": _read(Path(os.environ["ADW_PORT_REGISTRY"])),  # the machine's leases, byte for byte
+        "registry": _leases_or_text(repo),
         "files": files,
         "exclude": _read(repo / ".git" / "info" / "exclude"),
     }
+
+
+def _leases_or_text(repo: Path) -> dict | str:
+    """The repo's leases in the machine registry; its raw text when it is not a registry at all."""
+    try:
+        return port_leases(repo)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _read(Path(os.environ["ADW_PORT_REGISTRY"]))
 
 
 def _read(path: Path) -> str:

@@ -184,3 +184,27 @@ def test_procfile_parsing():
         with pytest.raises(GroveError) as exc:
             services.parse(bad, vars_)
         assert exc.value.code == 2
+
+
+def test_gc_stops_the_services_of_the_agents_it_removes(agents):
+    repo = agents
+    inv(repo, "up", "--adw-id", "s1", "--service", "web", check=True)
+    pids = pids_of(repo, "s1")
+    result = inv_json(repo, "gc", "--max-age-days", "0")
+    removed = {r["adw_id"]: r for r in result["removed"]}
+    assert "s1" in removed and pids[0] in [p["pid"] for p in removed["s1"]["stopped_processes"]]
+    wait_for(lambda: all(gone(p) for p in pids), "the service to be gone", limit=10)
+
+
+def test_json_shapes_of_up_down_ps_are_documented(agents):
+    from test_docs import doc
+
+    repo = agents
+    up = inv_json(repo, "up", "--adw-id", "s1", "--service", "web")
+    assert set(up) == set(doc("## `grove up")) and set(up["agents"][0]) == set(doc("## `grove up")["agents"][0])
+    assert set(up["agents"][0]["services"][0]) == set(doc("## `grove up")["agents"][0]["services"][0])
+    assert set(inv_json(repo, "ps")[0]) == set(doc("## `grove ps")[0])
+    assert set(inv_json(repo, "down", "--adw-id", "s1")[0]) == set(doc("## `grove down")[0])
+    (repo / "trees/s2/Procfile").write_text("web: exit 1 # port=BACKEND_PORT\n")
+    failed = json.loads(inv(repo, "up", "--adw-id", "s2", "--json").stdout)
+    assert set(failed["errors"][0]) == set(doc("## `grove up")["errors"][0])

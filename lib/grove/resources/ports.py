@@ -398,6 +398,7 @@ def reserve_running(settings: Settings, adw_id: str, cap: int) -> list[str]:
     other agents on the machine run already; returns those agents then (and reserves nothing)."""
     with _lock(settings):
         leases = read_leases(settings.port_registry)
+        _migrate(settings, leases)
         mine = _mine(settings, leases, adw_id)
         if _running(mine):
             return []
