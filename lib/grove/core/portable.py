@@ -309,6 +309,8 @@ def alive(pid: int, backend: str | None = None, *, start: float | None = None) -
         now_start = process_start_time(pid)
         if now_start is None or abs(now_start - float(start)) > START_SLACK:
             return False
+        if _proc_start_ticks(pid) is not None:
+            return True  # read from /proc/<pid>/stat, which also said it is no zombie
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

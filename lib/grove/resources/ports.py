@@ -12,6 +12,7 @@ slots, leases come from the overflow range ``ADW_PORT_OVERFLOW`` (docs/ports-and
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -139,8 +140,11 @@ def _well_formed(lease: object) -> bool:
 
 
 def _write(settings: Settings, leases: list[dict]) -> None:
+    """One lease a line: json's C encoder does each, where indent=2 would send the whole file
+    through the pure-Python one (a third of a claim's time with 50 leases)."""
     ordered = sorted(leases, key=lambda lease: (lease["repo"], lease["slot"], lease["adw_id"]))
-    locks.atomic_write_json(settings.port_registry, {"version": VERSION, "leases": ordered})
+    rows = ",\n".join(f"  {json.dumps(lease)}" for lease in ordered)
+    locks.atomic_write_text(settings.port_registry, f'{{"version": {VERSION}, "leases": [\n{rows}\n]}}\n')
 
 
 def check(settings: Settings) -> None:
@@ -222,11 +226,10 @@ def stale_reason(lease: dict) -> str | None:
     `ports.claim`) its holder died and its worktree is gone. None: it is live."""
     if not os.path.isdir(lease["repo"]):
         return "repository gone"
-    if lease.get("explicit") or holder_alive(lease):
+    # The worktree first: a path check is cheaper than reading a process (every claim asks this of every lease).
+    if lease.get("explicit") or os.path.lexists(str(lease.get("worktree") or "")) or holder_alive(lease):
         return None
-    if not os.path.lexists(str(lease.get("worktree") or "")):
-        return "worktree gone"
-    return None
+    return "worktree gone"
 
 
 def _free_to_take(lease: dict) -> bool:
