@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import GROVE, cli, git, inv, inv_json, make_repo, port_leases, snapshot
+from conftest import GROVE, cli, git, inv, inv_json, make_repo, port_leases, snapshot, wait_for
 
 sys.path.insert(0, str(GROVE / "lib"))
 from grove.core import portable  # noqa: E402
@@ -201,3 +201,26 @@ def test_extra_ports_go_through_the_lease_and_the_overflow(repo, tmp_path):
     out = inv(repo, "setup", "--adw-id", "x4", "--no-install", env=env)  # 10 ports hold 3 sets of 3
     assert out.returncode == 1 and "no free slot" in out.stderr
     assert port_leases(repo)["2"]["ports"] == states[2]["ports"]
+
+
+def test_liveness_is_pid_plus_start_time():
+    """core/portable.py: a live pid with another start time is not the process recorded (pid reuse);
+    a zombie is not alive; /proc and psutil agree on the start time."""
+    me = os.getpid()
+    start = portable.process_start_time(me)
+    assert start is not None and portable.alive(me, start=start)
+    assert not portable.alive(me, start=start - 3600) and not portable.alive(me, start=start + 5)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    try:
+        born = portable.process_start_time(child.pid)
+        assert born is not None and portable.alive(child.pid, start=born)
+        wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                 "the child to exit (a zombie: not reaped yet)")
+        assert not portable.alive(child.pid, start=born) and portable.process_start_time(child.pid) is None
+    finally:
+        child.wait(timeout=30)
+    try:
+        import psutil
+    except ImportError:
+        return
+    assert abs(psutil.Process(me).create_time() - start) <= portable.START_SLACK

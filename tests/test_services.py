@@ -208,3 +208,45 @@ def test_json_shapes_of_up_down_ps_are_documented(agents):
     (repo / "trees/s2/Procfile").write_text("web: exit 1 # port=BACKEND_PORT\n")
     failed = json.loads(inv(repo, "up", "--adw-id", "s2", "--json").stdout)
     assert set(failed["errors"][0]) == set(doc("## `grove up")["errors"][0])
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Every live process whose environment carries GROVE_RUN_MARK=<mark> (what a service started)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and not gone(int(entry)):
+            try:
+                if f"GROVE_RUN_MARK={mark}".encode() in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_down_stops_what_a_service_started_too_and_logs_follow(agents):
+    """The whole process group, and a child that left it (setsid), carry the service's mark."""
+    repo = agents
+    commit_file(repo / "trees/s1", "Procfile",
+                "web: sleep 300 & setsid sleep 301 & exec python3 -m http.server --bind 127.0.0.1 $BACKEND_PORT\n")
+    inv(repo, "up", "--adw-id", "s1", check=True)
+    rec = state_of(repo, "s1")["services"]["web"]
+    wait_for(lambda: len(marked_processes(rec["mark"])) == 3, "the server and its two sleeps", limit=30)
+    # logs -f: what the server logs after it started, until interrupted.
+    follower = start(repo, "logs", "--adw-id", "s1", "-f", "--lines", "0")
+    try:
+        time.sleep(0.5)  # not an assertion: lets the follower read the log's end first
+        fetch(rec["port"], "who.txt")
+        line = follower.stdout.readline()
+        assert "GET /who.txt" in line, line
+        follower.send_signal(2)  # SIGINT, as Ctrl-C
+        assert follower.wait(timeout=30) == 130
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    pids = marked_processes(rec["mark"])
+    try:
+        inv(repo, "down", "--adw-id", "s1", check=True)
+        wait_for(lambda: marked_processes(rec["mark"]) == [], "no process of the service left", limit=15)
+    finally:
+        kill_if_alive(*pids)

@@ -255,16 +255,16 @@ def process_start_time(pid: int) -> float | None:
     """
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return None
-    ticks = _proc_start_ticks(pid)
-    if ticks is not None:
-        boot = _boot_time()
-        if boot is not None:
-            return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
+    boot = _boot_time()
+    if boot is not None:  # Linux: /proc answers, a zombie or a gone process included (None)
+        ticks = _proc_start_ticks(pid)
+        return None if ticks is None else round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
     if _has_psutil():
         import psutil
 
         try:
-            return round(psutil.Process(pid).create_time(), 2)
+            p = psutil.Process(pid)
+            return None if p.status() == psutil.STATUS_ZOMBIE else round(p.create_time(), 2)
         except psutil.Error:
             return None
     ps = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=30,

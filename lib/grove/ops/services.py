@@ -389,7 +389,7 @@ def logs(settings: Settings, adw_id: str, names: list[str], *, follow: bool = Fa
     offsets = {}
     for name in chosen:
         path = log_path(settings, adw_id, name)
-        for line in execute.log_tail(path, 65536).splitlines()[-lines:]:
+        for line in execute.log_tail(path, 65536).splitlines()[-lines:] if lines else []:  # [-0:] is all
             write(f"{name} | {line}\n" if prefix else f"{line}\n")
         offsets[name] = path.stat().st_size
     while follow and not stop():
