@@ -224,3 +224,22 @@ def test_liveness_is_pid_plus_start_time():
     except ImportError:
         return
     assert abs(psutil.Process(me).create_time() - start) <= portable.START_SLACK
+
+
+BAD_CONFIG = [
+    ({"ADW_PORT_REGISTRY": "relative/ports.json"}, "ADW_PORT_REGISTRY='relative/ports.json' must be an absolute path"),
+    ({"ADW_PORT_OVERFLOW": "9300"}, "is not LOW-HIGH"),
+    ({"ADW_PORT_OVERFLOW": "9999-9300"}, "the high end is below the low end"),
+    ({"ADW_PORT_OVERFLOW": "80-9000"}, "outside 1024..65535"),
+    ({"ADW_MAX_RUNNING": "0"}, "ADW_MAX_RUNNING=0 is outside"),
+    ({"ADW_MAX_RUNNING": "lots"}, "not a whole number"),
+    ({"ADW_PROCFILE": "../Procfile"}, "must be a relative path inside"),
+]
+
+
+def test_bad_lease_and_service_config_exits_2_and_changes_nothing(repo):
+    for env, message in BAD_CONFIG:
+        before = snapshot(repo)
+        out = inv(repo, "setup", "--adw-id", "cfg", "--no-install", env=env)
+        assert out.returncode == 2 and message in out.stderr, (env, out.stderr)
+        assert snapshot(repo) == before and not registry().exists()
