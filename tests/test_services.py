@@ -250,3 +250,18 @@ def test_down_stops_what_a_service_started_too_and_logs_follow(agents):
         wait_for(lambda: marked_processes(rec["mark"]) == [], "no process of the service left", limit=15)
     finally:
         kill_if_alive(*pids)
+
+
+def test_a_port_someone_else_answers_on_is_not_taken_for_the_service(agents):
+    """A server started by hand on the agent's port: up refuses at once instead of reporting it as
+    the service (which would fail to bind, unnoticed)."""
+    import socket
+
+    repo = agents
+    port = state_of(repo, "s1")["backend_port"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        out = inv(repo, "up", "--adw-id", "s1", "--service", "web")
+    assert out.returncode == 1 and f"BACKEND_PORT={port} already accepts connections" in out.stderr
+    assert "services" not in state_of(repo, "s1")

@@ -187,7 +187,7 @@ def _up_one(settings: Settings, adw_id: str, s: dict, services: list[Service], t
         started: list[str] = []
         try:
             rows = [_start(settings, adw_id, s, svc, started) for svc in services]
-            _wait_ports(settings, adw_id, rows, timeout, report)
+            _wait_ports(settings, adw_id, rows, timeout)
         except BaseException:
             _stop(settings, adw_id, started)
             raise
@@ -219,13 +219,18 @@ def _take_place(settings: Settings, adw_id: str, timeout: float, wait: bool, rep
 
 
 def _start(settings: Settings, adw_id: str, s: dict, svc: Service, started: list[str]) -> dict:
-    recorded = (s.get("services") or {}).get(svc.name) or {}
     current = state.load(settings, adw_id) or s
-    recorded = (current.get("services") or {}).get(svc.name) or recorded
+    recorded = (current.get("services") or {}).get(svc.name) or {}
     port = (s.get("ports") or {}).get(svc.port_var) if svc.port_var else None
     log = log_path(settings, adw_id, svc.name)
     if recorded and running(recorded):
         return _row(adw_id, svc, recorded, "already_up")
+    if port and accepts(port):
+        # Someone else answers there (a server started by hand with `grove run`?): waiting for the
+        # port would report that one as this service, which would fail to bind unnoticed.
+        raise GroveError(f"{adw_id} {svc.name} not started: {svc.port_var}={port} already accepts connections "
+                         "from a process Grove did not start as this service",
+                         hint="stop what listens there (`ss -ltnp` / `lsof -i :PORT`), then `grove up` again")
     log.parent.mkdir(parents=True, exist_ok=True)
     mark = portable.new_mark()
     # 0600: a service's output can hold whatever its env holds (as `grove exec`'s logs).
@@ -250,7 +255,7 @@ def _row(adw_id: str, svc: Service, rec: dict, outcome: str) -> dict:
             "port": rec.get("port"), "log": rec["log"], "outcome": outcome}
 
 
-def _wait_ports(settings: Settings, adw_id: str, rows: list[dict], timeout: float, report: Reporter) -> None:
+def _wait_ports(settings: Settings, adw_id: str, rows: list[dict], timeout: float) -> None:
     """Until every declared port accepts connections; a service that exits or runs out of time
     fails with the last lines of its log."""
     recs = (state.load(settings, adw_id) or {}).get("services") or {}
