@@ -88,6 +88,7 @@ def test_three_repositories_twenty_agents_each_at_once_with_no_configuration(tmp
     sets = [tuple(sorted(s["ports"].values())) for s in states]
     every = [p for ports_ in sets for p in ports_]
     assert len(set(sets)) == 60 and len(set(every)) == 120, "every port of every agent is its own"
+    assert not [p for p in every if ports.port_busy(p)], "and free: nothing listens on them"
     seed = set(range(9100, 9115)) | set(range(9200, 9215))
     overflow = [s for s in states if s["slot"] >= 15]
     assert len(overflow) >= 45 and all(9300 <= p <= 9999 and p not in seed for s in overflow for p in s["ports"].values())
