@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -234,9 +235,13 @@ def test_down_stops_what_a_service_started_too_and_logs_follow(agents):
     # logs -f: what the server logs after it started, until interrupted.
     follower = start(repo, "logs", "--adw-id", "s1", "-f", "--lines", "0")
     try:
-        time.sleep(0.5)  # not an assertion: lets the follower read the log's end first
-        fetch(rec["port"], "who.txt")
-        line = follower.stdout.readline()
+        # Requests until the follower prints one: it may start reading after the first ones (--lines 0
+        # skips what is there already). Bounded: a follower that never prints fails, never hangs.
+        line, end = "", time.monotonic() + 60
+        while "GET /who.txt" not in line and time.monotonic() < end:
+            fetch(rec["port"], "who.txt")
+            if select.select([follower.stdout], [], [], 0.5)[0]:
+                line = follower.stdout.readline()
         assert "GET /who.txt" in line, line
         follower.send_signal(2)  # SIGINT, as Ctrl-C
         assert follower.wait(timeout=30) == 130
@@ -265,3 +270,15 @@ def test_a_port_someone_else_answers_on_is_not_taken_for_the_service(agents):
         out = inv(repo, "up", "--adw-id", "s1", "--service", "web")
     assert out.returncode == 1 and f"BACKEND_PORT={port} already accepts connections" in out.stderr
     assert "services" not in state_of(repo, "s1")
+
+
+def test_merge_cleanup_stops_the_services_of_the_agents_it_tears_down(agents):
+    repo = agents
+    inv(repo, "up", "--adw-id", "s1", "--service", "web", check=True)
+    pids = pids_of(repo, "s1")
+    commit_file(repo / "trees/s1", "feature.txt", "done\n")
+    inv(repo, "status", "--adw-id", "s1", "--set", "completed", check=True)
+    summary = inv_json(repo, "merge", "--adw-id", "s1", "--cleanup")
+    cleanup = summary["results"][0]["cleanup"]
+    assert cleanup["branch_action"] == "deleted" and pids[0] in [p["pid"] for p in cleanup["stopped_processes"]]
+    wait_for(lambda: all(gone(p) for p in pids), "the service to be gone", limit=10)
