@@ -244,3 +244,10 @@ def test_bad_lease_and_service_config_exits_2_and_changes_nothing(repo):
         out = inv(repo, "setup", "--adw-id", "cfg", "--no-install", env=env)
         assert out.returncode == 2 and message in out.stderr, (env, out.stderr)
         assert snapshot(repo) == before and not registry().exists()
+
+
+def test_a_registry_in_a_place_grove_cannot_write_is_bad_input(repo):
+    out = inv(repo, "setup", "--adw-id", "w1", "--no-install", env={"ADW_PORT_REGISTRY": "/proc/1/grove/ports.json"})
+    assert out.returncode == 2 and "cannot use the port lease registry /proc/1/grove/ports.json" in out.stderr
+    assert "Traceback" not in out.stderr and not (repo / "trees/w1").exists()
+    assert "validate   failed" in out.stderr, "refused at validation, before the fetch"

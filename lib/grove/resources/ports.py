@@ -89,8 +89,22 @@ def legacy_path(settings: Settings) -> Path:
 
 def _lock(settings: Settings):
     # A sidecar lock beside the registry (never the data file), shared by every repository.
-    path = settings.port_registry.with_name(settings.port_registry.name + ".lock")
+    path = _usable(settings)
     return locks.locked(path, settings.lock_timeout, "the machine's port lease registry is busy")
+
+
+def _usable(settings: Settings) -> Path:
+    """The registry's lock path, once its directory exists and is writable; else bad input (exit 2)."""
+    path = settings.port_registry.with_name(settings.port_registry.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise bad_input(f"cannot use the port lease registry {settings.port_registry}: {exc.strerror or exc}",
+                        "point ADW_PORT_REGISTRY at a file in a directory you can write") from None
+    if not os.access(path.parent, os.W_OK):
+        raise bad_input(f"cannot use the port lease registry {settings.port_registry}: {path.parent} is not writable",
+                        "point ADW_PORT_REGISTRY at a file in a directory you can write")
+    return path
 
 
 @lru_cache(maxsize=64)
@@ -148,7 +162,8 @@ def _write(settings: Settings, leases: list[dict]) -> None:
 
 
 def check(settings: Settings) -> None:
-    """Bad input (exit 2) now, before a setup changes anything, when a registry cannot be read."""
+    """Bad input (exit 2) now, before a setup changes anything, when a registry cannot be used."""
+    _usable(settings)
     read_leases(settings.port_registry)
     _legacy_claims(settings)
 
