@@ -136,7 +136,8 @@ def test_bad_input_exits_2_and_starts_nothing(agents):
 def test_the_cap_on_running_agents_holds(agents):
     repo = agents
     env = {"ADW_MAX_RUNNING": "1"}
-    inv(repo, "up", "--adw-id", "s1", "--service", "web", env=env, check=True)
+    inv(repo, "up", "--adw-id", "s1", "--", "web", env=env, check=True)  # names after `--` count as --service
+    assert list(state_of(repo, "s1")["services"]) == ["web"]
     began = time.monotonic()
     out = inv(repo, "up", "--adw-id", "s2", "--service", "web", env=env)
     assert out.returncode == 1 and "ADW_MAX_RUNNING=1" in out.stderr and "s1" in out.stderr
