@@ -14,8 +14,8 @@ help:  ## list the targets
 venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, mypy, and Grove (editable)
 	@scripts/bootstrap.sh
 
-tools:  ## venv, plus bun in .tools (for the demo and the install tests)
-	@scripts/bootstrap.sh --with-bun
+tools:  ## venv, plus bun and the Claude Code CLI in .tools (for the demo, the install and the hook tests)
+	@scripts/bootstrap.sh --with-bun --with-claude
 
 test: tools typecheck  ## run the type check and the whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests

@@ -168,6 +168,11 @@ def test_postgres_json_shapes_match_real_output(repo, pg_server, template_db, mo
     assert set(done["databases"][0]) == set(doc("## `inv teardown")["databases"][0])
     subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(repo / "trees/pg2")], check=True)
     __import__("shutil").rmtree(repo / "agents/pg2")
+    # With its branch left the agent can be resumed, and its database is no orphan (issue 20).
+    for branch in subprocess.run(["git", "-C", str(repo), "for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+                                 check=True, capture_output=True, text=True).stdout.split():
+        if branch != "main":
+            subprocess.run(["git", "-C", str(repo), "branch", "-D", branch], check=True, capture_output=True)
     report = json.loads(inv(repo, "doctor", "--json").stdout)
     orphan = next(p for p in report["problems"] if p["kind"] == "orphan_database")
     assert set(orphan) == set(doc("## `inv doctor")["problems"][0]) - {"path"} | {"database", "url"}

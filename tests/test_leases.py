@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import GROVE, cli, git, inv, inv_json, make_repo, port_leases, snapshot, wait_for
+from conftest import GROVE, cli, git, inv, inv_json, make_repo, port_leases, snapshot
 
 sys.path.insert(0, str(GROVE / "lib"))
-from grove.core import portable  # noqa: E402
+from grove.core import liveness  # noqa: E402
 from grove.resources import ports  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def test_two_clones_setting_up_the_same_id_at_once_get_different_ports(repo, tmp
     leases = all_leases()
     assert sorted(lease["repo"] for lease in leases) == sorted(str((r / ".git").resolve()) for r in (repo, other))
     for lease in leases:  # the holder: pid and start time, never a pid alone
-        assert isinstance(lease["pid"], int) and isinstance(lease["start"], float)
+        assert isinstance(lease["pid"], int) and isinstance(lease["pid_started"], str)
     # Each clone's .ports.env has its own ports.
     for r, s in zip((repo, other), states):
         assert f"BACKEND_PORT={s['backend_port']}" in (r / "trees/fix-login/.ports.env").read_text()
@@ -127,12 +127,12 @@ def test_a_newer_registry_says_so(repo):
     assert out.returncode == 2 and "newer Grove (version 7" in out.stderr
 
 
-def _foreign_lease(tmp_path: Path, slot_ports: dict[str, int], pid: int, start: float | None, slot: int) -> dict:
+def _foreign_lease(tmp_path: Path, slot_ports: dict[str, int], pid: int, start: str | None, slot: int) -> dict:
     other = tmp_path / "other-repo/.git"
     other.mkdir(parents=True, exist_ok=True)
     return {"repo": str(other), "checkout": str(other.parent), "adw_id": "ghost", "slot": slot,
             "ports": slot_ports, "worktree": str(other.parent / "trees/ghost"),
-            "state": str(other.parent / "agents/ghost/adw_state.json"), "pid": pid, "start": start,
+            "state": str(other.parent / "agents/ghost/adw_state.json"), "pid": pid, "pid_started": start,
             "leased_at": "2026-01-01T00:00:00Z"}
 
 
@@ -143,14 +143,15 @@ def test_a_lease_whose_holder_pid_was_reused_is_reclaimed(repo, tmp_path):
     slot = ports.preferred_slot("p1", 15)
     held = {"BACKEND_PORT": base + slot, "FRONTEND_PORT": front + slot}
     me = os.getpid()
-    real = portable.process_start_time(me)
+    real = liveness.started(me)
     assert real is not None
     # First with the true start time: the holder lives, p1 moves to the next slot.
     registry().write_text(json.dumps({"version": 1, "leases": [_foreign_lease(tmp_path, held, me, real, slot)]}))
     assert inv_json(repo, "setup", "--adw-id", "p1", "--no-install")["slot"] == (slot + 1) % 15
     inv(repo, "teardown", "--adw-id", "p1", "--force", check=True)
-    # Then the same live pid with a start time an hour off: reused, so the lease is stale and taken.
-    registry().write_text(json.dumps({"version": 1, "leases": [_foreign_lease(tmp_path, held, me, real - 3600, slot)]}))
+    # Then the same live pid with another start time: reused, so the lease is stale and taken.
+    reused = real.rsplit(":", 1)[0] + ":1"  # started at tick 1 of this boot: not this process
+    registry().write_text(json.dumps({"version": 1, "leases": [_foreign_lease(tmp_path, held, me, reused, slot)]}))
     state = inv_json(repo, "setup", "--adw-id", "p1", "--no-install")
     assert state["slot"] == slot and state["backend_port"] == base + slot
     assert [lease["adw_id"] for lease in all_leases()] == ["p1"]
@@ -159,7 +160,7 @@ def test_a_lease_whose_holder_pid_was_reused_is_reclaimed(repo, tmp_path):
 def test_doctor_fix_in_any_repository_reclaims_leases_whose_repository_or_worktree_is_gone(repo, tmp_path):
     gone_repo = _foreign_lease(tmp_path, {"BACKEND_PORT": 9301, "FRONTEND_PORT": 9302}, 1, None, 15)
     gone_repo["repo"] = str(tmp_path / "deleted/.git")
-    gone_tree = _foreign_lease(tmp_path, {"BACKEND_PORT": 9303, "FRONTEND_PORT": 9304}, os.getpid(), 1.0, 16)
+    gone_tree = _foreign_lease(tmp_path, {"BACKEND_PORT": 9303, "FRONTEND_PORT": 9304}, os.getpid(), "linux:x:1", 16)
     explicit = dict(_foreign_lease(tmp_path, {"BACKEND_PORT": 9305, "FRONTEND_PORT": 9306}, 1, None, 17),
                     adw_id="mine", explicit=True)
     registry().write_text(json.dumps({"version": 1, "leases": [gone_repo, gone_tree, explicit]}))
@@ -202,29 +203,6 @@ def test_extra_ports_go_through_the_lease_and_the_overflow(repo, tmp_path):
     out = inv(repo, "setup", "--adw-id", "x4", "--no-install", env=env)  # 10 ports hold 3 sets of 3
     assert out.returncode == 1 and "no free slot" in out.stderr
     assert port_leases(repo)["2"]["ports"] == states[2]["ports"]
-
-
-def test_liveness_is_pid_plus_start_time():
-    """core/portable.py: a live pid with another start time is not the process recorded (pid reuse);
-    a zombie is not alive; /proc and psutil agree on the start time."""
-    me = os.getpid()
-    start = portable.process_start_time(me)
-    assert start is not None and portable.alive(me, start=start)
-    assert not portable.alive(me, start=start - 3600) and not portable.alive(me, start=start + 5)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-    try:
-        born = portable.process_start_time(child.pid)
-        assert born is not None and portable.alive(child.pid, start=born)
-        wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-                 "the child to exit (a zombie: not reaped yet)")
-        assert not portable.alive(child.pid, start=born) and portable.process_start_time(child.pid) is None
-    finally:
-        child.wait(timeout=30)
-    try:
-        import psutil
-    except ImportError:
-        return
-    assert abs(psutil.Process(me).create_time() - start) <= portable.START_SLACK
 
 
 BAD_CONFIG = [

@@ -142,8 +142,9 @@ def run_concurrently(seed: int) -> None:
     model = Concurrent()
     try:
         model.users_own_refs()
-        for adw_id in IDS:  # every agent starts live, so the workers meet each other on real work
+        for adw_id in IDS:  # every agent starts live with a commit, so the workers meet real work
             model.grove(["setup", "--adw-id", adw_id, "--no-install"], None)
+            model.commit(adw_id, detached=False)
         threads = [threading.Thread(target=worker, args=(model, seed, n)) for n in range(WORKERS)]
         for t in threads:
             t.start()

@@ -140,7 +140,8 @@ def test_teardown_force_salvages_tracked_staged_and_new_files_not_ignored_ones(r
     assert git(repo, "show", f"{ref}:README.md") == "an edit to a tracked file"
     assert git(repo, "stash", "list") == "" and git(repo, "rev-parse", "HEAD") == main_head
     assert git(repo, "status", "--porcelain") == main_status, "the user's checkout and index untouched"
-    listed = inv_json(repo, "salvage", "--adw-id", "f1")
+    # Archives of ignored files are listed too, as kind "archive" (issue 20).
+    listed = [r for r in inv_json(repo, "salvage", "--adw-id", "f1") if r["kind"] == "salvage"]
     assert [r["ref"] for r in listed] == [ref] and listed[0]["files"] == ["README.md", "new/deep/file.txt", "staged.txt"]
     # Back into a new worktree of the same agent (setup resumes on the kept branch), as uncommitted work.
     setup_agent(repo, "f1")
@@ -495,15 +496,16 @@ def test_an_agent_s_edit_of_a_config_grove_rewrote_counts_as_work(repo):
     assert saved["mcpServers"]["db"] == {"command": "./bin/db"}
 
 
-def test_merge_cleanup_salvages_a_dirty_merged_agent_and_reports_it(repo):
+def test_merge_cleanup_leaves_a_dirty_agent_in_place_and_says_why(repo):
+    """Issue 20, item 7 changed this: uncommitted work is never merged nor cleaned up as merged."""
     setup_agent(repo, "c1")
     commit_file(repo / "trees/c1", "feature.txt", "done\n")
     (repo / "trees/c1/notes.txt").write_text("left over\n")
     finish(repo, "c1")
-    summary = inv_json(repo, "merge", "--adw-id", "c1", "--cleanup")
-    [result] = summary["results"]
-    assert result["outcome"] == "merged" and result["cleanup"]["salvage_ref"]
-    assert git(repo, "show", f"{result['cleanup']['salvage_ref']}:notes.txt") == "left over"
+    out = inv(repo, "merge", "--adw-id", "c1", "--cleanup", "--json")
+    [result] = json.loads(out.stdout)["results"]
+    assert out.returncode == 1 and result["outcome"] == "skipped" and result["uncommitted"] == ["notes.txt"]
+    assert (repo / "trees/c1/notes.txt").read_text() == "left over\n"
 
 
 def test_a_merge_killed_inside_worktree_add_of_its_integration_tree_heals(repo):

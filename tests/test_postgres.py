@@ -211,9 +211,13 @@ def inv_json_any(repo, *args):
 def test_orphan_database_is_listed_and_fix_drops_it(pg_repo, pg_server, template_db):
     out = inv(pg_repo, "setup", "--adw-id", "orph", "--no-install", env={"GROVE_FAULT": "db:after:create"})
     assert out.returncode == -signal.SIGKILL
-    # The agent then vanished by hand: its worktree and state are gone, its database is not.
+    # The agent then vanished by hand: its worktree, state and branch are gone, its database is not.
+    # (While its branch exists the agent can be resumed, and its database is no orphan: issue 20.)
     git(pg_repo, "worktree", "remove", "--force", str(pg_repo / "trees/orph"))
     subprocess.run(["rm", "-rf", str(pg_repo / "agents/orph")], check=True)
+    for branch in git(pg_repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split():
+        if branch != "main":
+            git(pg_repo, "branch", "-D", branch)
     name = pgdb.agent_db_name(template_db, "orph")
     found = inv_json_any(pg_repo, "doctor")
     orphans = [p for p in found["problems"] if p["kind"] == "orphan_database"]
@@ -222,6 +226,7 @@ def test_orphan_database_is_listed_and_fix_drops_it(pg_repo, pg_server, template
     fixed = inv_json_any(pg_repo, "doctor", "--fix")
     assert all(p["fixed"] for p in fixed["problems"]), fixed
     assert not pgdb.exists(pg_server.url(), name) and journal(pg_repo) == {}
+    assert [os.path.basename(p["dump"]) for p in fixed["problems"] if p["kind"] == "orphan_database"] == [f"{name}.dump"], "dumped before the drop"
     assert inv(pg_repo, "doctor").returncode == 0
 
 

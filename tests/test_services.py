@@ -277,7 +277,7 @@ def test_merge_cleanup_stops_the_services_of_the_agents_it_tears_down(agents):
     repo = agents
     inv(repo, "up", "--adw-id", "s1", "--service", "web", check=True)
     pids = pids_of(repo, "s1")
-    commit_file(repo / "trees/s1", "feature.txt", "done\n")
+    commit_file(repo / "trees/s1", "who.txt", "s1")  # merge takes committed work only
     inv(repo, "status", "--adw-id", "s1", "--set", "completed", check=True)
     summary = inv_json(repo, "merge", "--adw-id", "s1", "--cleanup")
     cleanup = summary["results"][0]["cleanup"]

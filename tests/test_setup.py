@@ -208,7 +208,7 @@ def test_teardown_keeps_unmerged_branch_and_backs_up_when_forced(repo):
     assert result["backup_ref"].startswith("refs/grove-backup/adw/t1/")
     assert git(repo, "rev-parse", result["backup_ref"]) == tip
     assert not (repo / "trees/t1").exists() and not (repo / "agents/t1").exists()
-    archived = json.loads(Path(result["archive"]).read_text())
+    archived = json.loads(Path(result["state_archive"]).read_text())
     assert archived["status"] == "cleaned" and archived["cleaned_at"]
     assert port_leases(repo) == {}
 

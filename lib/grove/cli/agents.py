@@ -16,7 +16,7 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
         "adw_id": ID + "; repeat it to set up several agents at once in one process",
         "epic": "group id (e.g. TASK-001); the branch becomes feature/<epic>/<task>-<id>",
         "task": "task name, recorded and used in the branch name (with --epic)",
-        "count": "with --epic: set up this many agents with generated ids",
+        "count": "with --epic: set up this many agents with generated ids (1 to 1000)",
         "branch": "branch name (default adw/<id>, or feature/<epic>/<task>-<id>)",
         "base": "base branch (default ADW_BASE_BRANCH, main)",
         "agent_id": "who will work in it (recorded in the state)",
@@ -34,7 +34,7 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
     },
 )
 @guard
-def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None, agent_id=None, install=True,
+def setup(c, adw_id=None, epic=None, task=None, count=None, branch=None, base=None, agent_id=None, install=True,
           db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, repo=None, json=False,
           quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
@@ -44,9 +44,11 @@ def setup(c, adw_id=None, epic=None, task=None, count=0, branch=None, base=None,
     rolls back what the run created. Several --adw-id (or --epic with --count) run concurrently.
     """
     from ..ops import chain
-    from ..core import ids
+    from ..core import ids, numbers
     from ..core.errors import bad_input
 
+    # A number flag is a string here (default None): Invoke's own int() would take -2 (issue 20, item 11).
+    count = numbers.parse(count, "--count", numbers.COUNT) if count is not None else 0
     settings = load_settings(c, repo, base_branch=base)
     wanted = list(adw_id or [])
     if count:
@@ -93,7 +95,8 @@ def print_ready(s):
         "all": "every completed, merged or failed agent (uncommitted work salvaged first); others are listed",
         "delete_branch": "also delete the branch Grove made; refused when unmerged unless --force",
         "force": "do not ask: allow an unfinished status, remove a dirty worktree after saving its work under "
-                 "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/",
+                 "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/, "
+                 "archive ignored files past ADW_ARCHIVE_LIMIT_MB, archive every file of a worktree whose .git is gone",
         "keep_db": "keep the agent's Postgres database (ADW_DB_URL); by default teardown drops it",
         "repo": REPO,
         "json": JSON,
@@ -106,8 +109,9 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
     Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
-    deleted branch tip no other ref holds under refs/grove-backup/. Only paths proven to lie
-    inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
+    deleted branch tip no other ref holds under refs/grove-backup/, ignored files worth keeping
+    (an edited .env, a local database) under agents/.archive/<id>/<utc>/files/. Only paths proven
+    to lie inside trees/ are deleted. The state moves to agents/.archive/<id>-<utc>.json, status cleaned.
     The agent's Postgres database is dropped (its sessions ended first) unless --keep-db.
     """
     from ..ops import cleanup
@@ -117,6 +121,9 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     if all:
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
+        if result["errors"]:  # a teardown that failed is not a success (issue 20, item 13)
+            raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
+                       + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
         return
     targets = [one([a]) for a in (adw_id or [None])]
     if len(targets) == 1:
@@ -237,15 +244,16 @@ def _command_after_dashes(c) -> list[str]:
         "adw_id": ID + "; repeatable",
         "epic": "every agent of this epic that can run (not merged or cleaned)",
         "all": "every agent that can run (not merged or cleaned)",
-        "jobs": "run at most this many at once (default: all)",
-        "timeout": "seconds each run may take; then its whole process tree is stopped and it counts as failed",
+        "jobs": "run at most this many at once, 1 to 1000 (default: all)",
+        "timeout": "seconds each run may take (more than 0); then its whole process tree is stopped and it "
+                   "counts as failed",
         "repo": REPO,
         "json": JSON,
         "quiet": "no live progress on stderr (errors and warnings still show)",
     },
 )
 @guard
-def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, json=False, quiet=False):
+def exec_(c, adw_id=None, epic=None, all=False, jobs=None, timeout=None, repo=None, json=False, quiet=False):
     """Run a command in many agents' worktrees at once: inv exec --all [--jobs N] -- CMD ARGS.
 
     Each run gets the agent's ports, env files, ADW_ID, ADW_WORKTREE and ADW_BRANCH (as inv run),
@@ -254,14 +262,17 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
     each whole process tree. Exit 0 only if every run succeeded; 130 when interrupted.
     """
     from ..ops import execute
+    from ..core import numbers
 
+    jobs = numbers.parse(jobs, "--jobs", numbers.COUNT) if jobs is not None else None
+    timeout = numbers.parse(timeout, "--timeout", numbers.SECONDS) if timeout is not None else None
     settings = load_settings(c, repo)
     ids, notes = execute.select(settings, list(adw_id or []), epic, all)
     argv = _command_after_dashes(c)
     display = execute.Display.choose(quiet)
     for note in notes:
         display.say(note)
-    outcome = execute.execute(settings, ids, argv, jobs=int(jobs) or None, timeout=float(timeout) or None,
+    outcome = execute.execute(settings, ids, argv, jobs=int(jobs) if jobs else None, timeout=timeout,
                               display=display)
     emit(outcome.to_dict(), json, execute.print_outcome)
     if outcome.interrupted:
@@ -270,11 +281,28 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=0, timeout=0.0, repo=None, 
         raise Exit(code=1)
 
 
-@task(help={"repo": REPO})
+@task(help={"claude_code": "also merge Grove's WorktreeCreate/WorktreeRemove hooks into .claude/settings.json, "
+                           "so `claude --worktree NAME` sessions get Grove agents (docs/agents.md)",
+            "git_hook": "also install a post-checkout hook that adopts each worktree `git worktree add` makes "
+                        "(`grove adopt`); other checkouts return at once",
+            "repo": REPO})
 @guard
-def init(c, repo=None):
+def init(c, claude_code=False, git_hook=False, repo=None):
     """Add Grove's .gitignore entries and a commented .env section to the target repo (idempotent)."""
     from ..ops import agentrun
 
-    for line in agentrun.init_repo(load_settings(c, repo)):
+    from ..ops import adopt, claude
+
+    settings = load_settings(c, repo)
+    if claude_code:  # exit 2 changes nothing: what cannot be merged into is refused first
+        claude.check_init(settings)
+    if git_hook:
+        adopt.check_git_hook(settings)
+    for line in agentrun.init_repo(settings):
         print(line)
+    if claude_code:
+        for line in claude.init(settings):
+            print(line)
+    if git_hook:
+        for line in adopt.install_git_hook(settings, agentrun.grove_command(portable=False)):
+            print(line)

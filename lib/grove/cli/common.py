@@ -29,6 +29,12 @@ def guard(body):
             if kwargs.get("json"):
                 print(_json.dumps({"error": exc.message, "hint": exc.hint or None, "exit_code": exc.code}))
             raise Exit(f"grove: {exc}", code=exc.code) from None
+        except KeyboardInterrupt:
+            # Ctrl-C (or SIGTERM where Grove turns it into one): --json still prints its one document
+            # (issue 20, item 14c); 130 as a shell reports SIGINT.
+            if kwargs.get("json"):
+                print(_json.dumps({"error": "interrupted (Ctrl-C or SIGTERM)", "hint": None, "exit_code": 130}))
+            raise Exit("grove: interrupted", code=130) from None
         finally:
             # Interpreter shutdown walks every object the imports made (Invoke's alone cost a bare
             # `inv` ~17 ms); frozen objects are skipped, so a setup exits ~25 ms sooner (issue 12).

@@ -33,19 +33,47 @@ def cleanup_epic(c, epic=None, delete_branches=False, repo=None, json=False, qui
         raise bad_input("--epic is required")
     result = cleanup.cleanup_epic(load_settings(c, repo), epic, delete_branches=delete_branches, report=reporter(quiet))
     emit(result, json, lambda d: print(f"cleaned {d['count']} worktree(s) of {epic}"))
+    if result["errors"]:  # a teardown that failed is not a success (issue 20, item 13)
+        raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
+                   + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
 
 
-@task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7)",
-            "dry_run": "only report what would be removed", "repo": REPO, "json": JSON, "quiet": QUIET})
+@task(help={"max_age_days": "idle days before an unfinished agent counts as abandoned (default 7; 0 to 36500, 0: all, "
+                            "however recent)",
+            "dry_run": "only report what would be removed",
+            "archives": "instead: delete the archives of ignored files (agents/.archive/<id>/<utc>/) older than "
+                        "--older-than-days; only directories holding Grove's manifest are touched",
+            "older_than_days": "with --archives: a finite number of days, 0 or more (required)",
+            "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def gc(c, max_age_days=7.0, dry_run=False, repo=None, json=False, quiet=False):
-    """Remove abandoned agents (unfinished and idle); their branches and commits stay reachable."""
+def gc(c, max_age_days=None, dry_run=False, archives=False, older_than_days=None, repo=None, json=False, quiet=False):
+    """Remove abandoned agents (unfinished and idle); their branches, commits and databases stay."""
     from ..ops import cleanup
 
-    result = cleanup.gc(load_settings(c, repo), float(max_age_days), dry_run=dry_run, report=reporter(quiet))
+    if archives or older_than_days is not None:
+        _gc_archives(c, archives, older_than_days, dry_run, repo, json)
+        return
+    # A string (default None), checked by gc itself: Invoke's float() takes -1 and nan (issue 20, item 11).
+    result = cleanup.gc(load_settings(c, repo), 7.0 if max_age_days is None else max_age_days, dry_run=dry_run,
+                        report=reporter(quiet))
     verb = "would remove" if dry_run else "removed"
     emit(result, json, lambda d: print(f"{verb} {len(d['abandoned'] if dry_run else d['removed'])} abandoned "
                                         f"agent(s): {', '.join(a['adw_id'] for a in d['abandoned']) or '-'}"))
+
+
+def _gc_archives(c, archives, older_than_days, dry_run, repo, json):
+    """Deleting archived ignored files is a deliberate act, never a side effect (issue 20)."""
+    from ..core.errors import bad_input
+    from ..safety import archive
+
+    if not archives or older_than_days is None:
+        raise bad_input("deleting archives takes both --archives and --older-than-days N",
+                        "e.g. grove gc --archives --older-than-days 30")
+    days = archive.check_days(older_than_days)
+    result = archive.prune(load_settings(c, repo), days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    emit(result, json, lambda d: print(f"{verb} {len(d['archives_deleted'])} archive(s) older than {days:g} day(s)"
+                                        + "".join(f"\n  {a['path']}" for a in d["archives_deleted"])))
 
 
 @task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
@@ -65,32 +93,66 @@ def doctor(c, fix=False, repo=None, json=False):
         raise Exit(code=1)
 
 
-@task(help={"adw_id": "only this agent's salvages; with --restore, the worktree to restore into",
-            "restore": "a refs/grove-salvage/... ref to put back into the agent's worktree as uncommitted work",
+@task(help={"adw_id": "only this agent's salvages, archives and dumps; with --restore, the worktree to restore into",
+            "restore": "a refs/grove-salvage/... ref, or an archive (its id <adw_id>/<utc> or its path), to put back "
+                       "into the agent's worktree; or the path of a database dump "
+                       "(agents/.archive/<id>/<utc>/db/<name>.dump) to load back into the agent's database",
             "repo": REPO, "json": JSON})
 @guard
 def salvage(c, adw_id=None, restore=None, repo=None, json=False):
-    """List salvaged uncommitted work (refs/grove-salvage/), or --restore one into a worktree.
+    """List salvaged work (refs/grove-salvage/), archived ignored files and database dumps, or --restore one.
 
     Grove salvages a worktree's tracked edits and untracked (not ignored) files before it removes
-    it; ignored files (.env and the like) are never put into git. These refs are never pushed.
+    it; ignored files (.env and the like) are never put into git: the ones worth keeping are moved
+    to agents/.archive/<id>/<utc>/files/ instead, and a database is dumped into
+    agents/.archive/<id>/<utc>/db/ before anything drops it (issue 20). These refs are never pushed.
     """
-    from ..safety import preserve
+    from ..safety import archive, dbdump, preserve
     from ..core import state
 
     settings = load_settings(c, repo)
+    if restore and not restore.startswith("refs/") and dbdump.is_dump(settings, restore):
+        from ..resources import agentdb
+
+        result = agentdb.restore(settings, restore, one(adw_id) if adw_id else None)
+        emit(result, json, lambda d: print(f"restored {d['dump']} into database {d['database']} "
+                                            f"(what it held before: {d['saved_before']})"))
+        return
     if restore:
         s = state.require(settings, one(adw_id))
-        result = preserve.restore(settings.repo, restore, Path(s["worktree_path"]))
-        emit(result, json, lambda d: print(f"restored {d['ref']} into {d['worktree']}: {len(d['files'])} file(s)"))
+        wt = Path(s["worktree_path"])
+        # An archive id is <adw_id>/<utc>, and "refs" is a valid adw_id: an archive found wins.
+        if restore.startswith(preserve.SALVAGE) or (restore.startswith("refs/") and not archive.exists(settings, restore)):
+            result = _restore_salvage(settings, s, restore, wt)
+        else:
+            result = archive.restore(settings, restore, wt)
+        from ..core import events
+
+        events.emit(settings, "restored", s["adw_id"], ref=restore, files=len(result.get("files") or []))
+        emit(result, json, lambda d: print(f"restored {d.get('ref') or d.get('id')} into {d['worktree']}: "
+                                           f"{len(d['files'])} file(s)"))
         return
     if adw_id:
         from ..core.ids import check_id
 
         check_id(one(adw_id))
-    rows = preserve.salvages(settings.repo, one(adw_id) if adw_id else None)
-    emit(rows, json, lambda d: [print(f"{r['ref']}  {r['date']}  {len(r['files'])} file(s)") for r in d]
-          or (not d and print("no salvaged work")))
+    rows = [dict(r, kind="salvage") for r in preserve.salvages(settings.repo, one(adw_id) if adw_id else None)]
+    rows += archive.listing(settings, one(adw_id) if adw_id else None)
+    rows += dbdump.listing(settings, one(adw_id) if adw_id else None)
+    emit(rows, json, lambda d: [print(f"{r['path']}  {r['date']}  database {r['name']} ({r['size']} bytes)"
+                                      if r.get("kind") == dbdump.KIND else
+                                      f"{r.get('ref') or r['path']}  {r['date']}  {len(r['files'])} file(s)")
+                                for r in d] or (not d and print("no salvaged work")))
+
+
+def _restore_salvage(settings, s, ref, wt):
+    """A salvage ref back into the worktree; Grove's hidden files there are handled by preserve (issue 20, item 10)."""
+    from ..resources import hidden
+    from ..safety import preserve
+
+    shown = hidden.hidden_files(wt) if wt.is_dir() and not preserve.checkout_problem(wt) else []
+    edited = hidden.edited_hidden(settings, s, wt) if shown else []
+    return preserve.restore(settings.repo, ref, wt, hidden=shown, edited_hidden=edited)
 
 
 @task(help={"size": "fill (or drain) the pool to this many ready worktrees; 0 drains it; omit to show it",
@@ -112,6 +174,7 @@ def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, round
     it holds changes).
     """
     from ..ops import pool as pooling
+    from ..core import numbers
     from ..core.errors import bad_input
 
     settings = load_settings(c, repo, base_branch=base)
@@ -122,14 +185,10 @@ def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, round
     if size is None:
         emit(pooling.show(settings), json, _print_pool)
         return
-    try:
-        size = int(size)
-    except ValueError:
-        raise bad_input(f"--size {size!r} is not a whole number") from None
-    if not 0 <= size <= 100:
-        raise bad_input(f"--size {size} is outside 0..100")
+    size = int(numbers.parse(size, "--size", numbers.Range(0, 100, integer=True)))
     if follow:
-        interval, rounds = _follow_limits(interval, rounds)
+        interval = numbers.parse(60 if interval is None else interval, "--interval", numbers.Range(0.1, 86400, unit="s"))
+        rounds = int(numbers.parse(0 if rounds is None else rounds, "--rounds", numbers.Range(0, 10**9, integer=True)))
         result = pooling.follow(settings, size, base, reporter(quiet), interval=interval, rounds=rounds, fetch=fetch)
     else:
         result = pooling.fill(settings, size, base, reporter(quiet), fetch=fetch)
@@ -138,25 +197,6 @@ def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, round
         raise Exit("grove: the pool did not reach its size: "
                    + "; ".join(f"{x['name']}: {x.get('error') or x.get('reason')}" for x in result.get("failed", []) + result.get("kept", [])),
                    code=1)
-
-
-def _follow_limits(interval, rounds) -> tuple[float, int]:
-    """--interval: a finite number of seconds from 0.1 to a day; --rounds: a whole number >= 0.
-    (Both reach here as text: Invoke's own int() of a typed flag fails with a traceback.)"""
-    import math
-
-    from ..core.errors import bad_input
-
-    interval, rounds = (60 if interval is None else interval), (0 if rounds is None else rounds)
-    try:
-        seconds, count = float(interval), int(str(rounds))
-    except ValueError:
-        raise bad_input(f"--interval {interval!r} / --rounds {rounds!r}: expected a number of seconds and a whole number") from None
-    if not math.isfinite(seconds) or not 0.1 <= seconds <= 86400:
-        raise bad_input(f"--interval {interval} is outside 0.1..86400 seconds")
-    if count < 0:
-        raise bad_input(f"--rounds {rounds} is negative", "0 means until stopped")
-    return seconds, count
 
 
 def _print_pool(d):

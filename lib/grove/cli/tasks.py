@@ -12,6 +12,7 @@ from invoke import Collection
 
 from ..core.defaults import DEFAULTS, field_name
 from .agents import exec_, init, list_, path, run, setup, status, teardown
+from .integrations import adopt, events, hook, mcp
 from .maintenance import cleanup_epic, doctor, gc, git_worktrees, pool, salvage
 from .merging import conflicts, merge, sync
 from .services import down, logs, ps, up
@@ -22,7 +23,8 @@ from .steps import (db_reset, deps_install, env_merge, env_ports, env_repoint, e
 TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "exec": exec_, "merge": merge,
        "sync": sync, "conflicts": conflicts,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
-       "salvage": salvage, "init": init, "pool": pool, "up": up, "down": down, "ps": ps, "logs": logs}
+       "salvage": salvage, "init": init, "pool": pool, "events": events, "adopt": adopt, "hook": hook, "mcp": mcp,
+       "up": up, "down": down, "ps": ps, "logs": logs}
 NAMESPACES = {
     "git": {"fetch": git_fetch},
     "worktree": {"add": worktree_add},

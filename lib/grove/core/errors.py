@@ -4,6 +4,7 @@
 OK = 0
 FAILED = 1  # the operation failed: git, install, conflict, no free slot
 BAD_INPUT = 2  # bad input or configuration; nothing was changed
+INTERRUPTED = 130  # Ctrl-C or SIGTERM (as a shell reports SIGINT), after Grove cleaned up
 
 
 class GroveError(Exception):

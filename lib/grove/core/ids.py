@@ -60,3 +60,29 @@ def default_branch(adw_id: str, epic_id: str | None = None, task_name: str | Non
             raise bad_input(f"epic id {epic_id!r} has no usable characters")
         return f"feature/{epic}/{task}-{adw_id}"
     return f"adw/{adw_id}"
+
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def from_name(name: str, limit: int = 56) -> str:
+    """A valid adw_id made from a free-form name (a Claude Code worktree name, a directory): every
+    run of other characters becomes '-', leading '-'/'_' go, at most ``limit`` characters (room for
+    a ``-N`` suffix), ``agent`` when nothing usable is left, a reserved device name gets ``-1``."""
+    text = _NOT_ID.sub("-", name or "").lstrip("-_")[:limit].rstrip("-_") or "agent"
+    return text + "-1" if text.lower() in _RESERVED else text
+
+
+def free_id(settings: Settings, wanted: str, taken=lambda adw_id: False) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3`` ...: the first that no agent state, trees/ entry or
+    case-variant holds, and that ``taken(id)`` does not refuse (issue 22: collisions)."""
+    used: set[str] = set()
+    for root in (settings.agents_path, settings.trees_path):
+        if root.is_dir():
+            used.update(p.name.lower() for p in root.iterdir())
+    n = 1
+    while True:
+        candidate = wanted if n == 1 else f"{wanted}-{n}"
+        if candidate.lower() not in used and not taken(candidate):
+            return check_id(candidate)
+        n += 1

@@ -633,3 +633,62 @@ class Session:
 def session(admin: AdminUrl | str) -> Session:
     """``with pgdb.session(admin) as s: s.oid(...); s.create(...)``: one connection for all."""
     return Session(_as_admin(admin))
+
+
+# --------------------------------------------------------------------------------------------
+# Dumps and activity (issue 20, item 3): a database is dumped before anything drops it, and
+# writes to it count as its agent's activity.
+# --------------------------------------------------------------------------------------------
+
+def tool_target(admin: AdminUrl | str, dbname: str) -> tuple[str, dict[str, str]]:
+    """(URL of ``dbname`` without its password, extra environment) for pg_dump/pg_restore.
+
+    The password goes to the child as PGPASSWORD, never on its command line (``ps`` shows that).
+    """
+    admin = _as_admin(admin)
+    url = agent_url(admin, dbname)
+    before, password, after = _credentials(url)
+    if password is not None:
+        url = before[:-1] + after  # "scheme://user:" + password + "@host..." -> "scheme://user@host..."
+    url = re.sub(r"(?i)([?&])password=[^&]*&?", r"\1", url).rstrip("?&")
+    env = {"PGPASSWORD": admin.params["password"]} if admin.params.get("password") else {}
+    return url, env
+
+
+def server_major(admin: AdminUrl | str) -> int:
+    """The server's major version (18 for 18.6): a pg_dump older than the server refuses to dump it."""
+    with _connect(_as_admin(admin)) as conn:
+        return int(conn.info.server_version) // 10000
+
+
+def write_count(admin: AdminUrl | str, name: str) -> int | None:
+    """Rows inserted, updated and deleted in ``name`` since its statistics began; None when it is gone.
+
+    Cumulative, so any change between two looks means someone wrote to it (a stats reset lowers it:
+    a change too, which errs towards "active")."""
+    with _connect(_as_admin(admin)) as conn:
+        row = conn.execute("SELECT coalesce(tup_inserted, 0) + coalesce(tup_updated, 0) + coalesce(tup_deleted, 0)"
+                           " FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def untouchable(admin: AdminUrl | str, name: str) -> list[str]:
+    """Tables and sequences in ``name`` that the URL's role can neither read nor change, as exact
+    pg_dump patterns (``"schema"."table"``).
+
+    A role that clones a template owned by someone else owns the database but not those tables: its
+    pg_dump fails on them ("permission denied"), yet nothing in them can be its agent's work (the
+    agent connects as the same role), and their rows are the template's. Anything the role can
+    write to it can also be asked to read; if it cannot, the dump fails and nothing is dropped.
+    """
+    url = agent_url(_as_admin(admin), name)
+    with _connect(parse_admin_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"'"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
+            " AND ((c.relkind IN ('r', 'p', 'm', 'f')"
+            "       AND NOT has_table_privilege(c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE'))"
+            "   OR (c.relkind = 'S' AND NOT has_sequence_privilege(c.oid, 'SELECT,USAGE,UPDATE')))"
+            " ORDER BY 1").fetchall()
+    return [r[0] for r in rows]

@@ -242,75 +242,8 @@ def user_state_dir(app: str = "grove") -> Path:
     return (Path(xdg) if os.path.isabs(xdg) else home / ".local" / "state") / app
 
 
-# ---------------------------------------------------------------------------------------------
-# Liveness: a pid plus its start time, never a pid alone (pids are reused; DESIGN.md, issue 23)
-
-START_SLACK = 1.0  # seconds: `ps -o lstart` has whole seconds; /proc and psutil 1/100 s
-
-
-def process_start_time(pid: int) -> float | None:
-    """When ``pid`` started, in seconds since the epoch; None when it is gone (or unreadable).
-
-    /proc (Linux: boot time + the start tick in /proc/<pid>/stat), else psutil, else `ps -o lstart`.
-    """
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return None
-    boot = _boot_time()
-    if boot is not None:  # Linux: /proc answers, a zombie or a gone process included (None)
-        ticks = _proc_start_ticks(pid)
-        return None if ticks is None else round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
-    if _has_psutil():
-        import psutil
-
-        try:
-            p = psutil.Process(pid)
-            return None if p.status() == psutil.STATUS_ZOMBIE else round(p.create_time(), 2)
-        except psutil.Error:
-            return None
-    ps = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=30,
-                        env=dict(os.environ, LC_ALL="C"))
-    try:
-        return time.mktime(time.strptime(" ".join(ps.stdout.split()), "%a %b %d %H:%M:%S %Y"))
-    except ValueError:
-        return None
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[19]) if len(fields) > 19 and fields[0] not in ("Z", "X") else None
-
-
-@lru_cache(maxsize=1)
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def alive(pid: int, backend: str | None = None, *, start: float | None = None) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone.
-
-    With ``start`` (a recorded :func:`process_start_time`), only while the process running under
-    that pid is the one that started then: a reused pid is not alive (issue 23, DESIGN.md).
-    """
-    if start is not None:
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-            return False
-        now_start = process_start_time(pid)
-        if now_start is None or abs(now_start - float(start)) > START_SLACK:
-            return False
-        if _proc_start_ticks(pid) is not None:
-            return True  # read from /proc/<pid>/stat, which also said it is no zombie
+def alive(pid: int, backend: str | None = None) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -601,14 +534,15 @@ def _each(pids: list[int], fds: dict[int, int], sig: int) -> None:
             pass
 
 
-def stop_group(pid: int, start: float | None, backend: str, grace: float, mark: str | None = None) -> str | None:
+def stop_group(pid: int, is_leader: Callable[[int], bool], backend: str, grace: float,
+               mark: str | None = None) -> str | None:
     """Stop a process Grove started in a session of its own (``grove up``'s services, issue 23) and
     everything it started, when Grove is no longer its parent: as :func:`stop_tree` does, but the
-    leader is signalled (and its group) only while ``pid`` is still the process that started at
-    ``start``; ``mark`` (GROVE_RUN_MARK) finds what left the group. Returns the signal that ended
-    it, or None when nothing of it was running."""
+    leader is signalled (and its group) only while ``is_leader(pid)`` holds (its recorded pid and
+    start time, core/liveness.py); ``mark`` (GROVE_RUN_MARK) finds what left the group. Returns the
+    signal that ended it, or None when nothing of it was running."""
     fds = _pidfds([pid])  # opened before the check: a pid reused after it cannot be hit
-    leader = start is not None and alive(pid, backend, start=start)
+    leader = is_leader(pid) and alive(pid, backend)
     if not leader and pid in fds:
         os.close(fds.pop(pid))
 
@@ -634,7 +568,7 @@ def stop_group(pid: int, start: float | None, backend: str, grace: float, mark: 
                 used = "SIGKILL"
                 break
             time.sleep(POLL)
-        if leader and alive(pid, backend, start=start):
+        if leader and is_leader(pid) and alive(pid, backend):
             _group(pid, signal.SIGKILL)
         late = [p for p in found() if p not in fds]
         fds.update(_pidfds(late))

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import locks
+from . import events, locks
 from .config import Settings
 from .errors import GroveError, bad_input
 
@@ -132,12 +132,16 @@ def update(settings: Settings, adw_id: str, change: Callable[[dict], None], *, c
     """Locked read-modify-write of one state; ``create`` is the state to start from when none exists."""
     with locks.locked(lock_path(settings, adw_id), settings.lock_timeout, f"state of {adw_id} is busy"):
         state = load(settings, adw_id)
+        before = None if state is None else state.get("status")
         if state is None:
             if create is None:
                 raise bad_input(f"no agent {adw_id!r}: {settings.state_path(adw_id)} does not exist")
             state = create
         change(state)
         save(settings, state)
+        # Every status change goes through here (apply_status is only ever applied inside update or
+        # archive_locked): the one place that writes the event stream's status lines (issue 22).
+        events.status_change(settings, adw_id, before, state)
         return state
 
 
@@ -149,9 +153,12 @@ def check_transition(current: str, target: str) -> None:
         raise bad_input(f"cannot go from {current} to {target}", f"from {current} the allowed statuses are: {allowed}")
 
 
-def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None, **fields) -> None:
-    """Validate and apply a transition in memory: timestamp, history, fields."""
-    check_transition(state["status"], target)
+def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None,
+                 checked: bool = False, **fields) -> None:
+    """Validate and apply a transition in memory: timestamp, history, fields. ``checked``: the caller
+    proved a transition the table does not list (set_status, from the git facts)."""
+    if not checked:
+        check_transition(state["status"], target)
     stamp = now()
     state["status"] = target
     if target in STAMPS:
@@ -179,10 +186,47 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     refresh = _commit_refresher(settings)
 
     def change(s: dict) -> None:
-        apply_status(s, target, by=by, error=error, **fields)
+        apply_status(s, target, by=by, error=error, checked=_follows_facts(settings, s, target), **fields)
         refresh(s)
 
     return update(settings, adw_id, change)
+
+
+BACK_FROM_MERGED = ("completed", "in_progress")
+
+
+def _follows_facts(settings: Settings, s: dict, target: str) -> bool:
+    """A status follows the facts (issue 20, item 14b): `merged` only while the branch is in the
+    base; a `merged` agent whose branch has commits the base lacks (it committed during
+    `merge --cleanup`) may go back to completed or in_progress. True: allowed beyond the table."""
+    back = s["status"] == "merged" and target in BACK_FROM_MERGED
+    if target == s["status"] or not (target == "merged" or back):
+        return False  # no git to ask: most transitions (setup, exec) pay nothing here
+    inside = branch_in_base(settings, s)
+    if target == "merged" and inside is False:
+        raise bad_input(f"{s['adw_id']}: branch {s['branch']} has commits that are not in the base, so it is "
+                        "not merged", f"merge it: inv merge --adw-id {s['adw_id']}")
+    if back:
+        if inside is not False:
+            raise bad_input(f"cannot go from merged to {target}: branch {s['branch']} is in the base, with "
+                            "nothing new", "from merged the allowed statuses are: cleaned (or back to completed "
+                                           "or in_progress once the branch has commits the base lacks)")
+        return True
+    return False
+
+
+def branch_in_base(settings: Settings, s: dict) -> bool | None:
+    """The agent's branch is contained in its base (ancestry, patch-id or tree, as `merge` counts it),
+    locally or at the remote; None when there is no branch or no base to compare with."""
+    from . import git
+
+    if not git.branch_exists(settings.repo, s["branch"]):
+        return None
+    base = s.get("base_branch") or settings.base_branch
+    refs = [r for r in (f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}") if git.rev(settings.repo, r)]
+    if not refs:
+        return None
+    return any(git.is_merged(settings.repo, f"refs/heads/{s['branch']}", ref) for ref in refs)
 
 
 def _commit_refresher(settings: Settings) -> Callable[[dict], None]:
@@ -232,9 +276,13 @@ def archive_locked(settings: Settings, adw_id: str, change: Callable[[dict], Non
             # process ignoring the locks can have removed it since.
             raise GroveError(f"the state of {adw_id} ({settings.state_path(adw_id)}) vanished before it was archived",
                              hint="see `inv doctor`")
+        before = state.get("status")
         change(state)
         state["updated_at"] = now()
-        return archive(settings, adw_id, state)
+        target = archive(settings, adw_id, state)
+        events.status_change(settings, adw_id, before, state)
+        events.emit(settings, "archived", adw_id, state.get("status"), None, archive=str(target))
+        return target
 
 
 def archived(settings: Settings) -> list[dict]:

@@ -114,3 +114,18 @@ def init_repo(settings: Settings) -> list[str]:
         locks.atomic_write_text(env, text + head + section, envfiles.SECRET_MODE)
         said.append(".env: added a commented Grove section")
     return said
+
+
+def grove_command(portable: bool = True) -> str:
+    """How a hook (Claude Code's, git's) calls this Grove, as shell text: `grove` when ``portable``
+    and the `grove` on PATH is this one (fit for a committed file), else this Grove's `grove` by its
+    absolute path, quoted (hooks run through a shell, maybe with another PATH)."""
+    import shlex
+
+    here = Path(sys.executable).parent / "grove"
+    if not here.exists():
+        return f"{shlex.quote(sys.executable)} -m grove"
+    on_path = shutil.which("grove")
+    if portable and on_path and os.path.realpath(on_path) == os.path.realpath(here):
+        return "grove"
+    return shlex.quote(str(here))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ..resources import agentdb, deps, ports
-from ..core import git, ids, locks, state
+from ..core import events, git, ids, locks, state
 from ..safety import owned
 from . import pool, steps, worktree
 from ..core.config import Settings
@@ -305,6 +305,7 @@ def _tail(settings: Settings, run: _Run) -> dict:
     for name in worktree.hide(settings, path, written):
         report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
                     f"add it to .gitignore")
+    steps.claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)
     # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
     # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
     # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
@@ -353,12 +354,16 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
     for name in undo.databases:
         _quietly(report, f"drop database {name}", lambda name=name: agentdb.drop_created(settings, req.adw_id, name))
     if undo.worktree:
-        _quietly(report, "remove the worktree", lambda: worktree.remove(settings, path, salvage=True))
+        # This run made the worktree: a rollback never refuses over ADW_ARCHIVE_LIMIT_MB, it archives (issue 20).
+        _quietly(report, "remove the worktree",
+                 lambda: worktree.remove(settings, path, salvage=True, force=True, reason="setup rollback"))
     if undo.branch:
         branch, base = undo.branch, undo.base_commit or "HEAD"
         _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))
     if undo.state:
         _quietly(report, "remove the state", lambda: _remove_state(settings, req.adw_id))
+        # Its `created` event is in the stream: say that it is gone again (issue 22).
+        events.emit(settings, "rolled_back", req.adw_id, "created", None, step=step, error=reason)
     if undo.claim:
         _quietly(report, "release the port claim", lambda: ports.release(settings, req.adw_id))
     if isinstance(exc, GroveError):

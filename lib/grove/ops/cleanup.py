@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from ..resources import agentdb, ports
-from ..core import git, ids, locks, state
-from ..safety import owned
-from . import worktree
+from ..core import events, git, ids, locks, numbers, state
+from ..safety import archive, owned, preserve
+from . import adopt, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.faults import fault
@@ -47,19 +47,22 @@ def check_known(settings: Settings, adw_id: str, looked_up: tuple[dict | None, d
     path = settings.worktree_path(adw_id)
     s, entry = looked_up or (state.load(settings, adw_id), git.worktree_for(settings.repo, path))
     claimed = any(lease["adw_id"] == adw_id for lease in ports.leases(settings))
-    if s is None and entry is None and not path.exists() and not claimed:
-        raise bad_input(f"no agent {adw_id!r} here: no state, worktree or port claim",
+    # A database gc or --keep-db kept is torn down (dumped, dropped) by naming its agent (issue 20, item 3).
+    if s is None and entry is None and not path.exists() and not claimed and not agentdb.recorded(settings, adw_id):
+        raise bad_input(f"no agent {adw_id!r} here: no state, worktree, port claim or database",
                         "see `inv list` and `inv git-worktrees`")
 
 
 def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
-             salvage: bool | None = None, keep_db: bool = False, report: Reporter | None = None) -> dict:
+             salvage: bool | None = None, keep_db: bool = False, keep_db_why: str = "--keep-db",
+             report: Reporter | None = None) -> dict:
     """Remove one agent's worktree, free its slot and archive its state; returns what was done.
 
     ``force`` passes a non-terminal status and an unmerged ``delete_branch`` (its tip is backed up).
     ``salvage`` (default: same as ``force``) lets a worktree with uncommitted work go, after that
     work is committed under refs/grove-salvage/; without it such a worktree is refused.
-    The agent's Postgres databases (those the ownership journal gives it) are dropped unless ``keep_db``.
+    The agent's Postgres databases (those the ownership journal gives it) are dumped into its archive
+    and dropped unless ``keep_db`` (``keep_db_why`` is the note that says why they were kept).
     """
     salvage = force if salvage is None else salvage
     report = report or Reporter(quiet=True)
@@ -71,19 +74,26 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         check_known(settings, adw_id, (s, entry))
         branch = (s or {}).get("branch") or (entry or {}).get("branch")
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
-        databases = agentdb.plan_teardown(settings, adw_id, keep_db)  # an unreachable server: exit 1 here
+        databases = agentdb.plan_teardown(settings, adw_id, keep_db, keep_db_why)  # an unreachable server: exit 1 here
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
-                  "archive": None, "stopped_processes": []}
+                  "archive": archive.empty(), "state_archive": None, "stopped_processes": [], "worktree_kept": None}
         fault(OP, "before", "worktree")
-        if entry is not None:
-            saved = worktree.remove(settings, path, entry=entry, salvage=salvage)
+        if adopt.kept_in_place(settings, s):
+            # An adopted worktree outside trees/ is the user's: it stays, only Grove's hiding is undone (issue 22).
+            assert s is not None
+            adopt.release(settings, s, Path(s["worktree_path"]))
+            result["worktree_kept"] = s["worktree_path"]
+        elif entry is not None:
+            saved = worktree.remove(settings, path, entry=entry, salvage=salvage, force=force)
             result.update(worktree_removed=str(path), **saved)
         elif path.exists() or os.path.islink(path):
             # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
         fault(OP, "after", "worktree")
+        if result["salvage_ref"]:
+            events.emit(settings, "salvaged", adw_id, ref=result["salvage_ref"], worktree=str(path))
         if plan["delete"]:
             assert branch  # _plan() decides to delete only a branch that exists
             result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
@@ -91,17 +101,25 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         fault(OP, "after", "branch")
         result["freed_slots"] = ports.release(settings, adw_id)
         fault(OP, "after", "ports")
-        result["databases"] = agentdb.apply_teardown(settings, databases)
+        result["databases"] = agentdb.apply_teardown(settings, adw_id, databases)
         fault(OP, "after", "databases")
         if s is not None:
-            result["archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
+            result["state_archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")
         saved_refs = [r for r in (result["salvage_ref"], *result["worktree_backup_refs"], result["backup_ref"]) if r]
         saved_refs += result["submodule_refs"]
+        events.emit(settings, "torn_down", adw_id, (s or {}).get("status"), "cleaned" if s is not None else None,
+                    worktree_removed=result["worktree_removed"], worktree_kept=result["worktree_kept"],
+                    moved_to=result["moved_to"], branch=branch, branch_action=result["branch_action"],
+                    saved_refs=saved_refs or None, freed_slots=result["freed_slots"] or None, archive=result["archive"])
         stopped = result["stopped_processes"]
         dbs = "".join(f", database {d['name']} {d['action']}" for d in result["databases"])
-        report.say(f"✓ teardown {adw_id}: worktree removed, branch {branch or '-'} {result['branch_action']}{dbs}"
+        kept = result["archive"] or {}
+        where = f"worktree kept at {result['worktree_kept']}" if result["worktree_kept"] else "worktree removed"
+        report.say(f"✓ teardown {adw_id}: {where}, branch {branch or '-'} {result['branch_action']}{dbs}"
                    + (f" (saved: {', '.join(saved_refs)})" if saved_refs else "")
+                   + (f"; kept {kept['files']} ignored file(s), {kept['bytes']} bytes, in {kept['path']}"
+                      if kept.get("files") else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
 
@@ -114,7 +132,12 @@ def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvag
     if s is not None and s["status"] not in state.TERMINAL and s["status"] != "cleaned" and not force:
         raise bad_input(f"{adw_id} is {s['status']}, not finished",
                         f"mark it {'/'.join(state.TERMINAL)} first (`inv status --set`), or pass --force")
-    if entry is not None and path.is_dir() and not salvage:
+    # Before `git status` there: with its .git file gone, git would read the main checkout (issue 20,
+    # item 13). With --force, worktree.remove() archives every file of such a directory instead.
+    broken = entry is not None and path.is_dir() and preserve.checkout_problem(path, git.admin_dir(settings.repo, path))
+    if broken and not force:
+        preserve.require_checkout(path, git.admin_dir(settings.repo, path))
+    if entry is not None and path.is_dir() and not salvage and not broken:
         dirty = git.dirty_files(path) + worktree.hidden_edits(settings, path)
         if dirty:
             shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
@@ -165,7 +188,7 @@ def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = Fa
                  report: Reporter | None = None) -> dict:
     """Tear down every completed, merged or failed agent of ``epic_id``; unmerged branches are kept."""
     report = report or Reporter(quiet=True)
-    cleaned, kept = [], []
+    cleaned, kept, errors = [], [], []
     for adw_id in state.all_ids(settings):
         s = state.load(settings, adw_id)
         if s is None or s.get("epic_id") != epic_id:
@@ -178,23 +201,32 @@ def cleanup_epic(settings: Settings, epic_id: str, *, delete_branches: bool = Fa
         try:
             cleaned.append(teardown(settings, adw_id, delete_branch=delete, report=report))
         except GroveError as exc:
+            # A failed teardown is a failure, not a choice: listed in errors too, so the task exits 1 (issue 20, item 13).
             kept.append({"adw_id": adw_id, "reason": exc.message})
+            errors.append(_error(report, adw_id, exc))
         if delete_branches and has_branch and not delete:
             report.say(f"kept branch {s['branch']}: it has unmerged commits")
-    return {"epic_id": epic_id, "count": len(cleaned), "cleaned": cleaned, "kept": kept}
+    return {"epic_id": epic_id, "count": len(cleaned), "cleaned": cleaned, "kept": kept, "errors": errors}
+
+
+def _error(report: Reporter, adw_id: str, exc: GroveError) -> dict:
+    report.warn(f"{adw_id}: teardown failed: {exc}")
+    return {"adw_id": adw_id, "error": exc.message, "hint": exc.hint or None, "exit_code": exc.code}
 
 
 def last_activity(settings: Settings, s: dict) -> float:
-    """The newest of: the state's updated_at, the branch's last commit, any file change in the worktree.
+    """The newest of: the state's updated_at, the branch's last commit, any file change in the worktree
+    (an sqlite database in it included), the last write seen to its Postgres database.
 
-    Age since creation alone is not activity (issue 3).
+    Age since creation alone is not activity (issue 3); writes to the database are (issue 20, item 3).
     """
     times = [state.parse_time(s.get("updated_at")) or 0.0]
     if git.branch_exists(settings.repo, s["branch"]):
         times.append(float(git.git(settings.repo, "log", "-1", "--format=%ct", f"refs/heads/{s['branch']}") or 0))
-    path = settings.worktree_path(s["adw_id"])
+    path = Path(s.get("worktree_path") or settings.worktree_path(s["adw_id"]))  # an adopted one may be elsewhere
     if path.is_dir():
         times.append(_newest_mtime(path))
+    times.append(agentdb.last_write(settings, s["adw_id"]))
     return max(times)
 
 
@@ -213,8 +245,11 @@ def _newest_mtime(root: Path) -> float:
     return newest
 
 
-def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, report: Reporter | None = None) -> dict:
-    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches stay."""
+def gc(settings: Settings, max_age_days: float | str = 7, *, dry_run: bool = False,
+       report: Reporter | None = None) -> dict:
+    """Remove abandoned agents: non-terminal and idle for ``max_age_days``. Their branches and databases stay."""
+    # -1 or nan made every agent "idle" and gc force-tore down one active seconds ago (issue 20, item 11).
+    max_age_days = numbers.parse(max_age_days, "--max-age-days", numbers.DAYS)
     report = report or Reporter(quiet=True)
     cutoff = time.time() - max_age_days * 86400
     found, removed, kept = [], [], []
@@ -234,8 +269,11 @@ def gc(settings: Settings, max_age_days: float = 7, *, dry_run: bool = False, re
             continue
         try:
             # The branch is never deleted here, so every commit on it stays reachable; uncommitted
-            # work is salvaged under refs/grove-salvage/ before the worktree goes.
-            done = teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, report=report)
+            # work is salvaged under refs/grove-salvage/ before the worktree goes. The agent can be
+            # resumed from its branch, so its database is kept too (issue 20, item 3): only an
+            # explicit teardown of the agent drops it, after a dump.
+            done = teardown(settings, adw_id, delete_branch=False, force=True, salvage=True, keep_db=True,
+                            keep_db_why="gc: the agent can be resumed from its branch", report=report)
             removed.append(dict(entry, stopped_processes=done["stopped_processes"]))
         except GroveError as exc:
             kept.append(dict(entry, reason=exc.message))
@@ -252,7 +290,7 @@ def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter 
     candidates = set(state.all_ids(settings))
     if settings.trees_path.is_dir():
         candidates.update(p.name for p in settings.trees_path.iterdir() if not p.name.startswith("."))
-    torn, kept = [], []
+    torn, kept, errors = [], [], []
     for adw_id in sorted(candidates):
         try:
             s = state.load(settings, adw_id)
@@ -269,4 +307,5 @@ def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter 
                 kept.append({"adw_id": adw_id, "reason": f"branch {s['branch']} has unmerged commits: kept"})
         except GroveError as exc:
             kept.append({"adw_id": adw_id, "reason": exc.message})
-    return {"torn_down": torn, "kept": kept}
+            errors.append(_error(report, adw_id, exc))
+    return {"torn_down": torn, "kept": kept, "errors": errors}

@@ -155,6 +155,11 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
     if _busy(settings, adw_id):
         return []  # a setup or teardown is running on it right now: its state is in motion
     if known and exists:
+        broken = _broken_checkout(Path(path))
+        if broken:
+            return [_problem("broken_worktree", f"{adw_id}: {broken}", None, adw_id=adw_id, path=path,
+                             hint=f"run `git worktree repair {path}` in the main checkout, or "
+                                  f"`grove teardown --adw-id {adw_id} --force` (its files go to the archive)")]
         done = s.get("steps", {})
         missing = [n for n in ("worktree", "ports_env", "env", "repoint", "install", "db") if n not in done]
         if s["status"] == "created" and missing:
@@ -171,6 +176,18 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
                          adw_id=adw_id, path=path)]
     return [_problem("orphaned_state", f"{adw_id}: state says {path} but there is no directory and git has no entry",
                      "release the slot and archive the state (the branch stays)", adw_id=adw_id, path=path)]
+
+
+def _broken_checkout(path: Path) -> str | None:
+    """Why git run in this worktree would not read it (its `.git` file deleted or wrong), or None;
+    read from the file itself, no subprocess (issue 20, item 13)."""
+    try:
+        admin = git.own_admin_dir(path)
+    except (OSError, UnicodeDecodeError):
+        return f"{path}/.git is missing or unreadable: git run there reads the main checkout instead"
+    if not (admin / "HEAD").is_file():
+        return f"{path}/.git points at {admin}, which is not a worktree's git directory"
+    return None
 
 
 def _busy(settings: Settings, adw_id: str) -> bool:
@@ -223,8 +240,9 @@ def _repair_one(settings: Settings, p: dict) -> None:
 
 def _orphan_databases(settings: Settings) -> list[dict]:
     """Postgres databases Grove recorded creating whose agent is gone (no state dir, no worktree dir;
-    a corrupt state still counts as an agent). Only the journal counts, never a name (issue 14); one
-    kept by `teardown --keep-db` is not listed."""
+    a corrupt state still counts as an agent) and cannot be resumed (no branch of its left: issue 20,
+    item 3). Only the journal counts, never a name (issue 14); one kept by `teardown --keep-db` or gc
+    is not listed."""
     live = set(_state_dirs(settings))
     if settings.trees_path.is_dir():
         live |= {p.name for p in settings.trees_path.iterdir()}
@@ -234,7 +252,8 @@ def _orphan_databases(settings: Settings) -> list[dict]:
         return [_problem("database_check_failed", f"cannot check Grove's databases: {exc.message}", None,
                          hint=exc.hint or "fix ADW_DB_URL or start the server, then run `inv doctor` again")]
     return [_problem("orphan_database", f"database {o['database']} (made by Grove for {o['adw_id']}) has no agent",
-                     "drop it (its sessions are ended first)", **o) for o in found]
+                     "dump it into agents/.archive/<adw_id>/, then drop it (its sessions are ended first)", **o)
+            for o in found]
 
 
 def _repair(settings: Settings, p: dict) -> None:
@@ -250,7 +269,8 @@ def _repair(settings: Settings, p: dict) -> None:
         ports.release_stale(settings)
         p["fixed"] = True
     elif kind == "orphan_database":
-        p["fixed"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
+        p["dump"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
+        p["fixed"] = p["dump"] is not None
     elif kind == "orphan_branch":
         p["backup_ref"] = worktree.delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True

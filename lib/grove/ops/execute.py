@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..resources import agentdb
 from . import agentrun
-from ..core import locks, portable, proc, state
+from ..core import liveness, locks, numbers, portable, proc, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.models import WorktreeExecutionResult
@@ -140,10 +140,9 @@ def execute(settings: Settings, ids: list[str], argv: list[str], *, jobs: int | 
     Ctrl-C (KeyboardInterrupt) or SIGTERM stops every running tree, records those runs as failed,
     starts no more, and returns with ``interrupted`` set: the caller decides how to exit.
     """
-    if jobs is not None and jobs < 1:
-        raise bad_input(f"--jobs must be at least 1, not {jobs}")
-    if timeout is not None and timeout <= 0:
-        raise bad_input(f"--timeout must be a positive number of seconds, not {timeout}")
+    # The one validator (issue 20, item 11): a nan timeout passed `timeout <= 0` here.
+    jobs = int(numbers.parse(jobs, "--jobs", numbers.COUNT)) if jobs is not None else None
+    timeout = numbers.parse(timeout, "--timeout", numbers.SECONDS) if timeout is not None else None
     runs = prepare(settings, ids, argv)
     backend = portable.process_backend(settings.process_backend)
     outcome = Outcome(list(argv), jobs or len(runs), timeout, runs)
@@ -248,7 +247,8 @@ class _Job:
     def _mark_running(self, run: Run, started_at: datetime) -> None:
         def change(s: dict) -> None:
             state.apply_status(s, "in_progress", by="grove exec")
-            s["running_exec"] = {"pid": run.pid, "command": list(self.argv), "log": str(run.log),
+            # pid and start time: `list --watch` must not call a reused pid this run (issue 20, item 12)
+            s["running_exec"] = {**liveness.stamp(run.pid), "command": list(self.argv), "log": str(run.log),
                                  "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
         state.update(self.settings, run.adw_id, change)
@@ -425,3 +425,50 @@ def print_outcome(outcome: dict) -> None:
     total = len(outcome["results"]) + len(outcome["not_started"])
     print(f"exec {shlex.join(outcome['command'])}: {good} of {total} succeeded"
           + (" (interrupted)" if outcome["interrupted"] else ""))
+
+
+OUTPUT_LIMIT = 16 * 1024  # what `run_bounded` hands back of the output: its end (the log keeps all of it)
+RUN_TIMEOUT_MAX = 3600.0
+
+
+def run_bounded(settings: Settings, adw_id: str, argv: list[str], timeout: float = 600.0,
+                limit: int = OUTPUT_LIMIT) -> dict:
+    """Run ``argv`` (no shell) in the agent's worktree with its env and ports, as `grove run` does,
+    but as a child with a timeout and bounded output: the MCP server's `run` tool (issue 22).
+
+    stdout and stderr go to agents/<id>/logs/<utc>.log (like `grove exec`); the result carries the
+    last ``limit`` bytes. On timeout the command's whole process tree is stopped. The agent's status
+    is not changed (`grove exec` is the one that records runs).
+    """
+    import secrets
+
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise bad_input("no command given", "give the command as a list of strings, e.g. [\"make\", \"test\"]")
+    if not 0 < timeout <= RUN_TIMEOUT_MAX:
+        raise bad_input(f"timeout {timeout} is outside 0..{RUN_TIMEOUT_MAX:.0f} seconds")
+    s = state.require(settings, adw_id)
+    path = Path(s["worktree_path"])
+    if not path.is_dir():
+        raise GroveError(f"{adw_id} has no worktree at {path}", hint="run `grove doctor`, or set it up again")
+    env = agentrun.command_env(s)
+    program = agentrun.resolve_program(argv[0], path, env)
+    if program is None:
+        raise GroveError(f"{argv[0]}: command not found (cwd {path})", code=127)
+    log, mark = new_log(settings, adw_id), secrets.token_hex(8)
+    began, timed_out = time.monotonic(), False
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(argv, executable=program, cwd=path, env={**env, portable.MARK: mark},
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            if popen.poll() is None:  # timed out, or this process is being stopped: the tree goes too
+                portable.stop_tree(popen, portable.process_backend(settings.process_backend), settings.stop_grace,
+                                   mark=mark)
+            code = popen.returncode
+    size = log.stat().st_size
+    return {"adw_id": adw_id, "command": list(argv), "exit_code": _exit_code(code), "timed_out": timed_out,
+            "seconds": round(time.monotonic() - began, 3), "log": str(log), "output": log_tail(log, limit),
+            "truncated": size > limit, "cwd": str(path)}

@@ -32,7 +32,7 @@ from ..core import git, locks, proc, state
 from . import worktree
 from . import integration
 from ..core.config import Settings
-from ..core.errors import BAD_INPUT, GroveError, bad_input
+from ..core.errors import BAD_INPUT, INTERRUPTED, GroveError, bad_input
 from ..core.faults import fault
 from ..core.report import Reporter
 from ..safety import checkout as ffwd
@@ -83,9 +83,27 @@ def select(settings: Settings, ids: list[str], epic: str | None, all_: bool) -> 
         elif busy:
             skipped.append(_result(s, "skipped", reason=f"its worktree is in the middle of a {busy}: "
                                                         f"finish it (git {busy} --continue) and commit first"))
+        elif uncommitted := _uncommitted(settings, s):
+            # Never "merged" (nor cleaned up as merged) while its work is not in a commit (issue 20, item 7).
+            shown = ", ".join(uncommitted[:5]) + (" ..." if len(uncommitted) > 5 else "")
+            skipped.append(_result(s, "skipped", uncommitted=uncommitted,
+                                   reason=f"uncommitted work in its worktree: {shown}; commit it first"))
         else:
             queue.append(s)
     return queue, skipped
+
+
+def _uncommitted(settings: Settings, s: dict) -> list[str]:
+    """Tracked edits, untracked (not ignored) files and edited hidden configs in the agent's worktree."""
+    from ..safety import preserve
+
+    wt = Path(s["worktree_path"])
+    if not wt.is_dir():
+        return []
+    problem = preserve.checkout_problem(wt)
+    if problem:
+        return [f"(cannot read: {problem})"]
+    return sorted(set(git.dirty_files(wt)) | set(worktree.hidden_edits(settings, wt)))
 
 
 def _result(s: dict, outcome: str, **extra) -> dict:
@@ -177,6 +195,11 @@ def _merge_and_publish(settings: Settings, plan: Plan, report: Reporter) -> dict
                 tip, results = _build_batch(settings, plan, wt, start, report, validator)
             else:
                 tip, results = _build(settings, plan, wt, plan.queue, start, report, validator)
+        except KeyboardInterrupt:
+            # Ctrl-C, or SIGTERM during a validation (proc.run_tree): the base has not moved, so it is a
+            # plain failure with its JSON document, not a traceback and no document (issue 20, item 14c).
+            raise GroveError("interrupted (Ctrl-C or SIGTERM) while merging and validating; nothing was merged",
+                             code=INTERRUPTED, hint="run the merge again") from None
         finally:
             if validator:
                 validations += validator.count
@@ -533,6 +556,8 @@ def _record(settings: Settings, summary: dict) -> None:
             continue
         fields = {"merged": {"merged_commit": r.get("merged_commit"), "conflict_files": []},
                   "conflict": {"conflict_files": r["conflict_files"]}, "failed": {}}[target]
+        if target == "merged" and _committed_meanwhile(settings, summary, r):
+            continue
         try:
             r["status"] = state.set_status(settings, r["adw_id"], target, by="grove merge",
                                            error=r["reason"] if target != "merged" else None, **fields)["status"]
@@ -547,6 +572,23 @@ def _record(settings: Settings, summary: dict) -> None:
                                      f"during the merge; left as is, with the result in its history")
         except Exception as exc:  # noqa: BLE001
             _unrecorded(summary, r, exc)
+
+
+def _committed_meanwhile(settings: Settings, summary: dict, r: dict) -> bool:
+    """The agent committed after its branch was merged (during validation, the push or the cleanup):
+    it is not `merged`, and --cleanup must not take it (issue 20, item 14b). Its status stays, the
+    result goes into its history, and the next merge takes the new commits. set_status checks the
+    same facts again under the state lock."""
+    try:
+        s = state.load(settings, r["adw_id"])
+        if s is None or state.branch_in_base(settings, s) is not False:
+            return False
+        r["status"] = state.update(settings, r["adw_id"], lambda st: _note(st, r))["status"]
+    except GroveError:
+        return False  # set_status will say what is wrong
+    summary["errors"].append(f"{r['adw_id']}: merged, but branch {r['branch']} has commits that are not in the base "
+                             f"(made during the merge); status left {r['status']}, so merge it again")
+    return True
 
 
 def _has_state(settings: Settings, adw_id: str) -> bool:

@@ -26,8 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, envfiles, ports
-from ..core import git, ids, locks, proc, state
+from ..resources import agentdb, envfiles
+from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
 from . import steps, worktree
 from ..core.config import Settings
@@ -116,6 +116,20 @@ def placeholder_values(settings: Settings, name: str) -> dict[str, str]:
     return steps.env_values(settings, name, {port: PLACEHOLDER_PORT for port, _ in settings.port_bases})
 
 
+def included_state(settings: Settings) -> dict[str, list[int]]:
+    """The main checkout's files `.worktreeinclude` copies: path -> [size, mtime_ns] (copies keep mtimes)."""
+    from ..resources import include
+
+    out = {}
+    for rel in include.listed(settings):
+        try:
+            st = (settings.repo / rel).lstat()
+        except OSError:
+            continue
+        out[rel] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def env_digest(settings: Settings) -> str:
     """What the env files are made from: the main checkout's copies (or their samples)."""
     import hashlib
@@ -154,12 +168,12 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
         new = [f"p-{ids.new_id()}" for _ in range(max(0, size - here))]
         for name in new:
             data["entries"][name] = {"name": name, "path": str(pool_root(settings) / name), "status": "filling",
-                                     "pid": os.getpid(), "base": base, "commit": commit, "created_at": state.now()}
+                                     **liveness.stamp(), "base": base, "commit": commit, "created_at": state.now()}
         extra = [n for n in live if data["entries"][n]["status"] == "ready"][:max(0, len(live) + len(new) - size)]
         # Entries kept for holding changes are looked at again: once cleaned up, they go.
         extra += [n for n, e in data["entries"].items() if e["status"] == "kept"]
         for name in extra:
-            data["entries"][name].update(status="draining", pid=os.getpid())
+            data["entries"][name].update(status="draining", **liveness.stamp())
         return new, extra
 
     new, extra = _update(settings, plan)
@@ -197,17 +211,22 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
                              hint="use `inv setup` without a pool (`inv pool --size 0`)")
         values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
+        included = included_state(settings)  # likewise for .worktreeinclude's files (issue 20, item 8)
         _write_files(settings, path, values)
         _relocatable_venvs(settings, path)
         steps.install(settings, path)
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
-        own = _own_files(path)
+        own, own_tracked, own_ignored = _own_files(path), _own_tracked(path), _own_ignored(settings, path)
         _update(settings, lambda data: data["entries"][name].update(
-            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own,
-            installed=list(settings.install_dirs), db_reset=settings.db_reset))
+            status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
+            own_tracked=own_tracked, own_ignored=own_ignored, installed=list(settings.install_dirs),
+            db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
+        if own_tracked:
+            report.warn(f"pool {name}: the fill itself changed tracked files: {', '.join(sorted(own_tracked))} "
+                        "(an install rewrote a stale lock file?); the pool counts them as its own")
     except BaseException:
         try:
             _discard(settings, name, path)
@@ -244,18 +263,21 @@ def _discard(settings: Settings, name: str, path: Path) -> None:
     _update(settings, lambda data: data["entries"].pop(name, None))
 
 
-def _remove_worktree(settings: Settings, path: Path) -> None:
-    """Remove a pool entry's worktree: its HEAD is the recorded base commit (reachable) and it holds
-    no one's work (the caller proved it, or made it itself just now), so no salvage ref is made."""
-    entry = git.worktree_for(settings.repo, path)
-    if entry is not None and not path.is_dir():
-        _forget_gone(settings, path, entry)
-        entry = None
-    with worktree.repo_lock(settings):
-        if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", "--force", path, timeout=settings.git_timeout)
-    if path.exists() or os.path.islink(path):
-        worktree.safe_rmtree(settings, path)
+def _remove_worktree(settings: Settings, path: Path, entry: dict | None = None) -> None:
+    """Remove a pool entry's worktree through worktree.remove, the one removal path (issue 20, item 5):
+    a commit someone made there that only its HEAD reflog still reaches goes to refs/grove-backup/,
+    ignored files worth keeping to the archive. The caller proved it holds no one's uncommitted work
+    (or made it itself just now), so no salvage ref is made for the fill's own files."""
+    found = git.worktree_for(settings.repo, path)
+    if found is not None and not path.is_dir():
+        _forget_gone(settings, path, found)
+        found = None
+    if found is None and not (path.exists() or os.path.islink(path)):
+        return
+    own = (entry or {}).get("own_ignored") or {}
+    worktree.remove(settings, path, salvage=False, entry=found, force=True, proven_clean=True,
+                    values=placeholder_values(settings, path.name), reason="pool drain",
+                    also_own=lambda rel: _unchanged(path / rel, own.get(rel)))
 
 
 def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> None:
@@ -292,9 +314,13 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
     # untracked or changed may be, except the untracked files the fill itself made (a reset
     # script's database that is not git-ignored), as long as they are as the fill left them.
-    own = entry.get("own") or {}
+    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
     work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
             and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))]
+    # A tracked file the fill's own install rewrote (a stale uv.lock) is Grove's while it is as the
+    # fill left it: otherwise every entry was "kept", none served, none drained (issue 20, item 9).
+    mine = _hashes(path, [w for w in work if w in own_tracked])
+    work = [w for w in work if not (w in own_tracked and mine.get(w) == own_tracked[w])]
     if work:
         return f"{path} has changes: {', '.join(work[:5])}"
     return None
@@ -309,6 +335,32 @@ def _own_files(path: Path) -> dict[str, list[int]]:
             st = (path / e[3:]).lstat()
             own[e[3:]] = [st.st_size, st.st_mtime_ns]
     return own
+
+
+def _own_ignored(settings: Settings, path: Path) -> dict[str, list[int]]:
+    """The ignored files a fill made that the archive would keep (a reset's database): path ->
+    [size, mtime], so a drain leaves them out only while they are as the fill left them (issue 20)."""
+    from ..safety import archive
+
+    own = {}
+    for rel in archive.worth_keeping(path, settings.regenerable_dirs):
+        st = (path / rel).lstat()
+        own[rel] = [st.st_size, st.st_mtime_ns]
+    return own
+
+
+def _own_tracked(path: Path) -> dict[str, str]:
+    """The tracked files a fill changed (its installs and db reset), path -> the blob hash it left."""
+    raw = git.git(path, "diff", "HEAD", "--name-only", "-z", "--no-renames", "--diff-filter=d")
+    return _hashes(path, [p for p in raw.split("\0") if p])
+
+
+def _hashes(path: Path, rels: list[str]) -> dict[str, str]:
+    rels = [r for r in rels if (path / r).is_file()]
+    if not rels:
+        return {}
+    out = git.git(path, "hash-object", "--", *rels).split("\n")
+    return dict(zip(rels, out))
 
 
 def _unchanged(file: Path, recorded: list | None) -> bool:
@@ -328,7 +380,7 @@ def _remove(settings: Settings, name: str) -> str | None:
     if reason:
         _update(settings, lambda data: data["entries"].get(name, {}).update(status="kept", pid=None, reason=reason))
         return reason
-    _remove_worktree(settings, Path(entry["path"]))
+    _remove_worktree(settings, Path(entry["path"]), entry)
     _update(settings, lambda data: data["entries"].pop(name, None))
     return None
 
@@ -342,7 +394,7 @@ def reconcile(settings: Settings) -> list[dict]:
 
 def _entry_problem(settings: Settings, entry: dict) -> dict | None:
     status, path, name = entry["status"], Path(entry["path"]), entry["name"]
-    alive = ports.pid_alive(entry.get("pid"))
+    alive = liveness.holder_alive(entry)  # pid and start time: a reused pid fills nothing (issue 20, item 12)
     if status in ("filling", "taking", "draining", "refreshing") and alive:
         return None
     if status == "taking":
@@ -419,7 +471,7 @@ def show(settings: Settings) -> dict:
     for entry in sorted(data["entries"].values(), key=lambda e: e.get("created_at") or ""):
         rows.append({k: entry.get(k) for k in ("name", "path", "status", "base", "commit", "created_at",
                                                "ready_at", "adw_id", "reason")}
-                    | {"alive": ports.pid_alive(entry.get("pid"))})
+                    | {"alive": liveness.holder_alive(entry)})
     return {"size": data.get("size", 0), "ready": sum(r["status"] == "ready" for r in rows), "entries": rows}
 
 
@@ -520,7 +572,7 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
             return None
         # One already at the newest base needs no checkout; else the newest.
         ready.sort(key=lambda e: (e.get("commit") == base_commit, e.get("ready_at") or ""), reverse=True)
-        ready[0].update(status="taking", adw_id=adw_id, pid=os.getpid(), taken_at=state.now())
+        ready[0].update(status="taking", adw_id=adw_id, taken_at=state.now(), **liveness.stamp())
         return dict(ready[0])
 
     with _lock(settings):
@@ -540,7 +592,7 @@ def _resume(settings: Settings, adw_id: str) -> dict | None:
     target = settings.worktree_path(adw_id)
     if not Path(entry["path"]).exists() and git.worktree_for(settings.repo, target) is None:
         return None
-    _set(settings, entry["name"], pid=os.getpid())
+    _set(settings, entry["name"], **liveness.stamp())
     return entry
 
 
@@ -551,9 +603,10 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     for name in generated:
         if name not in tracked:  # the pool's copy, with placeholder ports: the env step writes it fresh
             (target / name).unlink()
-    _refresh_included(settings, target)
+    included = _refresh_included(settings, target, entry)
     old = entry.get("commit") or base_commit
-    changed = _changed(target, old, base_commit)
+    # What the reset reads counts among its inputs, included files too (issue 20, item 8).
+    changed = _changed(target, old, base_commit) | set(included)
     reasons = {}
     for d in settings.install_dirs:
         if d not in entry.get("installed", settings.install_dirs):
@@ -565,6 +618,10 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
                 shutil.rmtree(venv)  # the pool's own venv: `uv sync` makes it anew with the interpreter asked for
         elif _stale_venv(target / d, entry):
             reasons[d] = "venv named the pool path"
+        elif _lock_changed(d, set(entry.get("own_tracked") or {})):
+            # The fill's install rewrote a tracked lock file, and the take's checkout put the base's
+            # back: installed again, the agent's worktree is what a plain setup gives (issue 20, item 9).
+            reasons[d] = "the fill's install rewrote its lock file"
     reinstall = list(reasons)
     db_again, why = db_inputs_changed(settings, entry, changed)
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
@@ -638,20 +695,32 @@ def _stale_venv(directory: Path, entry: dict) -> bool:
     return False
 
 
-def _refresh_included(settings: Settings, target: Path) -> None:
-    """Files copied by .worktreeinclude at fill time are copied again when the main checkout's changed."""
+def _refresh_included(settings: Settings, target: Path, entry: dict) -> list[str]:
+    """Files copied by .worktreeinclude at fill time whose main-checkout copy changed since the fill
+    (or is gone) are removed, for the include step to copy afresh; returns them (the db is reset
+    again over them). Compared with the main checkout as it was at the fill, never with the pool's
+    copy: the fill's reset may have changed that copy (migrated, anonymised), and taking that for a
+    change handed the agent the raw copy without a reset (issue 20, item 8)."""
     from ..resources import include
 
     if not (settings.repo / include.INCLUDE_FILE).is_file():
-        return
-    for rel in include.listed(settings):
-        src, dst = settings.repo / rel, target / rel
-        try:
-            a, b = src.lstat(), dst.lstat()
-        except FileNotFoundError:
-            continue
-        if (a.st_size, a.st_mtime_ns) != (b.st_size, b.st_mtime_ns):
+        return []
+    now = included_state(settings)
+    recorded = entry.get("included")
+    if recorded is None:  # filled by an older Grove: anything that differs counts, and the db is reset
+        recorded = {}
+        for rel in now:
+            try:
+                st = (target / rel).lstat()
+                recorded[rel] = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                pass
+    changed = sorted(rel for rel in now.keys() | recorded.keys() if now.get(rel) != recorded.get(rel))
+    for rel in changed:
+        dst = target / rel
+        if dst.is_file() or dst.is_symlink():
             dst.unlink()
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,15 +778,23 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         if again:
             steps.install(settings, path, only=tuple(again))
         db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
+        mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if _unchanged(path / rel, fp)}
         if reset:
+            from ..resources import generated as made
+
+            before = made.snapshot(settings, path)
             db = steps.reset_db(settings, path, values)[0]
+            # Only what the fill or this reset wrote is the pool's own, never an ignored file
+            # someone else left in the entry (issue 20).
+            mine.update(made.made_between(before, made.snapshot(settings, path)))
     except BaseException:
         # Left `refreshing` with no live holder: doctor --fix (or the next `grove pool`) resumes it.
         _set(settings, name, pid=None)
         raise
-    own = _own_files(path)
+    own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
-         env_digest=digest, own=own, installed=list(settings.install_dirs), db_reset=settings.db_reset)
+         env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(settings.install_dirs),
+         db_reset=settings.db_reset)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None

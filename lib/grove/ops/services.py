@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core import locks, portable, state
+from ..core import liveness, locks, portable, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.report import Reporter
@@ -110,10 +110,9 @@ def log_path(settings: Settings, adw_id: str, name: str) -> Path:
 
 
 def running(rec: dict) -> bool:
-    """The recorded service process still runs: its pid *and* its start time."""
-    start = rec.get("start")
-    return isinstance(rec.get("pid"), int) and isinstance(start, (int, float)) and \
-        portable.alive(rec["pid"], start=float(start))
+    """The recorded service process still runs: its pid *and* its start time (core/liveness.py),
+    and it is no zombie (an exited service nobody reaped keeps its /proc entry)."""
+    return bool(rec.get(liveness.KEY)) and liveness.holder_alive(rec) and portable.alive(rec["pid"])
 
 
 def accepts(port: int) -> bool:
@@ -242,7 +241,7 @@ def _start(settings: Settings, adw_id: str, s: dict, svc: Service, started: list
         popen = subprocess.Popen(["/bin/sh", "-c", svc.command], cwd=s["worktree_path"], env=env,
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-    rec = {"pid": popen.pid, "start": portable.process_start_time(popen.pid), "mark": mark, "command": svc.command,
+    rec = {**liveness.stamp(popen.pid), "mark": mark, "command": svc.command,
            "port_var": svc.port_var, "port": port, "log": str(log), "started_at": state.now()}
     popen.returncode = 0  # never waited for here: the service outlives `grove up` (no ResourceWarning)
     started.append(svc.name)
@@ -284,7 +283,8 @@ def _fail(settings: Settings, adw_id: str, row: dict, why: str) -> None:
 def _record_running(settings: Settings, adw_id: str) -> None:
     """The lease's running processes: the agent's live services (none: it no longer counts)."""
     recs = (state.load(settings, adw_id) or {}).get("services") or {}
-    ports.set_running(settings, adw_id, [{"pid": r["pid"], "start": r["start"]} for r in recs.values() if running(r)])
+    ports.set_running(settings, adw_id, [{"pid": r["pid"], liveness.KEY: r.get(liveness.KEY)}
+                                         for r in recs.values() if running(r)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def _stop(settings: Settings, adw_id: str, names: list[str] | None) -> list[dict
     out = []
     for name in chosen:
         rec = recs[name]
-        how = portable.stop_group(rec["pid"], rec.get("start"), backend, settings.stop_grace, rec.get("mark"))
+        how = portable.stop_group(rec["pid"], _is_leader(rec), backend, settings.stop_grace, rec.get("mark"))
         out.append({"adw_id": adw_id, "service": name, "pid": rec["pid"], "signal": how,
                     "outcome": "stopped" if how else "not_running"})
 
@@ -315,6 +315,13 @@ def _stop(settings: Settings, adw_id: str, names: list[str] | None) -> list[dict
     if s is not None:
         state.update(settings, adw_id, forget)
     return out
+
+
+def _is_leader(rec: dict) -> Callable[[int], bool]:
+    """Whether ``pid`` still is the recorded service: its pid and start time (never a pid alone)."""
+    def check(pid: int) -> bool:
+        return pid == rec["pid"] and bool(rec.get(liveness.KEY)) and liveness.holder_alive(rec)
+    return check
 
 
 def down(settings: Settings, ids: list[str], names: list[str]) -> list[dict]:
@@ -360,10 +367,10 @@ def ps(settings: Settings, ids: list[str]) -> list[dict]:
         s = state.require(settings, adw_id)
         for name, rec in sorted((s.get("services") or {}).items()):
             health = _health(rec)
-            alive = health != "exited"
+            began = state.parse_time(rec.get("started_at"))
             rows.append({"adw_id": adw_id, "service": name, "pid": rec["pid"], "port_var": rec.get("port_var"),
                          "port": rec.get("port"), "health": health,
-                         "uptime": round(now - rec["start"], 1) if alive and rec.get("start") else None,
+                         "uptime": max(0, round(now - began)) if health != "exited" and began else None,
                          "log": rec["log"], "command": rec.get("command")})
     return rows
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from ..resources import agentdb, compose, db, deps, envfiles, ports, repoint, submodules
+from ..resources import agentdb, db, deps, envfiles, generated, ports, repoint, submodules
 from ..core import state
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -23,14 +23,9 @@ def copy_included(settings: Settings, path: Path, values: dict[str, str]) -> tup
     return include.copy_into(settings, path)
 
 
-def env_values(settings: Settings, adw_id: str, claimed: dict[str, int]) -> dict[str, str]:
-    """What .ports.env and every merged env file get: the ports, the Compose project name and the
-    agent's database URL (issue 14). The URL is known from the name before the db step runs."""
-    values = ports.env_lines(claimed)
-    if settings.compose_project_var:
-        values[settings.compose_project_var] = compose.project_name(settings.repo.name, adw_id)
-    values.update(agentdb.env_values(settings, adw_id))
-    return values
+# What .ports.env and every merged env file get; it lives with the files Grove generates, which the
+# archive also needs to recognise (lib/grove/resources/generated.py, issue 20).
+env_values = generated.env_values
 
 
 def write_ports_env(settings: Settings, path: Path, values: dict[str, str]) -> tuple[str, str, list[str]]:
@@ -138,18 +133,27 @@ KEPT = "reset by an earlier run; --reset-db resets it again"
 
 
 def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bool = True, *,
-             kept: bool = False, reset: bool = True, created: list[str] | None = None) -> tuple[str, str]:
+             kept: bool = False, reset: bool = True, created: list[str] | None = None,
+             adw_id: str | None = None) -> tuple[str, str]:
     """The agent's Postgres database (with ADW_DB_URL), then the reset script with its env.
 
     ``kept``: an earlier run finished this step, so the database and what the agent wrote in it
     stay and the script is not run again (a database that is gone is made anew, script and all).
     ``reset``: recreate the database from the template (``--reset-db``, ``inv db.reset``).
+    ``adw_id``: the agent, when its worktree is not named after it (an adopted one, issue 22).
     """
+    adw_id = adw_id or path.name
     if not enabled:
         return "skipped", "--no-db"
     notes = []
+    if reset and not kept and settings.state_path(path.name).exists():
+        # An agent's worktree reset on purpose: the script will overwrite its sqlite rows, so each
+        # sqlite database in it is copied into the agent's archive first (issue 20, item 3).
+        from ..safety import dbdump
+
+        saved = [dbdump.copy_sqlite(settings, path.name, path, rel) for rel in dbdump.sqlite_files(path)]
+        notes += [f"saved {p.name} to the archive" for p in saved]
     if agentdb.configured(settings):
-        adw_id = path.name
         outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)
         if settings.state_path(adw_id).exists():  # the merge's integration worktree has no state
             state.update(settings, adw_id, lambda s: s.update(database=outcome.for_state()))
@@ -160,15 +164,27 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
         return "kept", KEPT
     if not settings.db_reset:
         return ("done" if notes else "skipped"), "; ".join(notes) or "ADW_DB_RESET is empty"
-    env = dict(os.environ, **values, ADW_ID=path.name, ADW_WORKTREE=str(path))
+    env = dict(os.environ, **values, ADW_ID=adw_id, ADW_WORKTREE=str(path))
+    before = generated.snapshot(settings, path) if (path / settings.db_reset).is_file() else None
     try:
         ran = db.reset(path, settings.db_reset, env, settings.install_timeout)
     except GroveError as exc:
         exc.message = agentdb.scrub(settings, exc.message)  # the script may echo DATABASE_URL
         raise
+    if ran and before is not None:
+        _record_grove_files(path, generated.made_between(before, generated.snapshot(settings, path)))
     notes.append(settings.db_reset if ran else f"{settings.db_reset} absent")
     return ("done" if ran or len(notes) > 1 else "skipped"), "; ".join(notes)
 
+
+
+def _record_grove_files(path: Path, made: dict[str, list[int]]) -> None:
+    """Remember the ignored files the reset wrote, with their size and mtime, beside the worktree's
+    own git records (generated.record): while unchanged they are Grove's and a removal need not
+    archive them; once the agent writes to one, it is kept (issue 20). The record moves with a
+    pooled worktree when an agent takes it."""
+    if made:
+        generated.record(path, made)
 
 
 def claim_ports(settings: Settings, adw_id: str) -> dict:
@@ -184,7 +200,7 @@ def claim_ports(settings: Settings, adw_id: str) -> dict:
 
 def registry_rows(settings: Settings, everywhere: bool = False) -> list[dict]:
     """This repository's leases (``everywhere``: every lease on the machine, issue 23)."""
-    return [{"slot": lease["slot"], "adw_id": lease["adw_id"], "pid": lease.get("pid"), "start": lease.get("start"),
+    return [{"slot": lease["slot"], "adw_id": lease["adw_id"], "pid": lease.get("pid"), "pid_started": lease.get("pid_started"),
              "claimed_at": lease.get("leased_at"), "explicit": bool(lease.get("explicit")),
              "ports": dict(lease["ports"]), "repo": lease["repo"], "checkout": lease.get("checkout"),
              "stale": ports.stale_reason(lease)}
@@ -194,7 +210,7 @@ def registry_rows(settings: Settings, everywhere: bool = False) -> list[dict]:
 def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> dict:
     """Run one of ports_env, env, repoint, install, db for ``adw_id`` and record it in the state."""
     s = state.require(settings, adw_id)
-    path = settings.worktree_path(adw_id)
+    path = Path(s.get("worktree_path") or settings.worktree_path(adw_id))  # an adopted one may be elsewhere
     if not path.is_dir():
         raise GroveError(f"{adw_id} has no worktree at {path}", hint=f"run `inv worktree.add --adw-id {adw_id}` first")
     if not s.get("ports"):
@@ -210,6 +226,24 @@ def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> di
         elif name == "install":
             info["outcome"], info["detail"] = install(settings, path)
         else:
-            info["outcome"], info["detail"] = reset_db(settings, path, values)
+            info["outcome"], info["detail"] = reset_db(settings, path, values, adw_id=adw_id)
     state.update(settings, adw_id, lambda st: st["steps"].update(outcomes))
     return {"adw_id": adw_id, "step": name, **outcomes[name], "detail": info["detail"], "at": time.time()}
+
+
+def claude_hooks(settings: Settings, path: Path, report: Reporter, always: bool = False) -> None:
+    """Give the worktree Grove's Claude Code hooks in its own .claude/settings.local.json when the
+    project uses them (``always``: a worktree the create hook made), so a session there finds the
+    WorktreeRemove hook at /exit even when the project settings are not committed (issue 22).
+    Git-ignored through info/exclude. Never fails a setup: a broken file there is warned about."""
+    from ..resources import claudehooks
+    from . import agentrun, worktree
+
+    if not (always or claudehooks.in_project(settings.repo)):
+        return
+    command = f"{agentrun.grove_command(portable=False)} {claudehooks.MARK}"
+    try:
+        if claudehooks.write_hooks(path / claudehooks.LOCAL, command, skip_if_seen=(path / claudehooks.PROJECT,)):
+            worktree.exclude(settings, [f"/{claudehooks.LOCAL.as_posix()}"])
+    except GroveError as exc:
+        report.warn(f"Claude Code's hooks not written into {path / claudehooks.LOCAL}: {exc.message}")

@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..core import git, ids, locks, proc, state
+from ..core import events, git, ids, locks, proc, state
 from ..core.config import Settings
 from ..core.errors import BAD_INPUT, GroveError, bad_input
 from ..core.faults import fault
@@ -240,6 +240,8 @@ def recover(settings: Settings, s: dict, wt: Path) -> dict | None:
         return None
     saved, _ = preserve.salvage(settings.repo, s["adw_id"], wt, worktree.generated_files(settings),
                                 hidden.edited_hidden(settings, s, wt))
+    if saved:
+        events.emit(settings, "salvaged", s["adw_id"], ref=saved, worktree=str(wt), why="recovering a killed sync")
     admin = git.own_admin_dir(wt)
     for name in (*_GIT_STATE.get(left["strategy"], ()), _PRIVATE, _PRIVATE + ".lock"):
         target = admin / name

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import git, portable, state
+from ..core import git, liveness, portable, state
 from . import queries
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
@@ -85,7 +85,8 @@ def _row(settings: Settings, s: dict, now: float) -> dict[str, Any]:
 
         pid = running.get("pid")
         exec_info = {"command": shlex.join(running.get("command") or []), "pid": pid,
-                     "alive": bool(pid) and portable.alive(int(pid), portable.process_backend(settings.process_backend)),
+                     "alive": liveness.holder_alive(running)  # not a reused pid (issue 20, item 12)
+                              and portable.alive(int(pid), portable.process_backend(settings.process_backend)),
                      "last_line": scrub(settings, last_line(running.get("log")))}
     created = state.parse_time(s.get("created_at"))
     return {"adw_id": s["adw_id"], "status": s["status"], "branch": s["branch"], "ahead": ahead, "dirty": dirty,

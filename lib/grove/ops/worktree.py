@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..resources import envfiles, submodules
+from ..resources import submodules
 from ..core import git, locks, proc
-from ..safety import owned, preserve
+from ..safety import archive, owned, preserve
 from ..core.config import Settings
 from ..core.errors import BAD_INPUT, GroveError, bad_input
 
@@ -289,10 +289,10 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
 def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     """Keep files Grove wrote into a worktree out of `git add -A`, so no port or absolute path is committed.
 
-    Tracked files get skip-worktree in the worktree's own index. A directory Grove created gets a
-    `.gitignore` of `*` inside it. An untracked file gets a line in the repo's info/exclude, but
-    only when the main checkout has no such path: info/exclude applies to every checkout of the
-    repository, and must not hide the user's own files there. Returns the files left visible
+    Tracked files get skip-worktree in the worktree's own index. A directory Grove created is left
+    visible: it is empty, and what an agent writes there is its work (issue 20). An untracked file
+    gets a line in the repo's info/exclude, but only when the main checkout has no such path:
+    info/exclude applies to every checkout of the repository, and must not hide the user's own files there. Returns the files left visible
     (ignored nowhere, present in the main checkout): the caller warns about them.
     """
     if not relpaths:
@@ -308,7 +308,10 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     needed, visible = [], []
     for rel in (p for p in relpaths if ("?", p) in tagged and p not in tracked):
         if (worktree / rel).is_dir():
-            envfiles.write_if_changed(worktree / rel / ".gitignore", "# made by Grove for this worktree\n*\n", 0o644)
+            # An empty directory Grove made for a repointed path: git sees nothing in it until an agent
+            # writes there, and then it must see that work. It used to get a `.gitignore` of `*`,
+            # which hid everything written there from `git add -A` and salvage (issue 20, item 1).
+            continue
         elif os.path.lexists(settings.repo / rel):
             visible.append(rel)
         else:
@@ -316,6 +319,11 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     if needed:
         _exclude(settings, needed)
     return visible
+
+
+def exclude(settings: Settings, patterns: list[str]) -> None:
+    """Add ``patterns`` to the repository's info/exclude (for every checkout of it), once each."""
+    _exclude(settings, patterns)
 
 
 def _exclude(settings: Settings, patterns: list[str]) -> None:
@@ -372,46 +380,111 @@ def _ignore_key(settings: Settings, probes: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None = None) -> dict:
+def remove(settings: Settings, path: Path, *, salvage: bool, entry: dict | None = None, force: bool = False,
+           values: dict[str, str] | None = None, reason: str = "teardown", proven_clean: bool = False,
+           also_own: Callable[[str], bool] | None = None) -> dict:
     """Remove the worktree at ``path`` (git's entry for exactly it, then what is left on disk).
 
-    ``path`` must be a real directory inside trees/ (not a symlink), checked before anything else.
-    Then processes still running inside it (a dev server, a watcher, a forgotten agent) are stopped,
-    so they write nothing more and their ports are free (issue 15). Then what it holds is saved:
-    with ``salvage``, uncommitted work goes to refs/grove-salvage/ (without it, git itself refuses a
-    dirty worktree) and a repository nested inside it is moved to agents/.archive/; every commit
-    only the worktree's own records reach (HEAD, its reflog, refs/worktree/, an unfinished merge)
-    goes to refs/grove-backup/. Submodule commits the main checkout's copies have no ref for (and,
-    with ``salvage``, their edits) go to refs/grove-backup/submodules/ (lib/grove/resources/submodules.py).
+    The one removal path for every worktree Grove removes: agents (teardown, gc, merge --cleanup,
+    doctor --fix, a setup's rollback) and pool entries (issue 20, item 5). The merge queue's
+    integration worktree is kept between runs; nothing removes it but this function either.
+
+    ``path`` must be a real directory inside trees/ (not a symlink), and git run there must read that
+    worktree itself (its `.git` file intact), both checked before anything else. Ignored files worth
+    keeping are listed and sized before anything changes: past ADW_ARCHIVE_LIMIT_MB the removal
+    refuses unless ``force`` (lib/grove/safety/archive.py). Then processes still running inside it
+    (a dev server, a watcher, a forgotten agent) are stopped, so they write nothing more and their
+    ports are free (issue 15). Then what it holds is saved: with ``salvage``, uncommitted work goes
+    to refs/grove-salvage/ (without it, git itself refuses a dirty worktree) and a repository nested
+    inside it is moved to agents/.archive/; every commit only the worktree's own records reach (HEAD,
+    its reflog, refs/worktree/, an unfinished merge) goes to refs/grove-backup/. Submodule commits
+    the main checkout's copies have no ref for (and, with ``salvage``, their edits) go to
+    refs/grove-backup/submodules/ (lib/grove/resources/submodules.py). Ignored files worth keeping
+    are moved to agents/.archive/<id>/<utc>/files/ (``values``: what Grove wrote there, to tell its
+    own unchanged files; default from the agent's state; ``also_own``: more files the caller knows
+    it made and are unchanged, the pool's fill). A worktree whose `.git` is gone is refused, or
+    with ``force`` all its files are archived (git cannot tell which are committed).
+    ``proven_clean``: the caller proved it holds no one's uncommitted work (the pool), so git may
+    remove it with the untracked files its fill made, without a salvage.
     Returns what was made: ``salvage_ref``, ``worktree_backup_refs``, ``moved_nested``,
-    ``submodule_refs``, ``stopped_processes``.
+    ``submodule_refs``, ``stopped_processes``, ``archive`` ({path, id, files, bytes, paths}).
     """
     require_inside_trees(settings, path)
     entry = entry or git.worktree_for(settings.repo, path)
+    present = entry is not None and path.is_dir()
+    broken = present and preserve.checkout_problem(path, git.admin_dir(settings.repo, path)) is not None
+    if broken and not force:
+        preserve.require_checkout(path, git.admin_dir(settings.repo, path))  # raises, naming the problem
+    keep = _to_archive(settings, path, values, broken, also_own) if present else []
+    archive.check_limit(settings, path, keep, force)
     saved: dict = {"salvage_ref": None, "worktree_backup_refs": [], "moved_nested": [], "submodule_refs": [],
-                   "stopped_processes": stop_processes(settings, path)}
-    force = salvage
+                   "stopped_processes": stop_processes(settings, path), "archive": archive.empty()}
+    if broken:
+        return _remove_broken(settings, path, entry, saved, reason)
+    force_git = salvage or proven_clean
     if entry is not None:
         if path.is_dir():
             # git removes a worktree with submodules only when forced, and forcing deletes their git
             # dirs with every commit made in them: those are kept first (issue 14).
             kept = submodules.save(settings, path, path.name, salvage)
             if kept is not None:
-                saved["submodule_refs"], force = kept, True
+                saved["submodule_refs"], force_git = kept, True
         if path.is_dir() and salvage:
             saved["salvage_ref"], nested = preserve.salvage(settings.repo, path.name, path, generated_files(settings),
                                                             hidden_edits(settings, path))
             handled = submodules.paths(path)  # the worktree's submodules: saved just above, not moved
             saved["moved_nested"] = [str(_move_nested(settings, path, rel)) for rel in nested if rel not in handled]
         saved["worktree_backup_refs"] = _keep_worktree_commits(settings, path, entry)
+    if present:
+        # Listed again: a process stopped just now may have written more (issue 20, item 1).
+        saved["archive"] = archive.keep(settings, path, _to_archive(settings, path, values, False, also_own),
+                                        adw_id=path.name,
+                                        branch=(entry or {}).get("branch"), reason=reason)
     with repo_lock(settings):
         if entry is not None and path.is_dir():
-            git.git(settings.repo, "worktree", "remove", *(["--force"] if force else []), path,
+            git.git(settings.repo, "worktree", "remove", *(["--force"] if force_git else []), path,
                     timeout=settings.git_timeout)
         elif entry is not None:
             git.prune_entry(settings.repo, path)
     if path.exists() or os.path.islink(path):
         safe_rmtree(settings, path)
+    return saved
+
+
+def _to_archive(settings: Settings, path: Path, values: dict[str, str] | None, broken: bool,
+                also_own: Callable[[str], bool] | None = None) -> list[str]:
+    """The files of ``path`` to move to the archive before it is removed (issue 20, item 1)."""
+    if broken:
+        return archive.every_file(path, settings.regenerable_dirs)
+    from ..resources import generated
+
+    if values is None:
+        values = agent_values(settings, path.name)
+    own = generated.own_unchanged(settings, path, values, generated.recorded(path))
+    return archive.worth_keeping(path, settings.regenerable_dirs,
+                                 own if also_own is None else lambda rel: also_own(rel) or own(rel))
+
+
+def agent_values(settings: Settings, adw_id: str) -> dict[str, str] | None:
+    """What the setup chain wrote into an agent's env files, from its state (None: no state or ports)."""
+    from ..core import state
+    from ..resources import generated
+
+    s = state.load(settings, adw_id) if not adw_id.startswith(".") else None
+    return generated.env_values(settings, adw_id, s["ports"]) if s and s.get("ports") else None
+
+
+def _remove_broken(settings: Settings, path: Path, entry: dict | None, saved: dict, reason: str) -> dict:
+    """A worktree whose `.git` file is gone (``--force``): git run there would read the main checkout,
+    so nothing is salvaged with it (issue 20, item 13). Every file goes to the archive instead, the
+    commits its admin dir records go to refs/grove-backup/, then the directory and the entry go."""
+    assert entry is not None
+    saved["worktree_backup_refs"] = _keep_worktree_commits(settings, path, entry)
+    saved["archive"] = archive.keep(settings, path, archive.every_file(path, settings.regenerable_dirs),
+                                    adw_id=path.name, branch=entry.get("branch"), reason=f"{reason} (no .git)")
+    safe_rmtree(settings, path)
+    with repo_lock(settings):
+        git.prune_entry(settings.repo, path)
     return saved
 
 

@@ -13,15 +13,22 @@ this server and the OID is the recorded one; the entry is forgotten just before 
 in between leaves an unowned database (kept), never a dropped one that was not Grove's.
 
 Passwords never leave the process: the state, JSON, messages and the journal hold redacted URLs.
+
+Nothing drops a database before it is dumped (issue 20, item 3): every DROP goes through
+:func:`_dump_and_drop`, which writes ``pg_dump -Fc`` into the agent's archive first
+(lib/grove/safety/dbdump.py) and refuses (exit 1, database kept) when it cannot. gc and doctor never
+drop the database of an agent that can still be resumed (:func:`resumable`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, TypeGuard
 
-from ..safety import owned
+from ..safety import dbdump, owned
+from ..core import git, state
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.faults import fault
@@ -161,8 +168,9 @@ def _ensure(settings: Settings, server: pgdb.Session, adw_id: str, reset: bool, 
     token = secrets.token_hex(8)
     _record(settings, name, adw_id, key, None, token)
     fault("db", "after", "record")
-    if oid is not None:
-        server.drop(name)  # --reset-db: the record stays, the same agent gets a fresh clone
+    if oid is not None:  # --reset-db: the record stays, the same agent gets a fresh clone, its rows dumped first
+        dbdump.dump_postgres(settings, adw_id, name, admin, _dump_tool(settings, admin))
+        server.drop(name)
     try:
         server.create(template, name, busy_timeout=settings.db_busy_timeout)
     except GroveError as exc:
@@ -198,9 +206,25 @@ def drop_created(settings: Settings, adw_id: str, name: str) -> None:
     oid = _pg().database_oid(admin, name)
     if oid is not None and not _proven(entry, oid, lambda: _pg().database_mark(admin, name)):
         return
-    owned.forget(settings, KIND, name)
-    if oid is not None:
-        _pg().drop(admin, name)
+    if oid is None:
+        owned.forget(settings, KIND, name)
+    else:
+        _dump_and_drop(settings, admin, name, adw_id)
+
+
+def _dump_tool(settings: Settings, admin: pgdb.AdminUrl) -> str:
+    """A pg_dump that can dump this server, or exit 1 (nothing dropped): asked before anything changes."""
+    return dbdump.find_tool(settings, "pg_dump", _pg().server_major(admin))
+
+
+def _dump_and_drop(settings: Settings, admin: pgdb.AdminUrl, name: str, adw_id: str, tool: str | None = None) -> str:
+    """The one way Grove drops a database (issue 20, item 3): dumped into the agent's archive first,
+    then forgotten, then dropped. A failed dump raises (exit 1) with the database and its record kept."""
+    dump = dbdump.dump_postgres(settings, adw_id, name, admin, tool or _dump_tool(settings, admin))
+    owned.forget(settings, KIND, name)  # just before the DROP (see the module note)
+    fault("teardown", "after", "forget-db")
+    _pg().drop(admin, name)
+    return str(dump)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,17 +232,23 @@ def drop_created(settings: Settings, adw_id: str, name: str) -> None:
 # changed), applied after it.
 
 
-def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
+def recorded(settings: Settings, adw_id: str) -> dict[str, dict]:
+    """The databases the journal gives to ``adw_id``."""
+    return {n: i for n, i in owned.entries(settings, KIND).items() if i.get("adw_id") == adw_id}
+
+
+def plan_teardown(settings: Settings, adw_id: str, keep: bool, why: str = "--keep-db") -> list[dict]:
     """What teardown will do with each database the journal gives to ``adw_id``.
 
     Connects to the server (once per database) unless there is nothing to drop, so an unreachable
-    server is exit 1 before anything changes; ``--keep-db`` skips the server altogether.
+    server, or no pg_dump able to dump it, is exit 1 before anything changes; ``keep`` (``--keep-db``,
+    or gc, ``why`` says which) skips the server altogether and marks the database kept on purpose.
     """
-    mine = {n: i for n, i in owned.entries(settings, KIND).items() if i.get("adw_id") == adw_id}
+    mine = recorded(settings, adw_id)
     if not mine:
         return []
     if keep:
-        return [{"name": n, "action": "kept", "note": "--keep-db"} for n in sorted(mine)]
+        return [{"name": n, "action": "kept", "note": why, "on_purpose": True} for n in sorted(mine)]
     if not configured(settings):
         return [{"name": n, "action": "kept", "note": "ADW_DB_URL is not set, so Grove cannot reach it"}
                 for n in sorted(mine)]
@@ -242,28 +272,32 @@ def plan_teardown(settings: Settings, adw_id: str, keep: bool) -> list[dict]:
                           "note": "a database of that name exists but is not the one Grove created: left alone"})
         else:
             plans.append({"name": name, "action": "drop", "note": None})
+    if any(p["action"] == "drop" for p in plans):
+        tool = _dump_tool(settings, admin)  # no pg_dump for this server: refused while nothing has changed
+        for p in plans:
+            p["tool"] = tool
     return plans
 
 
-def apply_teardown(settings: Settings, plans: list[dict]) -> list[dict]:
-    """Carry out :func:`plan_teardown`'s plan; returns ``[{name, action, url, note}]`` (url redacted)."""
+def apply_teardown(settings: Settings, adw_id: str, plans: list[dict]) -> list[dict]:
+    """Carry out :func:`plan_teardown`'s plan; returns ``[{name, action, url, note, dump}]`` (url
+    redacted; ``dump`` is the archived pg_dump of a dropped database)."""
     out = []
     admin = _admin(settings) if configured(settings) else None
     for plan in plans:
-        name, action = plan["name"], plan["action"]
-        if action == "kept" and plan["note"] == "--keep-db":
+        name, action, dump = plan["name"], plan["action"], None
+        if action == "kept" and plan.get("on_purpose"):
             entry = owned.owner(settings, KIND, name)
             if entry is not None:  # doctor does not call a database kept on purpose an orphan
                 owned.record(settings, KIND, name, **{**entry, "kept": True})
         elif action in ("absent", "not_owned"):
             owned.forget(settings, KIND, name)  # the record no longer names what Grove made
         elif action == "drop":
-            owned.forget(settings, KIND, name)  # just before the DROP (see the module note)
-            fault("teardown", "after", "forget-db")
-            _pg().drop(admin, name)
+            assert admin is not None  # plan_teardown plans a drop only with ADW_DB_URL set
+            dump = _dump_and_drop(settings, admin, name, adw_id, plan.get("tool"))
             action = "dropped"
         url = _pg().redact(_pg().agent_url(admin, name)) if admin else None
-        out.append({"name": name, "action": action, "url": url, "note": plan["note"]})
+        out.append({"name": name, "action": action, "url": url, "note": plan["note"], "dump": dump})
     return out
 
 
@@ -271,8 +305,20 @@ def apply_teardown(settings: Settings, plans: list[dict]) -> list[dict]:
 # Doctor
 
 
+def resumable(settings: Settings, adw_id: str) -> bool:
+    """``grove setup --adw-id X`` would bring the agent back: it has a state or a worktree directory,
+    or a branch Grove made for it (the journal's, or its archived state's) still exists (issue 20,
+    item 3: doctor archived a lost worktree's state, "the branch stays", then dropped its database)."""
+    if settings.state_path(adw_id).parent.exists() or os.path.lexists(settings.worktree_path(adw_id)):
+        return True
+    branches = {b for b, i in owned.entries(settings, "branch").items() if i.get("adw_id") == adw_id}
+    branches |= {str(s["branch"]) for s in state.archived(settings) if s.get("adw_id") == adw_id and s.get("branch")}
+    return any(b and git.branch_exists(settings.repo, b) for b in branches)
+
+
 def orphans(settings: Settings, live: set[str], busy: Callable[[str], bool]) -> list[dict]:
-    """Databases Grove recorded on this server whose agent is gone: no state, no worktree.
+    """Databases Grove recorded on this server whose agent is gone for good: no state, no worktree,
+    and nothing to resume it from (:func:`resumable`).
 
     A database teardown kept on purpose (``--keep-db``) is not an orphan, nor one whose OID is not
     the recorded one (someone else's, of the same name), nor one of an agent being set up right now.
@@ -280,7 +326,7 @@ def orphans(settings: Settings, live: set[str], busy: Callable[[str], bool]) -> 
     if not configured(settings):
         return []
     candidates = {n: i for n, i in owned.entries(settings, KIND).items()
-                  if i.get("adw_id") not in live and not i.get("kept")}
+                  if i.get("adw_id") not in live and not i.get("kept") and not resumable(settings, str(i.get("adw_id")))}
     if not candidates:
         return []  # no connection when there is nothing to look at
     admin = _admin(settings)
@@ -296,15 +342,86 @@ def orphans(settings: Settings, live: set[str], busy: Callable[[str], bool]) -> 
     return out
 
 
-def drop_orphan(settings: Settings, name: str, adw_id: str) -> bool:
-    """Drop an orphan :func:`orphans` found, after checking the record once more; True when dropped."""
+def drop_orphan(settings: Settings, name: str, adw_id: str) -> str | None:
+    """Drop an orphan :func:`orphans` found, after checking the record once more and dumping it;
+    the dump's path when dropped, None when it is not (or no longer) an orphan."""
     admin = _admin(settings)
     entry = owned.owner(settings, KIND, name)
-    if not _mine(entry, adw_id, _pg().server_key(admin)) or entry.get("kept"):
-        return False
+    if not _mine(entry, adw_id, _pg().server_key(admin)) or entry.get("kept") or resumable(settings, adw_id):
+        return None
     oid = _pg().database_oid(admin, name)
     if oid is None or not _proven(entry, oid, lambda: _pg().database_mark(admin, name)):
-        return False
-    owned.forget(settings, KIND, name)
-    _pg().drop(admin, name)
-    return True
+        return None
+    return _dump_and_drop(settings, admin, name, adw_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# gc: writes to the database are the agent's activity (issue 20, item 3)
+
+
+def last_write(settings: Settings, adw_id: str) -> float:
+    """When a write to ``adw_id``'s databases was last seen (epoch seconds; 0 when never).
+
+    Postgres keeps no write time, only counters (pg_stat_database tup_inserted/updated/deleted), so
+    each look records the counter in the journal: a counter that moved since the last look (or was
+    never looked at and is not zero) means a write now; an unchanged one, the time recorded then.
+    """
+    if not configured(settings):
+        return 0.0
+    admin = _admin(settings)
+    key = _pg().server_key(admin)
+    newest = 0.0
+    for name, info in recorded(settings, adw_id).items():
+        if info.get("server") != key:
+            continue  # on another server: not this one's counters to read
+        try:
+            count = _pg().write_count(admin, name)
+        except GroveError:
+            # The server is down: nobody writes there now. gc keeps the database whatever it decides
+            # about the worktree, so a missing signal loses nothing; gc's other signals decide.
+            continue
+        if count is None:
+            continue
+        seen = info.get("writes")
+        if isinstance(seen, dict) and seen.get("count") == count:
+            newest = max(newest, state.parse_time(seen.get("at")) or 0.0)
+        elif count or seen:
+            newest = time.time()
+            owned.annotate(settings, KIND, name, writes={"count": count, "at": state.now()})
+    return newest
+
+
+def restore(settings: Settings, dump: str, adw_id: str | None = None) -> dict:
+    """Load an archived dump back into its agent's database (`grove salvage --restore <dump>`).
+
+    The database must exist and be Grove's for that agent (set the agent up again first); what it
+    holds now is dumped too before pg_restore replaces it, so a restore loses nothing either.
+    """
+    row = dbdump.find(settings, dump)
+    if adw_id and adw_id != row["adw_id"]:
+        raise bad_input(f"{dump} is a dump of {row['adw_id']}'s database, not {adw_id}'s",
+                        f"drop --adw-id or pass --adw-id {row['adw_id']}")
+    if row.get("engine") == "sqlite":
+        tree = settings.worktree_path(row["adw_id"])
+        if not tree.is_dir():
+            raise GroveError(f"agent {row['adw_id']} has no worktree to restore {row['source']} into",
+                             hint=f"set it up again first (grove setup --adw-id {row['adw_id']}), then restore")
+        before = dbdump.restore_sqlite(settings, row, tree)
+        return {"dump": row["path"], "adw_id": row["adw_id"], "database": str(tree / row["source"]), "url": None,
+                "saved_before": str(before) if before else None}
+    if not configured(settings):
+        raise bad_input("ADW_DB_URL is not set: Grove cannot reach a server to restore into",
+                        "set ADW_DB_URL to the server the dump came from")
+    admin, owner_id = _admin(settings), row["adw_id"]
+    name = name_for(settings, owner_id)
+    entry = owned.owner(settings, KIND, name)
+    oid = _pg().database_oid(admin, name)
+    if oid is None or not _mine(entry, owner_id, _pg().server_key(admin)) \
+            or not _proven(entry, oid, lambda: _pg().database_mark(admin, name)):
+        raise GroveError(f"agent {owner_id} has no database of Grove's to restore into ({name})",
+                         hint=f"set it up again first (grove setup --adw-id {owner_id}), then restore")
+    major = _pg().server_major(admin)
+    before = dbdump.dump_postgres(settings, owner_id, name, admin, dbdump.find_tool(settings, "pg_dump", major))
+    dbdump.restore_postgres(settings, row, admin, name, dbdump.find_tool(settings, "pg_restore", major))
+    return {"dump": row["path"], "adw_id": owner_id, "database": name,
+            "url": _pg().redact(_pg().agent_url(admin, name)), "saved_before": str(before)}

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from ..core import locks, portable
+from ..core import liveness, locks, portable
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.state import now
@@ -203,7 +203,7 @@ def _from_legacy(settings: Settings, slot_text: str, old: dict) -> dict:
         ports = ports_for(settings, int(slot_text))
     return {"repo": repo_key(settings), "checkout": str(settings.repo), "adw_id": adw_id, "slot": int(slot_text),
             "ports": ports, "worktree": str(settings.worktree_path(adw_id)),
-            "state": str(settings.state_path(adw_id)), "pid": old.get("pid"), "start": None,
+            "state": str(settings.state_path(adw_id)), "pid": old.get("pid"), liveness.KEY: old.get(liveness.KEY),
             "leased_at": old.get("claimed_at") or now(), "migrated": True,
             **({"explicit": True} if old.get("explicit") else {})}
 
@@ -228,12 +228,10 @@ def _migrate(settings: Settings, leases: list[dict]) -> bool:
 
 
 def holder_alive(lease: dict) -> bool:
-    """The process that took the lease still runs: its pid *and* its start time (issue 20, 23)."""
-    start = lease.get("start")
-    pid = lease.get("pid")
-    if not isinstance(start, (int, float)) or not isinstance(pid, int):
-        return False  # a migrated claim has a pid only, and a pid alone proves nothing
-    return portable.alive(pid, start=float(start))
+    """The process that took the lease still runs: its pid *and* its start time (core/liveness.py,
+    issue 20); a claim migrated from an older per-repo registry with a pid only is judged as
+    liveness judges such records."""
+    return liveness.holder_alive(lease)
 
 
 def stale_reason(lease: dict) -> str | None:
@@ -277,16 +275,6 @@ def port_busy(port: int) -> bool:
     return False
 
 
-def pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _candidates(settings: Settings, adw_id: str) -> Iterator[int]:
@@ -347,7 +335,7 @@ def claim(settings: Settings, adw_id: str, explicit: bool = False) -> Claim:
 def _lease(settings: Settings, key: str, adw_id: str, slot: int, ports: dict[str, int], explicit: bool) -> dict:
     return {"repo": key, "checkout": str(settings.repo), "adw_id": adw_id, "slot": slot, "ports": ports,
             "worktree": str(settings.worktree_path(adw_id)), "state": str(settings.state_path(adw_id)),
-            "pid": os.getpid(), "start": portable.process_start_time(os.getpid()), "leased_at": now(),
+            **liveness.stamp(), "leased_at": now(),
             **({"explicit": True} if explicit else {})}
 
 
@@ -398,9 +386,10 @@ def release_stale(settings: Settings) -> list[dict]:
 
 
 def _running(lease: dict) -> list[dict]:
-    """The lease's processes that still run (pid + start time)."""
-    return [p for p in lease.get("running") or [] if isinstance(p, dict) and isinstance(p.get("pid"), int)
-            and isinstance(p.get("start"), (int, float)) and portable.alive(p["pid"], start=float(p["start"]))]
+    """The lease's processes that still run: pid + start time, and not a zombie (an exited service
+    whose parent never reaps it keeps its /proc entry, start time included)."""
+    return [p for p in lease.get("running") or [] if isinstance(p, dict) and p.get(liveness.KEY)
+            and liveness.holder_alive(p) and portable.alive(p["pid"])]
 
 
 def _mine(settings: Settings, leases: list[dict], adw_id: str) -> dict:
@@ -424,7 +413,7 @@ def reserve_running(settings: Settings, adw_id: str, cap: int) -> list[str]:
                   if lease is not mine and _running(lease)]
         if len(others) >= cap:
             return others
-        mine["running"] = [{"pid": os.getpid(), "start": portable.process_start_time(os.getpid())}]
+        mine["running"] = [liveness.stamp()]
         _write(settings, leases)
         return []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ..core.errors import bad_input
 
@@ -36,10 +37,37 @@ def _walk(node, key: str, fix, dirs: list[Path]):
     return node
 
 
+def _strings(node: object) -> Iterator[str]:
+    """Every string value in parsed JSON."""
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
 def repoint_data(data, main: Path, trees: Path, worktree: Path) -> tuple[object, list[Path]]:
     """Parsed JSON with its paths repointed, and the directories it names; nothing is written."""
     dirs: list[Path] = []
     return _walk(data, "", lambda v: _repoint(v, main, trees, worktree), dirs), dirs
+
+
+# What older Grove versions wrote into a directory they created for a repointed path: it hid
+# everything an agent wrote there from git (issue 20, item 1). Recognised by its exact text only.
+OLD_DIR_IGNORE = "# made by Grove for this worktree\n*\n"
+
+
+def _drop_old_dir_ignore(directory: Path) -> None:
+    """A re-run removes that `.gitignore` (exactly Grove's text, never anyone else's file)."""
+    marker = directory / ".gitignore"
+    try:
+        if not marker.is_symlink() and marker.read_text(encoding="utf-8") == OLD_DIR_IGNORE:
+            marker.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass
 
 
 def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[bool, list[Path]]:
@@ -55,6 +83,11 @@ def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[b
         if directory.is_relative_to(worktree) and not directory.exists():
             directory.mkdir(parents=True, exist_ok=True)
             created.append(directory)
+
+    # A re-run finds the file repointed already (its paths unchanged now): look at every path in it.
+    for value in _strings(new):
+        if value.startswith(str(worktree) + "/") and Path(value).is_dir():
+            _drop_old_dir_ignore(Path(value))
     if new == data:
         return False, created
     indent = 2 if "\n" in text.strip() else None

@@ -61,6 +61,18 @@ def forget(settings: Settings, kind: str, name: str) -> None:
             locks.atomic_write_json(journal_path(settings), data)
 
 
+def annotate(settings: Settings, kind: str, name: str, **info: object) -> bool:
+    """Add ``info`` to ``name``'s record if there still is one (never re-creates a forgotten entry:
+    a record is a claim of ownership, made only before creating); True when it was there."""
+    with _lock(settings):
+        data = _read(settings)
+        if name not in data[kind]:
+            return False
+        data[kind][name].update(info)
+        locks.atomic_write_json(journal_path(settings), data)
+        return True
+
+
 def owner(settings: Settings, kind: str, name: str) -> dict | None:
     """Grove's record of ``name`` (e.g. {"adw_id": ..., "created_at": ...}), or None: not Grove's."""
     return _read(settings)[kind].get(name)

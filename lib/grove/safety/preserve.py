@@ -118,6 +118,34 @@ def keep_unreachable(repo: Path, commits: list[str], *, other_heads: list[str], 
     return [backup(repo, label, c, why) for c in lost]
 
 
+def checkout_problem(worktree: Path, admin: Path | None = None) -> str | None:
+    """Why git, run in ``worktree``, would not be reading that worktree itself; None when it would.
+
+    With a linked worktree's `.git` file deleted, `git -C <worktree>` walks up and finds the main
+    repository (trees/ lies inside it): a salvage or a status run there reads and writes the main
+    checkout instead (issue 20, item 13). ``admin``: the worktree's .git/worktrees/<name>, when known.
+    """
+    out = proc.run(["git", "-C", worktree, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir"],
+                   check=False)
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) < 2:
+        return f"git cannot read the worktree {worktree} ({proc.tail(out.stderr, 1) or 'no .git'})"
+    top, gitdir = (os.path.realpath(line) for line in lines[:2])
+    if top != os.path.realpath(worktree):
+        return f"{worktree} is not a checkout of its own: git finds {top} there (its .git file is missing or wrong)"
+    if admin is not None and gitdir != os.path.realpath(admin):
+        return f"{worktree}'s .git points at {gitdir}, not at its own {admin}"
+    return None
+
+
+def require_checkout(worktree: Path, admin: Path | None = None) -> None:
+    problem = checkout_problem(worktree, admin)
+    if problem:
+        raise GroveError(problem + "; nothing was saved or removed",
+                         hint=f"restore its .git file (`git worktree repair {worktree}` from the main checkout), "
+                              "or tear down with --force: its files are then moved to the archive, never deleted")
+
+
 def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] = (),
             hidden_edits: list[str] | None = None) -> tuple[str | None, list[str]]:
     """Commit the worktree's uncommitted work under refs/grove-salvage/<adw_id>/...
@@ -127,7 +155,11 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
     A copy of the worktree's own index is used, so its index, stash and HEAD are untouched. Files
     Grove wrote (``generated``: .ports.env, env copies) stay out: they may hold secrets. Tracked
     files Grove hid with skip-worktree are taken only when the agent edited them (``hidden_edits``).
+    The salvage commit holds the working files; when what was staged differs from them, the staged
+    version is a commit of its own and the salvage's second parent (``<ref>^2``), so both are kept
+    (issue 20, item 14a). Salvage runs only inside the worktree itself (``require_checkout``).
     """
+    require_checkout(worktree)
     if not git.dirty_files(worktree) and not hidden_edits:
         return None, []
     head = git.git(worktree, "rev-parse", "HEAD")
@@ -140,6 +172,9 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
         else:
             os.unlink(scratch)
         env = {"GIT_INDEX_FILE": scratch, **_IDENTITY}
+        if generated:
+            proc.run(["git", "-C", worktree, "reset", "-q", "--", *generated], env=env, check=False)
+        staged = proc.run(["git", "-C", worktree, "write-tree"], env=env, check=False).stdout.strip()
         if hidden_edits:
             proc.run(["git", "-C", worktree, "update-index", "--no-skip-worktree", "--", *hidden_edits], env=env)
         proc.run(["git", "-C", worktree, "add", "-A", "--", "."], env=env, what="git add (salvage)")
@@ -147,10 +182,17 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
             proc.run(["git", "-C", worktree, "reset", "-q", "--", *generated], env=env, check=False)
         nested = _nested_repositories(repo, worktree, env)
         tree = proc.run(["git", "-C", worktree, "write-tree"], env=env).stdout.strip()
-        if tree == git.git(worktree, "rev-parse", "HEAD^{tree}"):
+        head_tree = git.git(worktree, "rev-parse", "HEAD^{tree}")
+        if tree == head_tree and staged in ("", head_tree):
             return None, nested
+        parents = ["-p", head]
+        if staged and staged not in (head_tree, tree):
+            # The index holds a version of some file that is neither HEAD's nor the working copy's.
+            kept = proc.run(["git", "-C", worktree, "commit-tree", staged, "-p", head, "-m",
+                             f"grove salvage of {adw_id}: what was staged (the index) in {worktree}"], env=env)
+            parents += ["-p", kept.stdout.strip()]
         message = f"grove salvage of {adw_id}: uncommitted work in {worktree}"
-        commit = proc.run(["git", "-C", worktree, "commit-tree", tree, "-p", head, "-m", message],
+        commit = proc.run(["git", "-C", worktree, "commit-tree", tree, *parents, "-m", message],
                           env=env).stdout.strip()
     finally:
         Path(scratch).unlink(missing_ok=True)
@@ -189,29 +231,72 @@ def salvages(repo: Path, adw_id: str | None = None) -> list[dict]:
 _SALVAGE_REF = re.compile(r"^refs/grove-salvage/[A-Za-z0-9_-]+/[0-9TZ]+-[0-9a-f]+(-[0-9]+)?$")
 
 
-def restore(repo: Path, ref: str, worktree: Path) -> dict:
+def restore(repo: Path, ref: str, worktree: Path, hidden: list[str] | None = None,
+            edited_hidden: list[str] | None = None) -> dict:
     """Put a salvage's changes back into ``worktree`` (clean, any HEAD) as uncommitted work.
 
     The salvage is applied as a three-way patch against its own parent, so it lands on a worktree
-    whose branch moved on too; a clash leaves git's conflict markers and says so (exit 1).
+    whose branch moved on too; a clash leaves git's conflict markers and names those files (exit 1).
+    Files Grove hides there with skip-worktree (``hidden``: repointed configs, a tracked .env laid
+    over) cannot take a patch: their working copy is Grove's rewrite, not the committed file. The
+    salvage's version of each is written back as the agent left it, its worktree paths moved to this
+    worktree; one the agent has edited here (``edited_hidden``) is a real conflict and is named
+    (issue 20, item 10). Nothing is restored when anything conflicts before the patch is applied.
     """
     if not _SALVAGE_REF.match(ref) or git.rev(repo, ref) is None:
         raise bad_input(f"{ref!r} is not a Grove salvage ref", "see `inv salvage` for the list")
+    require_checkout(worktree)
     dirty = git.dirty_files(worktree)
     if dirty:
         raise GroveError(f"{worktree} has uncommitted changes ({', '.join(dirty[:3])}); nothing was restored",
                          hint="commit them, or tear down with --force to salvage them too, then restore")
+    changed = [f for f in git.git(repo, "diff", "-z", "--name-only", f"{ref}^", ref).split("\0") if f]
+    hidden_here = [f for f in changed if f in set(hidden or [])]
+    clash = [f for f in hidden_here if f in set(edited_hidden or [])]
+    if clash:
+        raise GroveError(f"not restored: {', '.join(clash)} in {worktree} hold(s) edits of their own that the "
+                         "salvage would overwrite", hint="commit or move those edits, then restore again")
     fd, patch = tempfile.mkstemp(prefix="grove-restore-", suffix=".patch")
     os.close(fd)
     try:
         git.git(repo, "diff", "--binary", f"--output={patch}", f"{ref}^", ref)
-        applied = proc.run(["git", "-C", worktree, "apply", "--3way", "--whitespace=nowarn", patch], check=False)
+        excludes = [f"--exclude={_glob_escape(f)}" for f in hidden_here]
+        applied = proc.run(["git", "-C", worktree, "apply", "--3way", "--whitespace=nowarn", *excludes, patch],
+                           check=False)
     finally:
         os.unlink(patch)
+    conflicted = sorted(f for f in git.git(worktree, "diff", "-z", "--name-only", "--diff-filter=U").split("\0") if f)
     # --3way stages what it applies; unstage so the work looks as it did (edits, untracked files).
     proc.run(["git", "-C", worktree, "reset", "--quiet"], check=False)
-    files = git.dirty_files(worktree)
-    if applied.returncode != 0:
-        raise GroveError(f"{ref} was restored into {worktree} with conflicts: {proc.tail(applied.stderr)}",
+    if applied.returncode != 0 and conflicted:
+        raise GroveError(f"{ref} was restored into {worktree} with conflicts in {', '.join(conflicted)}",
                          hint="resolve the conflict markers in those files")
-    return {"ref": ref, "worktree": str(worktree), "files": files}
+    if applied.returncode != 0:
+        raise GroveError(f"{ref} could not be applied to {worktree}; nothing was restored: "
+                         f"{proc.tail(applied.stderr)}", hint="restore into a worktree on the salvage's own commit")
+    for name in hidden_here:
+        _write_hidden(repo, ref, worktree, name)
+    return {"ref": ref, "worktree": str(worktree), "files": sorted(set(git.dirty_files(worktree)) | set(hidden_here))}
+
+
+def _glob_escape(path: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", path)
+
+
+def _write_hidden(repo: Path, ref: str, worktree: Path, name: str) -> None:
+    """The salvage's copy of a hidden file, with the salvaged worktree's path replaced by this one's."""
+    import subprocess
+
+    blob = subprocess.run(["git", "-C", str(repo), "cat-file", "blob", f"{ref}:{name}"], capture_output=True,
+                          env=proc.clean_env(), check=False)
+    target = worktree / name
+    if blob.returncode != 0:  # the agent deleted it: the salvage says so
+        target.unlink(missing_ok=True)
+        return
+    data = blob.stdout
+    subject = git.git(repo, "log", "-1", "--format=%s", ref)
+    old = subject.rpartition(" uncommitted work in ")[2]
+    if old and old != str(worktree):
+        data = data.replace(old.encode(), str(worktree).encode())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
