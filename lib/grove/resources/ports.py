@@ -363,10 +363,21 @@ def leases(settings: Settings, everywhere: bool = False) -> list[dict]:
                   key=lambda lease: (lease["repo"], lease["slot"]))
 
 
+def _doctor_stale(settings: Settings, lease: dict) -> str | None:
+    """Why doctor releases ``lease``, if it does. A lease of this repository's agent that still has
+    a state is left to that agent's own checks (directory_gone, orphaned_state), whose repair
+    releases it: one problem for one agent, not two."""
+    reason = stale_reason(lease)
+    if reason and lease["repo"] == repo_key(settings) and reason != "repository gone" \
+            and settings.state_path(lease["adw_id"]).exists():
+        return None
+    return reason
+
+
 def stale(settings: Settings) -> list[dict]:
     """Every stale lease on the machine, each with its ``reason`` (doctor, in any repository)."""
     return [dict(lease, reason=reason) for lease in leases(settings, everywhere=True)
-            if (reason := stale_reason(lease))]
+            if (reason := _doctor_stale(settings, lease))]
 
 
 def release_stale(settings: Settings) -> list[dict]:
@@ -374,7 +385,7 @@ def release_stale(settings: Settings) -> list[dict]:
     with _lock(settings):
         found = read_leases(settings.port_registry)
         _migrate(settings, found)
-        gone = [lease for lease in found if stale_reason(lease)]
+        gone = [lease for lease in found if _doctor_stale(settings, lease)]
         if gone:
             _write(settings, [lease for lease in found if not any(lease is g for g in gone)])
         return gone
