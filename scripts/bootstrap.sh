@@ -6,22 +6,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --runtime (make demo): only what Grove runs on, not mypy, pytest or the test Postgres (issue 21).
 want_bun=0
 want_claude=0
+requirements=requirements.txt stamp=.venv/.installed
 for arg in "$@"; do
   case "$arg" in
     --with-bun) want_bun=1 ;;
     --with-claude) want_claude=1 ;;
+    --runtime) requirements=requirements-runtime.txt stamp=.venv/.installed-runtime ;;
   esac
 done
+
+stale() {  # $1: a stamp; true when it is missing or older than what it was built from
+  [ ! -f "$1" ] || [ requirements.txt -nt "$1" ] || [ requirements-runtime.txt -nt "$1" ] || [ pyproject.toml -nt "$1" ]
+}
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# The full environment holds the runtime one: a current .installed serves --runtime too.
+if stale "$stamp" && { [ "$stamp" = .venv/.installed ] || stale .venv/.installed; }; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-  touch .venv/.installed
+  touch "$stamp"
 fi
 
 # bun is needed by the demo and the install tests; use one on PATH when there is one.

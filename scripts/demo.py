@@ -1,11 +1,11 @@
 """`make demo`: the whole story on a sample app, in a few seconds.
 
 1. three agents are set up at once, each isolated (worktree, branch, ports, env, deps, database);
-2. `inv exec` runs a scripted "agent" (scripts/demo_agent.py) in each: it starts its dev server on
+2. `grove exec` runs a scripted "agent" (scripts/demo_agent.py) in each: it starts its dev server on
    its own port, edits code and commits; two changes are clean, one conflicts with another;
-3. `inv merge --all --validate ...` merges two and marks the conflict;
+3. `grove merge --all --validate ...` merges two and marks the conflict;
 4. the conflicted agent syncs with the base, fixes the conflict, and is merged;
-5. `inv teardown --all` leaves nothing: no worktree, branch, port claim or running server.
+5. `grove teardown --all` leaves nothing: no worktree, branch, port claim or running server.
 Everything happens in .demo/ (git-ignored) and is removed at the end.
 """
 
@@ -27,14 +27,15 @@ import sample_app  # noqa: E402
 from grove.core import portable  # noqa: E402
 from grove.resources.deps import find_tool  # noqa: E402
 
-INV = [str(Path(sys.executable).parent / "inv"), "-r", str(GROVE)]
+# The command a user runs (issue 21): the stage titles and every message say `grove`.
+INV = [str(Path(sys.executable).parent / "grove")]
 IDS = ["demo-a", "demo-b", "demo-c"]
 AGENT = ["python3", str(GROVE / "scripts" / "demo_agent.py")]
 VALIDATE = "python3 -m py_compile app/server/server.py"
 
 
 def inv_json(app: Path, *args: str, ok: tuple[int, ...] = (0,)) -> dict:
-    """Run an inv task with --json; progress on stderr is kept quiet so each stage is one line and a table."""
+    """Run a grove task with --json; progress on stderr is kept quiet so each stage is one line and a table."""
     args = (*args[:args.index("--")], "--json", *args[args.index("--"):]) if "--" in args else (*args, "--json")
     out = subprocess.run([*INV, *args], cwd=app, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if out.returncode not in ok:
@@ -57,7 +58,7 @@ def table(header: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def sync_with_base(app: Path, adw_id: str) -> list[str]:
-    """`inv sync`: the base into the agent's branch, in its worktree; returns the conflicted files
+    """`grove sync`: the base into the agent's branch, in its worktree; returns the conflicted files
     (the merge stays open there, status `conflict`, for the agent to resolve)."""
     return inv_json(app, "sync", "--adw-id", adw_id, ok=(0, 1))["conflict_files"]
 
@@ -89,7 +90,7 @@ def story(root: Path) -> int:
     git(app, "config", "user.name", "Demo Agent")  # the agents' commits and the merge commits
     git(app, "config", "user.email", "agent@grove.invalid")
 
-    stage(1, f"inv setup {' '.join('--adw-id ' + i for i in IDS)}",
+    stage(1, f"grove setup {' '.join('--adw-id ' + i for i in IDS)}",
           "three agents at once: each gets trees/<id>, branch adw/<id>, its own ports, .env, deps and database")
     start = time.monotonic()
     agents = {s["adw_id"]: s for s in inv_json(app, "setup", *[a for i in IDS for a in ("--adw-id", i)])["agents"]}
@@ -98,7 +99,7 @@ def story(root: Path) -> int:
             Path(agents[i]["worktree_path"]).relative_to(app)) for i in IDS])
     print(f"      ({time.monotonic() - start:.1f}s for all three, installs included)")
 
-    stage(2, "inv exec --all -- python3 scripts/demo_agent.py",
+    stage(2, "grove exec --all -- python3 scripts/demo_agent.py",
           "a scripted agent in each worktree starts its dev server on its own port, edits code, commits")
     ran = inv_json(app, "exec", "--all", "--", *AGENT)
     results = {r["adw_id"]: r for r in ran["results"]}
@@ -111,7 +112,7 @@ def story(root: Path) -> int:
                      f"{served} -> {answered}", git(app, "log", "-1", "--format=%s", agents[i]["branch"]).stdout.strip()))
     table(("ADW_ID", "EXIT", "TOOK", "ITS SERVER ANSWERS", "COMMIT"), rows)
 
-    stage(3, f'inv merge --all --validate "{VALIDATE}"',
+    stage(3, f'grove merge --all --validate "{VALIDATE}"',
           "each branch is merged and validated in Grove's own integration worktree, one at a time")
     summary = inv_json(app, "merge", "--all", "--validate", VALIDATE, ok=(0, 1))
     table(("ADW_ID", "OUTCOME", "COMMIT", "WHY"), merge_rows(summary))
@@ -120,7 +121,7 @@ def story(root: Path) -> int:
     if conflicted != ["demo-c"]:
         raise SystemExit(f"demo: expected demo-c to conflict, got {summary['results']}")
     files = sync_with_base(app, "demo-c")
-    stage(4, "demo-c syncs with main (inv sync), its agent fixes the conflict (inv exec ... --resolve), inv merge again",
+    stage(4, "demo-c syncs with main (grove sync), its agent fixes the conflict (grove exec ... --resolve), grove merge again",
           f"syncing brought the conflict into its own worktree ({', '.join(files)}), never into main")
     inv_json(app, "exec", "--adw-id", "demo-c", "--", *AGENT, "--resolve")
     sync_with_base(app, "demo-c")  # up to date now; puts Grove's repointed configs back in place
@@ -130,7 +131,7 @@ def story(root: Path) -> int:
     both = '"api": 2' in served and '"database": DB' in served
     print(f"      main now has both changes to the server: {'yes' if both else 'NO'}")
 
-    stage(5, "inv teardown --all", "worktrees removed, merged branches deleted, ports freed, leftover servers stopped")
+    stage(5, "grove teardown --all", "worktrees removed, merged branches deleted, ports freed, leftover servers stopped")
     torn = inv_json(app, "teardown", "--all")
     table(("ADW_ID", "WORKTREE", "BRANCH", "STOPPED"),
           [(t["adw_id"], "removed", t["branch_action"],

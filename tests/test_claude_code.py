@@ -95,10 +95,11 @@ def test_init_merges_the_hooks_idempotently_keeping_what_is_there(repo):
     again = inv(repo, "init", "--claude-code", check=True)
     assert "already present" in again.stdout and json.loads(settings.read_text()) == data
     settings.write_text("{not json")
-    (repo / ".env").unlink()
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.write_text("# the user's own\n")  # init writes its ignore rules here (issue 21)
     broken = inv(repo, "init", "--claude-code")
     assert broken.returncode == 2 and "not valid JSON" in broken.stderr and settings.read_text() == "{not json"
-    assert not (repo / ".env").exists()  # exit 2: nothing else changed either
+    assert exclude.read_text() == "# the user's own\n" and not (repo / ".env").exists()  # exit 2: nothing changed
 
 
 def test_hook_create_prints_only_the_path_and_handles_collisions(repo):

@@ -62,6 +62,36 @@ def test_twenty_processes_updating_one_state_lose_nothing(repo):
     assert sorted(h["by"] for h in history if h["by"].startswith("agent-")) == sorted(f"agent-{i}" for i in range(20))
 
 
+def test_two_threads_inside_one_state_update_both_land(repo):
+    """Issue 25, the state lock from another angle: one update is held inside its change until a
+    second one has had every chance to start; the lock must keep the second out until the first is
+    written, so neither is lost (without it, the second is inside at once and the first overwrites it)."""
+    import threading
+
+    make_agent(repo, "tw")
+    settings = settings_for(repo)
+    first_inside, second_inside = threading.Event(), threading.Event()
+
+    def first(s):
+        first_inside.set()
+        second_inside.wait(timeout=2)  # the grace for a second update to (wrongly) come in
+        s["agent_id"] = "first"
+
+    def second(s):
+        second_inside.set()
+        s["task_name"] = "second"
+
+    thread = threading.Thread(target=state.update, args=(settings, "tw", first))
+    thread.start()
+    try:
+        assert first_inside.wait(timeout=60)
+        state.update(settings, "tw", second)
+    finally:
+        thread.join(timeout=60)
+    final = state.load(settings, "tw")
+    assert (final["agent_id"], final["task_name"]) == ("first", "second"), "both updates landed"
+
+
 def test_commits_follow_the_branch_on_status_change(repo):
     wt = make_agent(repo, "cm")
     first = commit_file(wt, "a.txt", "a\n")

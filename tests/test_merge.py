@@ -330,3 +330,48 @@ def test_a_merge_never_overwrites_an_ignored_file_in_the_user_s_checkout(repo):
     assert out.returncode == 1 and "local.db" in out.stdout + out.stderr
     assert (repo / "local.db").read_text() == "USER PRECIOUS LOCAL DB\n"
     assert git(repo, "rev-parse", "main") == before, "the base did not move under the checkout"
+
+
+@pytest.mark.parametrize("push", [False, True])
+def test_a_checkout_of_the_base_that_cannot_follow_is_said(repo, push):
+    """Issue 25: `git merge --ff-only` in the user's checkout fails (an untracked file of the user's
+    is where the merge adds one: git refuses, and it is neither dirty nor ignored). What merge
+    reports must match the truth: the checkout and the local base did not move."""
+    agent(repo, "ff1", {"ff1.txt": "the agent's\n"})
+    (repo / "ff1.txt").write_text("the user's own, untracked\n")
+    before = git(repo, "rev-parse", "main")
+    out = inv(repo, "merge", "--adw-id", "ff1", "--json", *(["--push"] if push else []))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (repo / "ff1.txt").read_text() == "the user's own, untracked\n"
+    assert git(repo, "rev-parse", "main") == before and git(repo, "status", "--porcelain") == "?? ff1.txt"
+    said = json.loads(out.stdout)
+    if not push:  # nothing published: an error document, and nothing was merged
+        assert "could not bring" in said["error"] and "nothing was merged" in said["error"]
+        assert read_state(repo, "ff1")["status"] == "completed"
+        return
+    origin = git(repo.parent / "origin.git", "rev-parse", "main")
+    assert said["pushed"] and said["base_after"] == origin != before, "the remote has the merge"
+    assert len(said["errors"]) == 1 and "local main was left at" in said["errors"][0]
+    assert "could not bring" in said["errors"][0] and "git pull --rebase" in said["errors"][0]
+
+
+def test_moving_the_local_base_is_a_compare_and_swap(repo):
+    """Issue 25, the CAS from another angle: the base moved from ``old`` to a commit of the user's
+    that the merge lacks; moving it must refuse, with or without a checkout of the base, and keep it."""
+    from grove.ops import merge
+
+    settings = settings_for(repo)
+    old = git(repo, "rev-parse", "main")
+    new = commit_file(repo, "merged.txt", "the merge\n")
+    git(repo, "reset", "-q", "--hard", old)
+    for where in ("checked out", "not checked out"):
+        if where == "not checked out":
+            git(repo, "checkout", "-q", "-b", "elsewhere")
+        users = git(repo, "commit-tree", "-p", old, "-m", f"user's, {where}", f"{old}^{{tree}}")
+        git(repo, "update-ref", "refs/heads/main", users)
+        if where == "checked out":
+            git(repo, "reset", "-q", "--hard", users)
+        moved, why = merge._move_local(settings, "main", old, new, pushed=False)
+        assert not moved and "moved during the merge" in why, why
+        assert git(repo, "rev-parse", "main") == users, f"the user's commit stays the base ({where})"
+        git(repo, "checkout", "-q", "main") if where == "not checked out" else None

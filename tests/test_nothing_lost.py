@@ -108,6 +108,26 @@ def test_branch_with_no_net_change_is_backed_up_before_deletion(repo, kind):
     assert result["branch_action"] == "deleted" and git(repo, "rev-parse", result["backup_ref"]) == tip
 
 
+def test_doctor_backs_up_an_orphaned_branch_with_no_net_change(repo):
+    """Issue 25, tree equality from another angle: doctor --fix deletes a branch a crash orphaned;
+    a change and its revert is tree-equal to the base but its commits are in no other ref."""
+    import shutil
+
+    setup_agent(repo, "n2")
+    wt = repo / "trees/n2"
+    commit_file(wt, "x.txt", "x\n")
+    git(wt, "revert", "--no-edit", "HEAD")
+    tip = git(wt, "rev-parse", "HEAD")
+    git(repo, "worktree", "remove", "--force", str(wt))
+    shutil.rmtree(repo / "agents/n2")
+    report = json.loads(inv(repo, "doctor", "--fix", "--json").stdout)
+    fixed = [p for p in report["problems"] if p["kind"] == "orphan_branch"]
+    assert [p["branch"] for p in fixed] == ["adw/n2"] and not git(repo, "branch", "--list", "adw/n2")
+    assert fixed[0]["backup_ref"] and git(repo, "rev-parse", fixed[0]["backup_ref"]) == tip
+    git(repo, "gc", "--prune=now", "-q")
+    assert git(repo, "cat-file", "-t", tip) == "commit"
+
+
 # -- defect 5: --force salvages, never loses ------------------------------------------------------
 
 
@@ -119,7 +139,9 @@ def dirty_agent(repo, adw_id):
     (wt / "new" / "deep" / "file.txt").write_text("a new file\n")
     (wt / "staged.txt").write_text("staged\n")
     git(wt, "add", "staged.txt")
-    (wt / ".env").write_text("SECRET=do-not-commit\n")  # ignored: never salvaged into git
+    (wt / ".env").write_text("SECRET=do-not-commit\n")  # Grove's own env file: never salvaged into git
+    # Issue 25: .env stays out as a file Grove wrote; a file the repository ignores (*.db) must too.
+    (wt / "local.db").write_text("SECRET ROWS\n")
     return wt
 
 
@@ -136,7 +158,7 @@ def test_teardown_force_salvages_tracked_staged_and_new_files_not_ignored_ones(r
     ref = result["salvage_ref"]
     assert ref.startswith("refs/grove-salvage/f1/") and not wt.exists()
     assert salvaged_files(repo, ref) == ["README.md", "new/deep/file.txt", "staged.txt"]
-    assert ".env" not in git(repo, "ls-tree", "-r", "--name-only", ref)
+    assert {".env", "local.db"}.isdisjoint(git(repo, "ls-tree", "-r", "--name-only", ref).split("\n"))
     assert git(repo, "show", f"{ref}:README.md") == "an edit to a tracked file"
     assert git(repo, "stash", "list") == "" and git(repo, "rev-parse", "HEAD") == main_head
     assert git(repo, "status", "--porcelain") == main_status, "the user's checkout and index untouched"
@@ -158,6 +180,54 @@ def test_salvage_restore_refuses_bad_refs_and_dirty_worktrees(repo):
     out = inv(repo, "salvage", "--restore", "refs/heads/main", "--adw-id", "r1")
     assert out.returncode == 2 and "not a Grove salvage ref" in out.stderr
     assert refs_of(repo) == before
+    # Issue 25: this half never ran. A real salvage, restored into a worktree with staged edits and
+    # into one with unstaged edits: refused (exit 1, the operation cannot be done), nothing changed.
+    wt = repo / "trees/r1"
+    (wt / "salvaged.txt").write_text("salvaged work\n")
+    ref = inv_json(repo, "teardown", "--adw-id", "r1", "--force")["salvage_ref"]
+    setup_agent(repo, "r1")
+    for how in ("staged", "unstaged"):
+        (wt / "README.md").write_text(f"the user's {how} edit\n")
+        if how == "staged":
+            git(wt, "add", "README.md")
+        status, before = git(wt, "status", "--porcelain"), refs_of(repo)
+        out = inv(repo, "salvage", "--restore", ref, "--adw-id", "r1")
+        assert out.returncode == 1 and "uncommitted changes" in out.stderr and "nothing was restored" in out.stderr
+        assert git(wt, "status", "--porcelain") == status, f"{how}: index and files as they were"
+        assert (wt / "README.md").read_text() == f"the user's {how} edit\n" and not (wt / "salvaged.txt").exists()
+        assert refs_of(repo) == before
+        git(wt, "reset", "-q", "--hard")
+    restored = inv_json(repo, "salvage", "--restore", ref, "--adw-id", "r1")  # clean now: it goes
+    assert restored["files"] == ["salvaged.txt"] and (wt / "salvaged.txt").read_text() == "salvaged work\n"
+
+
+@pytest.mark.parametrize("kind", ["staged", "unstaged", "untracked"])
+def test_teardown_force_salvages_work_of_each_kind_alone(repo, kind):
+    """Issue 25: each kind of uncommitted work on its own is salvaged (the tests above mix them, so
+    salvage deciding "clean" from one kind alone went unnoticed)."""
+    setup_agent(repo, "k1")
+    wt = repo / "trees/k1"
+    path = "notes.txt" if kind == "untracked" else "README.md"
+    (wt / path).write_text(f"{kind} work\n")
+    if kind == "staged":
+        git(wt, "add", path)
+    ref = inv_json(repo, "teardown", "--adw-id", "k1", "--force")["salvage_ref"]
+    assert ref and git(repo, "show", f"{ref}:{path}") == f"{kind} work"
+
+
+def test_backup_refs_made_in_the_same_second_are_distinct(repo, monkeypatch):
+    """Issue 25: the test above makes its two events seconds apart. Names made within one second
+    (the stamp pinned here) must still be one ref per event, and never rewrite the first."""
+    from grove.safety import preserve
+
+    monkeypatch.setattr(preserve, "_stamp", lambda: "20260101T000000Z")
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit_file(repo, "more.txt", "more\n")
+    refs = [preserve.backup(repo, "adw/same", c, "test") for c in (first, second, first)]
+    assert refs[0] != refs[1] and refs[2] == refs[0], "the same commit twice is one event saved once"
+    assert [git(repo, "rev-parse", r) for r in refs[:2]] == [first, second]
+    assert git(repo, "for-each-ref", "--format=%(objectname)", "refs/grove-backup/adw/same/").split() \
+        == [first, second]
 
 
 @pytest.mark.parametrize("how", ["gc", "teardown --all", "api force", "doctor --fix"])

@@ -4,6 +4,7 @@ imported beside a user's own `lib` package."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -66,7 +67,7 @@ def test_uv_tool_install(tmp_path):
         pytest.skip("uv is not in Grove's .venv")
     env = dict(_sealed_env(tmp_path), UV_TOOL_DIR=str(tmp_path / "tools"), UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
     run([uv, "tool", "install", "--quiet", GROVE], env=env)
-    python = next((tmp_path / "tools").glob("grove/bin/python"))
+    python = next((tmp_path / "tools").glob("grove-worktrees/bin/python"))
     check_installed_grove(tmp_path / "bin", python, tmp_path)
 
 
@@ -74,7 +75,8 @@ def test_inv_and_grove_list_the_same_tasks(tmp_path):
     bin_dir = Path(sys.executable).parent
     inv_list = run([bin_dir / "inv", "-r", GROVE, "--list"]).stdout
     grove_list = run([bin_dir / "grove", "--list"]).stdout
-    tasks = lambda text: sorted(line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split())
+    # Task names sit at a two-space indent; the wrapped descriptions differ (issue 21: each names its own command).
+    tasks = lambda text: sorted(line.split()[0] for line in text.splitlines() if re.match(r"^  \S", line))
     assert tasks(inv_list) == tasks(grove_list) and "setup" in tasks(grove_list)
     assert "--adw-id" in run([bin_dir / "grove", "--help", "setup"]).stdout
     assert "grove" in run([bin_dir / "grove", "--print-completion-script", "bash"]).stdout
@@ -86,7 +88,7 @@ def test_models_round_trip_through_their_json():
     from grove.models import MergeSummary, WorktreeExecutionResult, WorktreeMetadata
 
     summary = {"base": "main", "strategy": "no-ff", "dry_run": False, "base_before": "a", "base_after": "b",
-               "pushed": False, "attempts": 1, "mode": "sequential", "validations": 0, "errors": [],
+               "pushed": False, "attempts": 1, "mode": "sequential", "validations": 0, "errors": [], "validation_logs": [],
                "results": [{"adw_id": "a1", "branch": "adw/a1", "outcome": "merged", "commits": ["c"],
                             "conflict_files": [], "seconds": 0.1, "reason": None, "merged_commit": "b"}]}
     assert MergeSummary.from_dict(summary).to_dict() == summary

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, commit_file, git, inv, inv_json
+from conftest import GROVE, cli, commit_file, git, inv, inv_json, wait_for
 from pg_fixture import pg_server, template_db  # noqa: F401 (fixtures)
 from test_postgres import pg_repo  # noqa: F401 (a fixture)
 
@@ -169,6 +169,46 @@ def test_two_setups_racing_for_one_pooled_worktree(repo):
         wt = Path(s["worktree_path"])
         assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == s["branch"]
         assert (wt / "data/app.db").is_file()
+    assert inv_json(repo, "doctor")["healthy"]
+
+
+def test_two_setups_forced_into_the_claims_window_never_take_the_same_entry(repo, tmp_path):
+    """Issue 25: the race above passes even with the claim unlocked, because the two setups rarely
+    meet in the millisecond the claim takes. Here the first one holds the claim open (GROVE_HOLD, a
+    test-only hook in core/faults.py) until the second has asked for it: without the pool lock the
+    second is inside at the same time, every run."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = dict(os.environ, GROVE_HOLD=f"pool:claim@{barrier}")
+
+    def start(adw_id):
+        return subprocess.Popen([*cli(), "setup", "--adw-id", adw_id, "--json"], cwd=repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first, second = start("h1"), None
+    try:
+        wait_for(lambda: any(barrier.glob("in-*")), "the first setup inside the claim", first)
+        second = start("h2")
+        outs = [p.communicate(timeout=120) for p in (first, second)]
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert len(list(barrier.glob("want-*"))) == 2, "both setups reached the claim"
+    # What each claimed, written by the hold inside the critical section. (Whether a double claim
+    # then shows in the outcome depends on timing: the loser may find the entry already moved and
+    # fall back to a fresh worktree. The claim itself must never be doubled.)
+    claimed = sorted(p.read_text() for p in barrier.glob("in-*"))
+    assert len(claimed) == 2 and claimed[0] == "" and claimed[1].startswith("p-"), f"one claim: {claimed}"
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    states = [json.loads(o[0]) for o in outs]
+    assert sorted(s["from_pool"] for s in states) == [False, True], "one entry, taken once"
+    assert pool_entries(repo) == {}
+    for s in states:
+        assert git(Path(s["worktree_path"]), "rev-parse", "--abbrev-ref", "HEAD") == s["branch"]
     assert inv_json(repo, "doctor")["healthy"]
 
 

@@ -94,6 +94,18 @@ def test_alive_and_tree_agree_across_backends(backend):
             parent.wait()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_zombie_is_not_alive(backend):
+    """Issue 25, liveness: a process that exited but is not yet reaped holds nothing any more."""
+    child = subprocess.Popen(["true"])
+    try:
+        wait_for(lambda: (Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"),
+                 "the child to exit (unreaped)")
+        assert not portable.alive(child.pid, backend)
+    finally:
+        child.wait()
+
+
 @pytest.mark.parametrize("backend", ["cp", "python"])
 def test_clone_files_keeps_modes_symlinks_and_layout(backend, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"

@@ -256,7 +256,16 @@ def test_setup_in_a_repository_whose_path_has_spaces_or_unicode(tmp_path, where,
     app = make_repo(tmp_path / where)
     inv(app, "setup", "--adw-id", "sp", "--no-install", check=True)
     tracked_clean(app / "trees/sp")
-    inv(app, "teardown", "--adw-id", "sp", check=False)
+    commit_file(app / "trees/sp", "work ü.txt", "the agent's\n")
+    (app / "trees/sp/notes ü.txt").write_text("uncommitted\n")
+    inv(app, "status", "--adw-id", "sp", "--set", "completed", check=True)
+    # Issue 25: this ran with check=False and asserted nothing. The teardown works in such a path,
+    # salvages the untracked file and keeps the unmerged branch.
+    done = inv_json(app, "teardown", "--adw-id", "sp", "--force")
+    assert not (app / "trees/sp").exists() and not (app / "agents/sp").exists()
+    assert done["branch_action"] == "kept" and git(app, "show", "adw/sp:work ü.txt") == "the agent's"
+    assert git(app, "show", f"{done['salvage_ref']}:notes ü.txt") == "uncommitted"
+    assert json.loads(inv(app, "doctor", "--json").stdout)["problems"] == []
 
 
 def test_setup_in_a_sparse_checkout_matches_git_worktree_add(repo):
@@ -320,11 +329,13 @@ def test_a_rerun_of_setup_never_resets_away_edits_in_a_worktree_whose_index_is_g
     index = Path(git(wt, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     index.unlink()
     out = inv(repo, "setup", "--adw-id", "ni", "--no-install", "--json")
-    assert out.returncode in (0, 1), out.stderr
-    kept = (wt / "README.md").read_text() == "the agent's uncommitted work\n"
-    saved = [ref for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/grove-salvage/").split() if ref]
-    in_salvage = any(git(repo, "show", f"{ref}:README.md") == "the agent's uncommitted work" for ref in saved)
-    assert kept or in_salvage, "a re-run of setup reset an agent's uncommitted edit away, unsaved"
+    # Issue 25: this accepted exit 0 or 1 and never looked at new.txt. The re-run succeeds, and both
+    # the edit and the new file are kept: salvaged before the checkout, and new.txt left in place.
+    assert out.returncode == 0, out.stderr
+    (ref,) = git(repo, "for-each-ref", "--format=%(refname)", "refs/grove-salvage/ni/").split()
+    assert git(repo, "show", f"{ref}:README.md") == "the agent's uncommitted work"
+    assert git(repo, "show", f"{ref}:new.txt") == "a new file"
+    assert (wt / "new.txt").read_text() == "a new file\n" and git(wt, "status", "--porcelain") == "?? new.txt"
 
 
 def test_kill_9_during_a_pool_entrys_checkout_then_doctor_and_a_refill_converge(repo, tmp_path):

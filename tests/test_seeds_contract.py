@@ -161,3 +161,65 @@ def test_seed_000_layout_ports_env_and_capacity(repo):
     assert inv(repo, "doctor").returncode == 0
     assert inv(repo, "teardown", "--adw-id", "a1", "--force").returncode == 0
     assert not tree.exists()
+
+
+# --- issue 21: the seed's own orchestrator workflow, verbatim -------------------------------------
+
+
+
+def seed_block(text: str, after: str) -> str:
+    """The first ```python block after the heading ``after`` in the seed document."""
+    return text.split(after, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def seed_004_text() -> str:
+    from conftest import GROVE
+
+    for root in (GROVE.parent, GROVE.parent.parent):  # /work/main or /work/clones/NAME beside /work/shared
+        path = root / "shared/seeds/004_05da33c26efd3bca.txt"
+        if path.is_file():
+            return path.read_text()
+    pytest.skip("the seed document is not beside this checkout")
+
+
+def test_seed_004_orchestrator_workflow_runs_as_written(here):
+    """Pattern 3's merge_worktree_sequential and the "Integration with Tier 1 Orchestrator" example,
+    as the seed writes them (only `from worktree_manager` is `from grove`, the placeholders filled):
+    it raised "cannot go from assigned to merged", which escaped the seed's own handler."""
+    text = seed_004_text()
+    pattern3 = seed_block(text, "### Pattern 3: Sequential Merge After Completion")
+    merge_fn = pattern3.split("# Orchestrator merges all completed worktrees")[0].replace("from worktree_manager", "from grove")
+    workflow = seed_block(text, "## Integration with Tier 1 Orchestrator")
+    assert "update_worktree_status(metadata.name, \"assigned\"" in workflow and "merge_worktree_sequential(wt)" in workflow
+    agents_work = "for m in worktrees:\n    work_in(m)\n"
+    workflow = workflow.replace("# ... agent execution happens here ...\n", agents_work)
+
+    class Task:
+        def __init__(self, name, agent_id):
+            self.name, self.agent_id = name, agent_id
+
+    def work_in(meta):
+        commit_in(Path(meta.path), f"{meta.name}.txt", f"work of {meta.name}")
+
+    scope = {"create_worktree_for_agent": create_worktree_for_agent, "update_worktree_status": update_worktree_status,
+             "cleanup_worktree": cleanup_worktree, "cleanup_epic_worktrees": cleanup_epic_worktrees,
+             "epic_id": "TASK-007", "work_in": work_in,
+             "parallel_tasks": [Task("Backend API", "backend-specialist"), Task("Frontend UI", "frontend-specialist")]}
+    exec(compile(merge_fn, "seed:Pattern 3", "exec"), scope)
+    exec(compile(workflow, "seed:Integration with Tier 1 Orchestrator", "exec"), scope)
+    merged = [w for w in list_archived_worktrees(epic_id="TASK-007")]
+    assert sorted(w.status for w in merged) == ["cleaned", "cleaned"] and all(w.merged_at for w in merged)
+    log = git(here, "log", "--format=%s", "main")
+    assert log.count("Merge branch 'feature/TASK-007/") == 2 and list_worktrees() == []
+
+
+def test_merged_is_refused_while_the_branch_is_not_in_the_base(here):
+    meta = create("TASK-008", "Unmerged")
+    update_worktree_status(meta.name, "assigned", agent_id="a")
+    commit_in(Path(meta.path), "x.txt", "not merged yet")
+    with pytest.raises(ValueError, match="not in main"):
+        update_worktree_status(meta.name, "merged")
+    out = inv(here, "status", "--adw-id", meta.name, "--set", "cleaned")
+    assert out.returncode == 2
+    wrong = inv(here, "status", "--adw-id", meta.name, "--set", "created")
+    assert wrong.returncode == 2 and "allowed statuses are: in_progress, completed, failed, conflict;" in wrong.stderr

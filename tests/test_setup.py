@@ -146,6 +146,42 @@ def test_foreign_listening_socket_is_skipped(repo):
     assert state["slot"] == (preferred + 1) % 15
 
 
+def test_a_port_held_on_ipv6_loopback_only_is_busy(repo):
+    """Issue 25, the bind probe from another angle: a server listening on ::1 alone (a dev server
+    bound to `localhost` that resolved to ::1) holds the port as surely as one on 127.0.0.1."""
+    try:
+        holder = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    base = int(os.environ["ADW_BACKEND_PORT_BASE"])
+    preferred = ports.preferred_slot("six1", 15)
+    with holder:
+        holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # 127.0.0.1 stays free
+        try:
+            holder.bind(("::1", base + preferred))
+        except OSError:
+            pytest.skip("::1 is not configured on this machine")
+        holder.listen()
+        assert ports.port_busy(base + preferred)
+        state = inv_json(repo, "setup", "--adw-id", "six1", "--no-install")
+    assert state["slot"] == (preferred + 1) % 15, "the busy slot is skipped"
+    assert not ports.port_busy(base + preferred), "free again once the server is gone"
+
+
+def test_a_claim_is_dead_only_when_its_process_is(repo):
+    """Issue 25, liveness: a setup's claim is a crash leftover only when its process is gone too;
+    a live setup that has not yet written its state or worktree keeps its slot. (Issue 23: claims
+    are leases in the machine-wide registry; ``stale_reason`` decides.)"""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # an exited (and reaped) process: its pid names no one now
+    lease = {"repo": str((repo / ".git").resolve()), "adw_id": "mid-setup", "slot": 0, "ports": {},
+             "worktree": str(repo / "trees/mid-setup"), "state": str(repo / "agents/mid-setup/adw_state.json"),
+             "pid": os.getpid(), "claimed_at": "2026-01-01T00:00:00Z"}
+    assert ports.stale_reason(lease) is None, "its setup is running"
+    assert ports.stale_reason(dict(lease, pid=child.pid)) == "worktree gone", "its setup died before making anything"
+    assert ports.stale_reason(dict(lease, pid=child.pid, explicit=True)) is None, "held until released"
+
+
 def test_all_slots_taken_exits_1_naming_holders(repo):
     env = {"ADW_PORT_SLOTS": "2", "ADW_PORT_OVERFLOW": ""}  # overflow off: the slots are all there is
     inv(repo, "setup", "--adw-id", "s1", "--no-install", env=env, check=True)
@@ -254,14 +290,16 @@ def test_ignore_warning_points_at_init(tmp_path, monkeypatch):
     monkeypatch.setenv("ADW_FRONTEND_PORT_BASE", "23400")
     bare = make_repo(tmp_path, gitignore=False)
     out = inv(bare, "setup", "--adw-id", "g1", "--no-install")
-    assert out.returncode == 0 and "trees/ is not git-ignored" in out.stderr and "inv init" in out.stderr
+    assert out.returncode == 0 and "trees/ is not git-ignored" in out.stderr and " init" in out.stderr
     # Even so, nothing Grove generated can be picked up by `git add -A` in the worktree.
     assert git(bare / "trees/g1", "status", "--porcelain") == ""
     inv(bare, "init", check=True)
     inv(bare, "init", check=True)
-    text = (bare / ".gitignore").read_text()
-    assert text.count("/trees/") == 1 and text.count(".ports.env") == 1
-    assert (bare / ".env").read_text().count("# --- Grove") == 1
+    # Issue 21: the rules go to .git/info/exclude, once; no tracked file and no .env is written.
+    lines = (bare / ".git/info/exclude").read_text().splitlines()
+    assert lines.count("/trees/") == 1 and lines.count(".ports.env") == 1
+    assert not (bare / ".gitignore").exists() and not (bare / ".env").exists()
+    assert git(bare, "status", "--porcelain") == ""
 
 
 def test_worktreeinclude_copies_exactly_what_it_lists(repo):

@@ -36,7 +36,17 @@ def _seed_errors(action: Callable[[], T]) -> T:
         return action()
     except GroveError as exc:
         kind = ValueError if exc.code == BAD_INPUT else RuntimeError
-        raise kind(str(exc)) from exc
+        raise kind(_api_text(exc)) from exc
+
+
+def _api_text(exc: GroveError) -> str:
+    """The message, and its hint only when it speaks to a caller of the API: "pass --base NAME" or
+    "run `grove doctor`" are for the command line (issue 21)."""
+    import re
+
+    if not exc.hint or re.search(r"(^|\s|`)--?[a-z]|`(inv|grove) |\b(inv|grove) [a-z]", exc.hint):
+        return exc.message
+    return f"{exc.message}\n  hint: {exc.hint}"
 
 
 class BaseBranchMissing(ValueError, RuntimeError):
@@ -111,7 +121,7 @@ def update_worktree_status(worktree_name: str, status: str, error_message: Optio
     extra = {key: _field_value(key, value) for key, value in kwargs.items()}
     settings = _seed_errors(lambda: _settings(project_root))
     _seed_errors(lambda: state.set_status(settings, worktree_name, status, by=extra.get("agent_id"),
-                                          error=error_message, **extra))
+                                          error=error_message, facts=True, **extra))
 
 
 def _field_value(key: str, value: Any) -> Any:

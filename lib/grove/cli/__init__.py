@@ -10,13 +10,63 @@ The front door: the tasks, split by area (agents, merging, maintenance, steps), 
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 from invoke import Program
 
 from .. import __version__
+from ..core.hints import set_program
 from .tasks import ns
 
-program = Program(namespace=ns, version=__version__, name="Grove", binary="grove", binary_names=["grove"])
+# Invoke's flags for its own shell runner: Grove runs no shell command through Invoke, so they
+# would mean nothing, and `grove --dry setup` creating a worktree was a flag that lied (issue 21).
+# Grove's own `--dry-run` is a task flag that really changes nothing.
+RUNNER_FLAGS = {"command-timeout", "dry", "echo", "hide", "pty", "warn-only", "prompt-for-sudo-password"}
+RUNNER_SHORT = {"T", "R", "e", "p", "w"}
+
+
+class GroveProgram(Program):
+    """Invoke's Program without its shell-runner flags, with `grove help [TASK]`."""
+
+    def core_args(self) -> list[Any]:
+        return [arg for arg in super().core_args() if not set(arg.names) & RUNNER_FLAGS]
+
+    def update_config(self, merge: bool = True) -> None:
+        # Invoke's own reads the runner flags dropped above; what is left is its runtime config file.
+        runtime_path: Any = self.args.config.value or os.environ.get("INVOKE_RUNTIME_CONFIG")
+        self.config.set_runtime_path(runtime_path)
+        self.config.load_runtime(merge=False)
+        if merge:
+            self.config.merge()
+
+    def normalize_argv(self, argv: Any) -> None:
+        super().normalize_argv(argv)
+        # `grove help` and `grove help setup` (issue 21: "No idea what 'help' is!").
+        if len(self.argv) > 1 and self.argv[1] == "help":
+            self.argv = [self.argv[0], "--help", *self.argv[2:]]
+        for word in self.argv[1:]:
+            if not word.startswith("-"):
+                break
+            if word.lstrip("-").partition("=")[0] in RUNNER_FLAGS | RUNNER_SHORT:
+                # Exit 2, nothing changed: not "No idea what '--dry' is!" and exit 1.
+                sys.stderr.write(f"grove: {word} is one of Invoke's shell-runner flags, which Grove does not use\n"
+                                 "  hint: Grove's own `--dry-run` (setup, teardown, merge, gc, pool, doctor --fix) shows what a task would do; "
+                                 "`grove --help` lists Grove's flags\n")
+                sys.exit(2)
+
+
+program = GroveProgram(namespace=ns, version=__version__, name="Grove", binary="grove", binary_names=["grove"])
 
 
 def main() -> None:
-    program.run()
+    set_program("grove")
+    try:
+        program.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `grove --help | head -3`: the reader left. Python's recipe: point stdout at devnull so the
+        # flush at exit does not raise again, and exit quietly (issue 21).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

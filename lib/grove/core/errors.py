@@ -11,6 +11,9 @@ class GroveError(Exception):
     """A failure with an exit code and a one-line hint on what to do."""
 
     def __init__(self, message: str, code: int = FAILED, hint: str = ""):
+        from .hints import speak  # issue 21: name the command the user actually runs (grove or inv)
+
+        message, hint = speak(message), speak(hint)
         super().__init__(message)
         self.message = message
         self.code = code

@@ -158,6 +158,7 @@ class MergeSummary:
     mode: str = "sequential"
     validations: int = 0
     errors: list[str] = field(default_factory=list)
+    validation_logs: list[dict[str, Any]] = field(default_factory=list)  # issue 21: each run's whole output
 
     @property
     def merged(self) -> list[MergeResult]:

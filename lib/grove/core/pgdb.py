@@ -179,12 +179,14 @@ def scrub(message: str, admin: AdminUrl) -> str:
 
 def _driver():
     """Import psycopg on first use; a missing extra is a configuration error (code 2)."""
+    from .hints import install_extra  # issue 21: the hint fits how Grove was installed
+
     try:
         import psycopg
         import psycopg.sql  # the submodule is used by every statement here
     except ImportError:
         raise bad_input("ADW_DB_URL is set but the PostgreSQL driver is not installed",
-                        "install Grove's postgres extra: pip install 'grove[postgres]' (psycopg[binary])") from None
+                        "install Grove's postgres extra: " + install_extra("postgres", "psycopg[binary]")) from None
     return psycopg
 
 

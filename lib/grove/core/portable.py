@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .hints import install_extra
 from .errors import GroveError, bad_input
 
 PROCESS_BACKENDS = ("auto", "psutil", "proc", "lsof")
@@ -65,13 +66,13 @@ def process_backend(choice: str = "auto") -> str:
     if choice != "auto":
         if not available[choice]():
             raise bad_input(f"ADW_PROCESS_BACKEND={choice} is not available on this machine",
-                            "use auto, or install it (psutil: pip install psutil; lsof: your package manager)")
+                            "use auto, or install it (psutil: " + install_extra("processes", "psutil") + "; lsof: your package manager)")
         return choice
     for name in ("psutil", "proc", "lsof"):
         if available[name]():
             return name
     raise GroveError("cannot list processes here: no psutil, no /proc and no lsof",
-                     hint="pip install psutil (or install lsof)")
+                     hint=install_extra("processes", "psutil") + " (or install lsof)")
 
 
 @lru_cache(maxsize=1)

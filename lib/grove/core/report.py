@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .faults import fault
+from .hints import speak
 
 # One line at a time on the shared stream: print() writes the text and the newline separately, so
 # the agents of one setup_many (heads in the main thread, tails in workers) spliced their lines.
@@ -30,11 +31,11 @@ class Reporter:
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            self._line(f"{self.prefix}{text}\n")
+            self._line(f"{self.prefix}{speak(text)}\n")
 
     def warn(self, text: str) -> None:
         # Warnings show even with --quiet: they tell the user about something Grove did not do.
-        self._line(f"{self.prefix}warning: {text}\n")
+        self._line(f"{self.prefix}warning: {speak(text)}\n")
 
     def _line(self, text: str) -> None:
         with _WRITE:

@@ -149,8 +149,12 @@ def check_transition(current: str, target: str) -> None:
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     if target != current and target not in TRANSITIONS.get(current, ()):
-        allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"
-        raise bad_input(f"cannot go from {current} to {target}", f"from {current} the allowed statuses are: {allowed}")
+        # `cleaned` is a teardown's to record: not offered to --set (issue 21: the hint listed it, then refused it).
+        allowed = ", ".join(s for s in TRANSITIONS.get(current, ()) if s != "cleaned") or "none by hand"
+        extra = "; merged, once the branch is in the base" if target == "merged" else ""
+        extra += "; cleaned is recorded by a teardown" if "cleaned" in TRANSITIONS.get(current, ()) else ""
+        raise bad_input(f"cannot go from {current} to {target}",
+                        f"from {current} the allowed statuses are: {allowed}{extra}")
 
 
 def apply_status(state: dict, target: str, *, by: str | None = None, error: str | None = None,
@@ -174,8 +178,11 @@ def apply_status(state: dict, target: str, *, by: str | None = None, error: str 
 
 
 def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None = None,
-               error: str | None = None, **fields) -> dict:
-    """The locked transition behind ``inv status --set`` and ``update_worktree_status``."""
+               error: str | None = None, facts: bool = False, **fields) -> dict:
+    """The locked transition behind ``inv status --set`` and ``update_worktree_status``.
+    ``facts``: a person or an orchestrator says so, and `merged` may then rest on the branch being in
+    the base (``merged_in_fact``); the merge queue's own recording keeps the table (a status changed
+    during a merge is left as it is)."""
     if target not in _statuses():
         raise bad_input(f"unknown status {target!r}", f"one of: {', '.join(_statuses())}")
     if target == "cleaned":
@@ -186,7 +193,7 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
     refresh = _commit_refresher(settings)
 
     def change(s: dict) -> None:
-        apply_status(s, target, by=by, error=error, checked=_follows_facts(settings, s, target), **fields)
+        apply_status(s, target, by=by, error=error, checked=_follows_facts(settings, s, target, facts), **fields)
         refresh(s)
 
     return update(settings, adw_id, change)
@@ -195,24 +202,42 @@ def set_status(settings: Settings, adw_id: str, target: str, *, by: str | None =
 BACK_FROM_MERGED = ("completed", "in_progress")
 
 
-def _follows_facts(settings: Settings, s: dict, target: str) -> bool:
-    """A status follows the facts (issue 20, item 14b): `merged` only while the branch is in the
-    base; a `merged` agent whose branch has commits the base lacks (it committed during
-    `merge --cleanup`) may go back to completed or in_progress. True: allowed beyond the table."""
+def _follows_facts(settings: Settings, s: dict, target: str, facts: bool = False) -> bool:
+    """A status follows the facts; True allows a transition beyond the table.
+
+    - `merged` is refused while the branch has commits the base lacks (issue 20, item 14b), whoever asks;
+    - with ``facts`` (a person or an orchestrator says so: `status --set`, update_worktree_status),
+      `merged` from any live status when the base contains the branch and it has commits of its own
+      (issue 21: the seed's orchestrator merges with git itself, then marks `merged` from `assigned`);
+      the merge queue's own recording keeps the table;
+    - a `merged` agent whose branch gained commits the base lacks (it committed during
+      `merge --cleanup`) may go back to completed or in_progress.
+    """
     back = s["status"] == "merged" and target in BACK_FROM_MERGED
     if target == s["status"] or not (target == "merged" or back):
         return False  # no git to ask: most transitions (setup, exec) pay nothing here
     inside = branch_in_base(settings, s)
-    if target == "merged" and inside is False:
-        raise bad_input(f"{s['adw_id']}: branch {s['branch']} has commits that are not in the base, so it is "
-                        "not merged", f"merge it: inv merge --adw-id {s['adw_id']}")
-    if back:
-        if inside is not False:
-            raise bad_input(f"cannot go from merged to {target}: branch {s['branch']} is in the base, with "
-                            "nothing new", "from merged the allowed statuses are: cleaned (or back to completed "
-                                           "or in_progress once the branch has commits the base lacks)")
-        return True
-    return False
+    if target == "merged":
+        if inside is False:
+            base = s.get("base_branch") or settings.base_branch
+            raise bad_input(f"{s['adw_id']} cannot be marked merged: branch {s['branch']} has commits that are "
+                            f"not in {base}", f"merge it first: inv merge --adw-id {s['adw_id']}")
+        return bool(facts and inside and s["status"] != "cleaned" and "merged" not in TRANSITIONS[s["status"]]
+                    and _has_own_commits(settings, s))
+    if inside is not False:
+        raise bad_input(f"cannot go from merged to {target}: branch {s['branch']} is in the base, with "
+                        "nothing new", "from merged the allowed statuses are: cleaned (or back to completed "
+                                       "or in_progress once the branch has commits the base lacks)")
+    return True
+
+
+def _has_own_commits(settings: Settings, s: dict) -> bool:
+    """A branch with no commit of its own is "contained" in any base, yet nothing of it was merged."""
+    from . import git
+
+    branch = f"refs/heads/{s['branch']}"
+    return bool(git.rev(settings.repo, branch)) and (
+        not s.get("base_commit") or bool(git.commits_between(settings.repo, s["base_commit"], branch)))
 
 
 def branch_in_base(settings: Settings, s: dict) -> bool | None:

@@ -65,6 +65,8 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
     git.check_branch_name(settings.repo, base)
     agentdb.check(settings, req.adw_id, connect=req.db)
     ports.check(settings)  # a corrupt or newer lease registry: exit 2 before anything changes (issue 23)
+    if req.install:
+        _check_tools(settings)
     if current and current["branch"] != branch:
         raise bad_input(f"agent {req.adw_id} already works on {current['branch']}, not {branch}",
                         "drop --branch, or tear the agent down first")
@@ -83,6 +85,55 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
                             "pick another --branch, or delete that branch if it is yours")
         # Grove made it for this id (e.g. a teardown kept it): setup resumes on it (issue 10, defect 10).
     return branch, base, current, tip
+
+
+def _check_tools(settings: Settings) -> None:
+    """A tool the projects to install need and this machine lacks: exit 2 before anything is
+    created, not a failed install after the worktree, the ports and the branch exist (issue 21)."""
+    missing = deps.missing_tools(settings, settings.repo)
+    if missing:
+        raise bad_input(f"setup needs tools that are not installed: {'; '.join(missing)}",
+                        "install them, or pass --no-install (ADW_INSTALL_DIRS chooses the directories)")
+
+
+def preview(settings: Settings, req: Request) -> dict:
+    """What setup would create for ``req``, changing nothing: no lock, claim, file, ref or install
+    (`--dry-run`, issue 21). Validation runs in full, so bad input is exit 2 here as in a real run."""
+    from ..resources import envfiles
+
+    branch, base, current, tip = validate(settings, req)
+    path = settings.worktree_path(req.adw_id)
+    slot = (current or {}).get("slot")
+    if slot is None:  # the preferred slot; a taken or busy one moves the real run to the next free slot
+        slot = ports.preferred_slot(req.adw_id, settings.port_slots)
+    env_files = [{"file": n, "source": str(src.relative_to(settings.repo))}
+                 for n in settings.env_files for src in [envfiles.source_for(settings.repo / n)[0]] if src]
+    installs = [{"dir": d, "tools": deps.plan(settings.repo / d)} for d in deps.install_dirs(settings, settings.repo)]
+    return {
+        "dry_run": True, "adw_id": req.adw_id, "exists": current is not None,
+        "branch": branch, "branch_action": "resume" if tip else "create", "base_branch": base,
+        "worktree_path": str(path), "worktree_action": "keep" if path.is_dir() else "create",
+        "slot": slot, "ports": ports.ports_for(settings, slot),
+        "env_files": env_files if req.files else [],
+        "install": [i for i in installs if i["tools"]] if req.install else [],
+        "db": req.db and (agentdb.configured(settings)
+                          or bool(settings.db_reset and (settings.repo / settings.db_reset).is_file())),
+    }
+
+
+def print_previews(d: dict) -> None:
+    for p in d.get("agents", [d]):
+        print_preview(p)
+
+
+def print_preview(p: dict) -> None:
+    ports_text = " ".join(f"{k}={v}" for k, v in p["ports"].items())
+    print(f"would set up {p['adw_id']}: {p['worktree_action']} {p['worktree_path']}, {p['branch_action']} branch "
+          f"{p['branch']} from {p['base_branch']}, slot {p['slot']} ({ports_text})")
+    if p["env_files"]:
+        print("  env files: " + ", ".join(f"{e['file']} (from {e['source']})" for e in p["env_files"]))
+    print("  install: " + (", ".join(f"{i['dir']} ({'+'.join(i['tools'])})" for i in p["install"]) or "nothing"))
+    print(f"  database: {'reset' if p['db'] else 'nothing'}; nothing was changed (--dry-run)")
 
 
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:
@@ -210,6 +261,7 @@ class _Run:
     reused: bool = False
     checked_out: bool = True
     shared: deps.SharedInterpreter | None = None  # setup_many's one interpreter discovery
+    fast_forward: str | None = None  # a kept branch the base contains: moved to this base commit
 
 
 def _validated(settings: Settings, req: Request, report: Reporter) -> _Run:
@@ -252,7 +304,9 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
                 fetched[run.base, req.fetch] = worktree.resolve_base(settings, run.base, req.fetch, report)
             base_commit, info["detail"] = fetched[run.base, req.fetch]
             info["outcome"] = "done" if req.fetch else "skipped"
-            if run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
+            if run.tip and run.current is None:  # a branch a teardown kept
+                base_commit = _kept_branch_start(settings, run, base_commit)
+            elif run.tip:  # resuming on a kept branch: its commits are counted from where it left the base
                 base_commit = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
     with report.step("ports", OP, done) as info:
         run.claim = claim = ports.claim(settings, req.adw_id)
@@ -275,6 +329,8 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
             run.reused = True
             info["outcome"] = "reused"
         else:
+            if run.fast_forward and run.tip:
+                _fast_forward(settings, run.branch, run.tip, run.fast_forward)
             run.undo.worktree = True
             run.checked_out = not defer_checkout
             run.undo.branch = run.branch if worktree.add(settings, req.adw_id, run.branch, base_commit,
@@ -282,6 +338,35 @@ def _head(settings: Settings, run: _Run, fetched: dict, defer_checkout: bool = F
                                                          checkout=run.checked_out) else None
             run.undo.base_commit = base_commit
         info["detail"] = str(path)
+
+
+def _kept_branch_start(settings: Settings, run: _Run, base_commit: str) -> str:
+    """Setting up an id again whose branch a teardown kept (issue 21: it resumed 4 commits behind, silently).
+
+    One rule: a branch the base already contains (its tip is an ancestor of the newest base) starts
+    again at the newest base, a fast-forward that loses nothing; a branch with commits of its own
+    resumes where it is, and setup says how far behind the base it is. Returns the commit the
+    agent's commits count from."""
+    assert run.tip is not None
+    if git.ok(settings.repo, "merge-base", "--is-ancestor", run.tip, base_commit):
+        if run.tip != base_commit:
+            run.fast_forward = base_commit
+            run.report.say(f"{run.branch} is already in {run.base}: it starts again at the newest {run.base} "
+                           f"({base_commit[:10]}), nothing lost")
+        return base_commit
+    fork = git.git(settings.repo, "merge-base", base_commit, run.tip) or base_commit
+    ahead = len(git.commits_between(settings.repo, fork, run.tip))
+    behind = len(git.commits_between(settings.repo, fork, base_commit))
+    run.report.say(f"resuming {run.branch}: {ahead} commit(s) of its own, {behind} behind {run.base}"
+                   + (" (`inv sync` brings them in)" if behind else ""))
+    return fork
+
+
+def _fast_forward(settings: Settings, branch: str, tip: str, to: str) -> None:
+    """Move ``branch`` from ``tip`` to ``to`` (a descendant): git refuses if it moved meanwhile."""
+    with worktree.repo_lock(settings):
+        git.git(settings.repo, "update-ref", "-m", "grove setup: kept branch already in the base, fast-forward",
+                f"refs/heads/{branch}", to, tip)
 
 
 def _tail(settings: Settings, run: _Run) -> dict:

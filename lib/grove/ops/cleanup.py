@@ -309,3 +309,43 @@ def teardown_all(settings: Settings, *, keep_db: bool = False, report: Reporter 
             kept.append({"adw_id": adw_id, "reason": exc.message})
             errors.append(_error(report, adw_id, exc))
     return {"torn_down": torn, "kept": kept, "errors": errors}
+
+
+def preview(settings: Settings, adw_id: str, *, delete_branch: bool = False, force: bool = False,
+            keep_db: bool = False) -> dict:
+    """What ``teardown`` would remove, save and keep, changing nothing: no lock is taken and no ref,
+    file or database is touched (`--dry-run`, issue 21). The same refusals as a real run (exit 2/1)."""
+    ids.check_id(adw_id)
+    s = state.load(settings, adw_id)
+    path = settings.worktree_path(adw_id)
+    entry = git.worktree_for(settings.repo, path)
+    check_known(settings, adw_id, (s, entry))
+    branch = (s or {}).get("branch") or (entry or {}).get("branch")
+    plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, force)
+    dirty = git.dirty_files(path) + worktree.hidden_edits(settings, path) if entry is not None and path.is_dir() else []
+    return {
+        "dry_run": True, "adw_id": adw_id,
+        "worktree": str(path) if entry is not None or path.exists() else None,
+        "worktree_action": "remove" if entry is not None else ("move aside" if path.exists() else None),
+        "uncommitted": dirty,  # saved under refs/grove-salvage/<id>/ before the removal
+        "branch": branch, "branch_action": "delete" if plan["delete"] else "keep", "branch_note": plan["note"],
+        "slots": [lease["slot"] for lease in ports.leases(settings) if lease["adw_id"] == adw_id],
+        "databases": agentdb.plan_teardown(settings, adw_id, keep_db),
+        "archive": s is not None,
+    }
+
+
+def print_previews(d: dict) -> None:
+    for p in d.get("agents", [d]):
+        print_preview(p)
+
+
+def print_preview(p: dict) -> None:
+    where = f"{p['worktree_action']} {p['worktree']}" if p["worktree"] else "no worktree"
+    print(f"would tear down {p['adw_id']}: {where}; branch {p['branch'] or '-'}: {p['branch_action']}"
+          + (f" ({p['branch_note']})" if p["branch_note"] else ""))
+    if p["uncommitted"]:
+        print(f"  save first under refs/grove-salvage/{p['adw_id']}/: {', '.join(p['uncommitted'][:10])}")
+    print(f"  free slots: {', '.join(map(str, p['slots'])) or 'none'}; archive the state: {'yes' if p['archive'] else 'no'}"
+          + "".join(f"; database {d['name']}: {d['action']}" for d in p["databases"]))
+    print("  nothing was changed (--dry-run)")

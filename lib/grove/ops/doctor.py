@@ -14,6 +14,7 @@ from ..safety import checkout as ffwd, owned, preserve
 from . import worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
+from ..core.hints import speak
 
 
 
@@ -303,7 +304,8 @@ def print_report(report: dict) -> None:
         return
     for p in report["problems"]:
         mark = "fixed" if p["fixed"] else "PROBLEM"
-        hint = p.get("hint") or (f"fix: {p['fix']} (inv doctor --fix)" if p["fix"] else "fix by hand")
+        # Hints in the report name commands; said as the program the user ran (issue 21).
+        hint = speak(p.get("hint") or (f"fix: {p['fix']} (inv doctor --fix)" if p["fix"] else "fix by hand"))
         print(f"{mark:<8} {p['kind']:<26} {p['detail']}")
         if not p["fixed"]:
             print(f"{'':<8} {'':<26} {hint}")

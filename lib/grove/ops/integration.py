@@ -116,7 +116,7 @@ class Prepared:
     def _install(self) -> str:
         stamps = _read_stamps(self.settings)
         ran = []
-        for name in self.settings.install_dirs:
+        for name in deps.install_dirs(self.settings, self.wt):
             directory = self.wt / name
             kinds = deps.plan(directory) if directory.is_dir() else []
             if not kinds:

@@ -185,6 +185,7 @@ class _Redo(Exception):
 def _merge_and_publish(settings: Settings, plan: Plan, report: Reporter) -> dict:
     before = None
     validations = 0
+    logs: list[dict] = []  # every validation's log, passing ones too (issue 21)
     for attempt in range(1, settings.push_retries + 2):
         start, remote, local = _start_tip(settings, plan)
         before = before or local
@@ -203,6 +204,7 @@ def _merge_and_publish(settings: Settings, plan: Plan, report: Reporter) -> dict
         finally:
             if validator:
                 validations += validator.count
+                logs += validator.logs
                 validator.release()
         fault(OP, "before", "publish")
         try:
@@ -213,7 +215,7 @@ def _merge_and_publish(settings: Settings, plan: Plan, report: Reporter) -> dict
         fault(OP, "after", "publish")
         return {"base": plan.base, "strategy": plan.strategy, "mode": plan.mode, "dry_run": False,
                 "base_before": before, "base_after": tip, "pushed": pushed, "attempts": attempt,
-                "validations": validations, "errors": errors, "results": results}
+                "validations": validations, "validation_logs": logs, "errors": errors, "results": results}
     raise GroveError(f"the base moved or the push was rejected {settings.push_retries + 1} times; nothing was merged",
                      hint="others keep moving the base: retry later or raise ADW_PUSH_RETRIES")
 
@@ -359,8 +361,9 @@ def _merge_run(settings: Settings, plan: Plan, wt: Path, entries: list[dict], ti
 
 
 def _say(report: Reporter, r: dict) -> None:
-    report.say(f"{'✓' if r['outcome'] == 'merged' else '✗'} {r['adw_id']:<12} {r['outcome']:<18} {r['branch']}"
-               + (f"  {r['reason']}" if r.get("reason") else ""))
+    """Progress on stderr, one word per branch: the result line itself goes to stdout once, in the
+    summary (issue 21: each result line was printed on both streams)."""
+    report.say(f"{'✓' if r['outcome'] == 'merged' else '✗'} {r['adw_id']}: {r['outcome']}")
 
 
 def _build_batch(settings: Settings, plan: Plan, wt: Path, start: str, report: Reporter,
@@ -479,6 +482,7 @@ class Validator:
     def __init__(self, settings: Settings, plan: Plan, wt: Path, report: Reporter):
         self.settings, self.plan, self.wt, self.report = settings, plan, wt, report
         self.count = 0
+        self.logs: list[dict] = []
         self.seen: dict[str, Check] = {}
         self.prepared: integration.Prepared | None = None
 
@@ -500,13 +504,13 @@ class Validator:
         self.count += 1
         integration.run_git(self.wt, "checkout", "--quiet", "--detach", "--force", tip)
         try:
-            result = self._prepare_and_run(agents)
+            result = self._prepare_and_run(tip, agents)
         finally:
             integration.clean(self.wt)  # repointed tracked files and the command's leftovers go
         self.seen[tip] = result
         return result
 
-    def _prepare_and_run(self, agents: list[dict]) -> Check:
+    def _prepare_and_run(self, tip: str, agents: list[dict]) -> Check:
         if self.prepared is None:
             try:
                 self.prepared = integration.Prepared(self.settings, self.wt)
@@ -525,6 +529,7 @@ class Validator:
         code, output = proc.run_tree(["bash", "-c", self.plan.validate], cwd=self.wt, env=env,
                                      timeout=self.settings.install_timeout)
         output = agentdb.scrub(self.settings, output)  # a test suite may print DATABASE_URL
+        self._keep_log(tip, agents, code, output)
         if code == 0:
             return Check(True, 0, "", None)
         tail = "\n".join(line.rstrip() for line in output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
@@ -532,6 +537,15 @@ class Validator:
             return Check(False, None, tail, f"validation timed out after {self.settings.install_timeout:.0f}s "
                                             f"(ADW_INSTALL_TIMEOUT): {proc.tail(output, 3)}")
         return Check(False, code, tail, f"validation exited {code}: {proc.tail(output, 5)}")
+
+    def _keep_log(self, tip: str, agents: list[dict], code: int | None, output: str) -> None:
+        """The whole output, kept under agents/.grove/logs/ (private: it may hold secrets), its path in
+        the summary: a passing validation's output was neither shown nor kept (issue 21)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = self.settings.grove_path / "logs" / f"validate-{stamp}-{len(self.logs) + 1}-{tip[:10]}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        locks.atomic_write_text(path, f"$ {self.plan.validate}\n{output}", 0o600, durable=False)
+        self.logs.append({"tip": tip, "adw_ids": [a["adw_id"] for a in agents], "exit_code": code, "log": str(path)})
 
     def release(self) -> None:
         if self.prepared is None:
@@ -657,7 +671,7 @@ def _dry_run(settings: Settings, plan: Plan) -> dict:
         tip = git.git(settings.repo, "commit-tree", lines[0], "-p", tip, "-p", branch, "-m", "grove dry run")
         results.append(_result(s, "merged", commits=commits))
     return {"base": plan.base, "strategy": plan.strategy, "mode": plan.mode, "dry_run": True, "base_before": before,
-            "base_after": before, "pushed": False, "attempts": 0, "validations": 0, "errors": [],
+            "base_after": before, "pushed": False, "attempts": 0, "validations": 0, "validation_logs": [], "errors": [],
             "results": plan.skipped + results}
 
 

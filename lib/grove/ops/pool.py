@@ -26,13 +26,13 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, envfiles
+from ..resources import agentdb, deps, envfiles
 from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
 from . import steps, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
-from ..core.faults import fault
+from ..core.faults import announce, fault, hold
 from ..core.report import Reporter
 
 POOL_DIR = ".pool"
@@ -147,15 +147,17 @@ def env_digest(settings: Settings) -> str:
 # Filling and draining
 
 
-def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True) -> dict:
-    """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones."""
+def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, fetch: bool = True,
+         dry_run: bool = False) -> dict:
+    """Make the pool hold ``size`` usable entries: create the missing ones, drain the extra ones.
+    ``dry_run``: say which, changing nothing: no repair, fetch, lock or record (issue 21)."""
     base = base or settings.base_branch
     if size > 0:  # bad input changes nothing (exit 2): checked before any lock or file is made
         git.check_branch_name(settings.repo, base)
         worktree.check_base(settings, base, fetch)
-    fixed = reconcile(settings)
+    fixed = reconcile(settings) if not dry_run else []
     commit = None
-    if size > 0:
+    if size > 0 and not dry_run:
         commit, _ = worktree.resolve_base(settings, base, fetch, report)
 
     def plan(data: dict) -> tuple[list[str], list[str]]:
@@ -176,6 +178,9 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
             data["entries"][name].update(status="draining", **liveness.stamp())
         return new, extra
 
+    if dry_run:
+        new, extra = plan(read(settings))  # a copy read from disk: the plan is worked out, never written
+        return {"dry_run": True, "size": size, "base": base, "would_create": len(new), "would_drain": extra}
     new, extra = _update(settings, plan)
     created, failed = [], []
     if new:
@@ -221,7 +226,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         own, own_tracked, own_ignored = _own_files(path), _own_tracked(path), _own_ignored(settings, path)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
-            own_tracked=own_tracked, own_ignored=own_ignored, installed=list(settings.install_dirs),
+            own_tracked=own_tracked, own_ignored=own_ignored, installed=list(deps.install_dirs(settings, path)),
             db_reset=settings.db_reset))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
         if own_tracked:
@@ -247,9 +252,7 @@ def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> None
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
     """Make each uv project's venv relocatable before `uv sync` fills it, so its console scripts
     still run after `git worktree move` (DESIGN.md pitfalls: venvs carry absolute paths)."""
-    from ..resources import deps
-
-    for name in settings.install_dirs:
+    for name in deps.install_dirs(settings, path):
         directory = path / name
         if "uv" in deps.plan(directory) and not (directory / ".venv").exists():
             proc.run([deps.require_tool("uv", directory), "venv", "--quiet", "--relocatable", ".venv"],
@@ -575,9 +578,11 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
         ready[0].update(status="taking", adw_id=adw_id, taken_at=state.now(), **liveness.stamp())
         return dict(ready[0])
 
+    announce("pool:claim")  # test-only (issue 25): see core/faults.py
     with _lock(settings):
         data = read(settings)
         entry = pick(data)
+        hold("pool:claim", entry["name"] if entry else "")
         if entry is not None:
             _write(settings, data)
         return entry
@@ -608,8 +613,9 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     # What the reset reads counts among its inputs, included files too (issue 20, item 8).
     changed = _changed(target, old, base_commit) | set(included)
     reasons = {}
-    for d in settings.install_dirs:
-        if d not in entry.get("installed", settings.install_dirs):
+    dirs = deps.install_dirs(settings, target)
+    for d in dirs:
+        if d not in entry.get("installed", dirs):
             reasons[d] = "not an install dir when the pool was filled"
         elif _lock_changed(d, changed):
             reasons[d] = "lock file changed"
@@ -770,7 +776,8 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         fault("pool", "after", "refresh")
         values, digest = placeholder_values(settings, name), env_digest(settings)
         _write_files(settings, path, values)
-        again = [d for d in settings.install_dirs if d not in entry.get("installed", ()) or _lock_changed(d, changed)]
+        dirs = deps.install_dirs(settings, path)  # ADW_INSTALL_DIRS, or the projects detected at the new base
+        again = [d for d in dirs if d not in entry.get("installed", ()) or _lock_changed(d, changed)]
         for d in again:
             venv = path / d / ".venv"
             if _lock_changed(d, changed, INTERPRETER_FILES) and venv.is_dir() and not venv.is_symlink():
@@ -793,7 +800,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         raise
     own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
-         env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(settings.install_dirs),
+         env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(dirs),
          db_reset=settings.db_reset)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))

@@ -27,6 +27,7 @@ from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.report import Reporter
 from ..resources import agentdb, ports
+from ..resources.services import record_running, running, stop_recorded, stop_services  # noqa: F401 (API)
 from . import agentrun, execute
 
 BLOCKED = ("merged", "cleaned")  # an agent whose work is merged or removed has nothing to run
@@ -109,12 +110,6 @@ def log_path(settings: Settings, adw_id: str, name: str) -> Path:
     return settings.agents_path / adw_id / "logs" / f"{name}.log"
 
 
-def running(rec: dict) -> bool:
-    """The recorded service process still runs: its pid *and* its start time (core/liveness.py),
-    and it is no zombie (an exited service nobody reaped keeps its /proc entry)."""
-    return bool(rec.get(liveness.KEY)) and liveness.holder_alive(rec) and portable.alive(rec["pid"])
-
-
 def accepts(port: int) -> bool:
     """Something accepts connections on ``port`` at 127.0.0.1 or ::1."""
     for host in ("127.0.0.1", "::1"):
@@ -188,10 +183,10 @@ def _up_one(settings: Settings, adw_id: str, s: dict, services: list[Service], t
             rows = [_start(settings, adw_id, s, svc, started) for svc in services]
             _wait_ports(settings, adw_id, rows, timeout)
         except BaseException:
-            _stop(settings, adw_id, started)
+            stop_services(settings, adw_id, started)
             raise
         finally:
-            _record_running(settings, adw_id)
+            record_running(settings, adw_id)
         return {"adw_id": adw_id, "services": rows}
 
 
@@ -280,48 +275,8 @@ def _fail(settings: Settings, adw_id: str, row: dict, why: str) -> None:
                           f"--service {row['service']}`")
 
 
-def _record_running(settings: Settings, adw_id: str) -> None:
-    """The lease's running processes: the agent's live services (none: it no longer counts)."""
-    recs = (state.load(settings, adw_id) or {}).get("services") or {}
-    ports.set_running(settings, adw_id, [{"pid": r["pid"], liveness.KEY: r.get(liveness.KEY)}
-                                         for r in recs.values() if running(r)])
-
-
 # ---------------------------------------------------------------------------------------------
 # down, and stopping on teardown, gc and merge --cleanup
-
-
-def _stop(settings: Settings, adw_id: str, names: list[str] | None) -> list[dict]:
-    """Stop the recorded services ``names`` (None: all) of ``adw_id`` and forget them."""
-    s = state.load(settings, adw_id)
-    recs = dict((s or {}).get("services") or {})
-    chosen = [n for n in recs if names is None or n in names]
-    if not chosen:
-        return []
-    backend = portable.process_backend(settings.process_backend)
-    out = []
-    for name in chosen:
-        rec = recs[name]
-        how = portable.stop_group(rec["pid"], _is_leader(rec), backend, settings.stop_grace, rec.get("mark"))
-        out.append({"adw_id": adw_id, "service": name, "pid": rec["pid"], "signal": how,
-                    "outcome": "stopped" if how else "not_running"})
-
-    def forget(st: dict) -> None:
-        for name in chosen:
-            (st.get("services") or {}).pop(name, None)
-        if not st.get("services"):
-            st.pop("services", None)
-
-    if s is not None:
-        state.update(settings, adw_id, forget)
-    return out
-
-
-def _is_leader(rec: dict) -> Callable[[int], bool]:
-    """Whether ``pid`` still is the recorded service: its pid and start time (never a pid alone)."""
-    def check(pid: int) -> bool:
-        return pid == rec["pid"] and bool(rec.get(liveness.KEY)) and liveness.holder_alive(rec)
-    return check
 
 
 def down(settings: Settings, ids: list[str], names: list[str]) -> list[dict]:
@@ -331,24 +286,9 @@ def down(settings: Settings, ids: list[str], names: list[str]) -> list[dict]:
         state.require(settings, adw_id)
         with locks.locked(settings.lock_path(f"up-{adw_id}"), settings.lock_timeout,
                           f"{adw_id}'s services are being started"):
-            out += _stop(settings, adw_id, names or None)
-            _record_running(settings, adw_id)
+            out += stop_services(settings, adw_id, names or None)
+            record_running(settings, adw_id)
     return out
-
-
-def stop_recorded(settings: Settings, adw_id: str) -> list[dict]:
-    """Teardown, gc and merge --cleanup: stop the agent's recorded services before the worktree's
-    processes are stopped by where they run (a service may have left the worktree: cd /tmp)."""
-    try:
-        stopped = _stop(settings, adw_id, None)
-    except GroveError:
-        return []  # a corrupt state: the worktree sweep still stops what runs inside
-    if stopped:
-        try:
-            ports.set_running(settings, adw_id, [])
-        except GroveError:
-            pass
-    return [{"pid": r["pid"], "name": r["service"], "signal": r["signal"]} for r in stopped if r["signal"]]
 
 
 # ---------------------------------------------------------------------------------------------

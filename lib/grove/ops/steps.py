@@ -79,16 +79,17 @@ def install(settings: Settings, path: Path, enabled: bool = True, only: tuple[st
     """
     if not enabled:
         return "skipped", "--no-install"
-    names = [n for n in settings.install_dirs if only is None or n in only]
+    names = [n for n in deps.install_dirs(settings, path) if only is None or n in only]
     if only is not None and not names:
         return "kept", "installed by the pool; no lock file changed since"
     if not names:
-        return "done", ""
+        return "done", "no project detected (ADW_INSTALL_DIRS chooses)" if settings.detect_installs else ""
     results = _parallel([lambda d=path / n: _install_dir(d, settings.install_timeout, shared, path) for n in names])
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
-    return "done", "; ".join(f"{n}: {r}" for n, r in zip(names, results))
+    detail = "; ".join(f"{n}: {r}" for n, r in zip(names, results))
+    return "done", f"detected {detail}" if settings.detect_installs else detail
 
 
 def _install_dir(directory: Path, timeout: float, shared: deps.SharedInterpreter | None = None,

@@ -29,11 +29,13 @@ STATUS_STYLE = {"created": "dim", "assigned": "cyan", "in_progress": "yellow", "
 
 
 def require_rich() -> None:
+    from ..core.hints import install_extra  # issue 21: the hint fits how Grove was installed
+
     try:
         import rich  # noqa: F401
     except ImportError:
         raise bad_input("inv list --watch needs the rich package",
-                        "pip install 'grove[watch]' (or pip install rich)") from None
+                        install_extra("watch", "rich")) from None
 
 
 # ---------------------------------------------------------------------------------------------

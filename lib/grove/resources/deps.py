@@ -1,21 +1,32 @@
-"""Dependency installs: uv for Python projects, bun (or npm) for JS projects, auto-detected."""
+"""Dependency installs: uv for Python projects, bun, npm, pnpm or yarn for JS projects, auto-detected.
+
+Without ADW_INSTALL_DIRS (issue 21), the projects are found in the tracked tree: every uv project
+(``pyproject.toml`` with ``uv.lock`` or a ``[tool.uv]`` table) and every ``package.json``, installed
+once at a workspace's root, never inside node_modules, a venv or a vendored directory.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
+import re
 import shutil
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..core import proc
-from ..core.config import GROVE_DIR
+from ..core.config import GROVE_DIR, Settings
 from ..core.errors import GroveError
+from ..core.hints import install_tool
 
-HOW_TO_GET = {
-    "uv": "`make tools` in Grove installs it into .venv, or `pip install uv`",
-    "bun": "`make tools` in Grove installs it into .tools, or `npm install -g bun`",
-    "npm": "install Node.js and npm",
-}
+# A JS project's lock file decides its installer; without one, bun (else npm) as before.
+JS_LOCKS = (("bun.lock", "bun"), ("bun.lockb", "bun"), ("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn"),
+            ("package-lock.json", "npm"))
+JS_TOOLS = ("bun", "npm", "pnpm", "yarn")
+# Directories whose package.json / pyproject.toml are someone else's project, not one to install.
+NOT_PROJECTS = {"node_modules", ".venv", "venv", "vendor", "vendored", "third_party", "site-packages",
+                "__pypackages__", ".git"}
 
 
 def find_tool(name: str) -> str | None:
@@ -32,19 +43,151 @@ def find_tool(name: str) -> str | None:
 def require_tool(name: str, where: Path) -> str:
     tool = find_tool(name)
     if tool is None:
-        raise GroveError(f"{name} is needed for {where} but was not found", hint=HOW_TO_GET[name])
+        raise GroveError(f"{name} is needed for {where} but was not found", hint=install_tool(name))
     return tool
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def is_uv_project(directory: Path) -> bool:
+    return (directory / "pyproject.toml").is_file() and (
+        (directory / "uv.lock").is_file() or "[tool.uv" in _read(directory / "pyproject.toml"))
+
+
+def js_tool(directory: Path) -> str:
+    """The installer a JS project's lock file names; no lock file: bun when found, else npm."""
+    for lock, tool in JS_LOCKS:
+        if (directory / lock).is_file():
+            return tool
+    return "bun" if find_tool("bun") or not find_tool("npm") else "npm"
 
 
 def plan(directory: Path) -> list[str]:
     """What to run in ``directory``: [] when it holds no project Grove knows."""
     commands = []
-    if (directory / "pyproject.toml").is_file() and (directory / "uv.lock").is_file():
+    if is_uv_project(directory):
         commands.append("uv")
     if (directory / "package.json").is_file():
-        use_npm = (directory / "package-lock.json").is_file() and find_tool("bun") is None
-        commands.append("npm" if use_npm else "bun")
+        commands.append(js_tool(directory))
     return commands
+
+
+def install_dirs(settings: Settings, root: Path) -> tuple[str, ...]:
+    """The directories to install in ``root`` (a worktree, or the main checkout): ADW_INSTALL_DIRS
+    when set, else the projects detected in the tracked tree."""
+    if not settings.detect_installs:
+        return settings.install_dirs
+    return tuple(p for p, _ in detect(root, skip=(settings.trees_dir, settings.agents_dir)))
+
+
+def detect(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, list[str]]]:
+    """Every project in ``root``'s tracked tree as (relative dir, tools), workspace members left to
+    their workspace root; "." is the root itself."""
+    out = proc.run(["git", "-C", root, "ls-files", "-z", "--", "*pyproject.toml", "*package.json"], check=False)
+    dirs = set()
+    for name in (out.stdout.split("\0") if out.returncode == 0 else []):
+        path = PurePosixPath(name)
+        if path.name not in ("pyproject.toml", "package.json") or NOT_PROJECTS & set(path.parts[:-1]):
+            continue
+        if any(path.parts[0] == PurePosixPath(s).parts[0] for s in skip if s):
+            continue
+        dirs.add(str(path.parent))
+    found = []
+    for rel in sorted(dirs, key=lambda d: (d.count("/"), d)):
+        tools = plan(root / rel)
+        if "uv" in tools and _member(rel, dirs, root, _uv_workspace):
+            tools.remove("uv")
+        if any(t in JS_TOOLS for t in tools) and _member(rel, dirs, root, _js_workspace):
+            tools = [t for t in tools if t not in JS_TOOLS]
+        if tools:
+            found.append((rel, tools))
+    return found
+
+
+def _member(rel: str, dirs: set[str], root: Path, globs_of) -> bool:
+    """Whether ``rel`` is a member of a workspace rooted in one of its ancestors among ``dirs``."""
+    here = PurePosixPath(rel)
+    for parent in here.parents:
+        ancestor = str(parent)
+        if ancestor == rel or ancestor not in dirs:
+            continue
+        members, excluded = globs_of(root / ancestor)
+        inside = str(here.relative_to(parent))
+        if any(fnmatch.fnmatch(inside, g.rstrip("/")) for g in members) and \
+                not any(fnmatch.fnmatch(inside, g.rstrip("/")) for g in excluded):
+            return True
+    return False
+
+
+def _toml_list(text: str, table: str, key: str) -> list[str]:
+    """``key = [..]`` inside ``[table]``: tomllib where Python has it (3.11+), else a plain reading."""
+    try:
+        import tomllib
+
+        data = tomllib.loads(text)
+        for part in table.split("."):
+            data = data.get(part, {}) if isinstance(data, dict) else {}
+        value = data.get(key, []) if isinstance(data, dict) else []
+        return [v for v in value if isinstance(v, str)]
+    except ImportError:
+        section = text.partition(f"[{table}]")[2].split("\n[", 1)[0]
+        match = re.search(rf"^{key}\s*=\s*\[(.*?)\]", section, re.S | re.M)
+        return re.findall(r"[\"']([^\"']+)[\"']", match.group(1)) if match else []
+    except ValueError:
+        return []
+
+
+def _uv_workspace(directory: Path) -> tuple[list[str], list[str]]:
+    text = _read(directory / "pyproject.toml")
+    if "[tool.uv.workspace]" not in text:
+        return [], []
+    return (_toml_list(text, "tool.uv.workspace", "members"), _toml_list(text, "tool.uv.workspace", "exclude"))
+
+
+def _js_workspace(directory: Path) -> tuple[list[str], list[str]]:
+    """npm/yarn/bun ``workspaces`` (a list, or {"packages": [...]}), or pnpm-workspace.yaml's packages."""
+    try:
+        data = json.loads(_read(directory / "package.json") or "{}")
+    except ValueError:
+        data = {}
+    spaces = data.get("workspaces", []) if isinstance(data, dict) else []
+    if isinstance(spaces, dict):
+        spaces = spaces.get("packages", [])
+    globs = [g for g in spaces if isinstance(g, str)] if isinstance(spaces, list) else []
+    pnpm = _read(directory / "pnpm-workspace.yaml")
+    globs += re.findall(r"^\s*-\s*[\"']?([^\"'\n#]+?)[\"']?\s*$", pnpm, re.M)
+    return [g for g in globs if not g.startswith("!")], [g[1:] for g in globs if g.startswith("!")]
+
+
+def needed_tools(settings: Settings, root: Path) -> dict[str, list[str]]:
+    """Each tool the projects to install need, with the directories that need it."""
+    needs: dict[str, list[str]] = {}
+    for rel in install_dirs(settings, root):
+        for tool in plan(root / rel):
+            needs.setdefault(tool, []).append(rel)
+    return needs
+
+
+def missing_tools(settings: Settings, root: Path) -> list[str]:
+    """One line per tool the detected projects need that this machine lacks (issue 21: reported at
+    validation, before anything is created)."""
+    return [f"{tool} (for {', '.join(dirs)}): {install_tool(tool)}"
+            for tool, dirs in sorted(needed_tools(settings, root).items()) if find_tool(tool) is None]
+
+
+# How each JS tool installs: from the lock file when there is one, never rewriting it.
+JS_INSTALL = {
+    "bun": lambda d: ["install"],
+    "npm": lambda d: ["ci", "--no-audit", "--no-fund"] if (d / "package-lock.json").is_file()
+    else ["install", "--no-audit", "--no-fund"],
+    "pnpm": lambda d: ["install", "--frozen-lockfile"],
+    "yarn": lambda d: ["install", "--frozen-lockfile"],
+}
 
 
 def install_env() -> dict[str, str]:
@@ -137,16 +280,17 @@ def install(directory: Path, timeout: float, shared: SharedInterpreter | None = 
         if kind == "uv":
             uv = require_tool("uv", directory)
 
+            # A uv workspace's root installs every member into its one venv (issue 21).
+            members = ["--all-packages"] if _uv_workspace(directory)[0] else []
+
             def sync(python: str | None = None) -> None:
-                run([uv, "sync", "--all-extras", *(["--python", python] if python else [])], "uv")
+                run([uv, "sync", "--all-extras", *members, *(["--python", python] if python else [])], "uv")
 
             if shared is not None and root is not None:
                 shared.sync(directory, root, sync)
             else:
                 sync()
-        elif kind == "bun":
-            run([require_tool("bun", directory), "install"], kind)
         else:
-            run([require_tool("npm", directory), "ci", "--no-audit", "--no-fund"], kind)
+            run([require_tool(kind, directory), *JS_INSTALL[kind](directory)], kind)
         ran.append(kind)
     return ran
