@@ -18,7 +18,7 @@ measured next to it; bench/results.json keeps every sample. Grove's own modules 
 first, as an installed package's are (PYTHONDONTWRITEBYTECODE is dropped for the runs).
 Not a timed test: machines are noisy.
 
-    python scripts/bench.py [--runs N] [--only lean,heavy,pool,many,list,disk,pg]
+    python scripts/bench.py [--runs N] [--only lean,heavy,pool,many,list,disk,pg,leases]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ GROVE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(GROVE / "lib"))
 sys.path.insert(0, str(GROVE / "scripts"))
 
+import bench_leases  # noqa: E402
 import bench_postgres  # noqa: E402
 import sample_app  # noqa: E402
 
@@ -46,7 +47,9 @@ INV = str(Path(sys.executable).parent / "inv")
 ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
        and not k.startswith(("ADW_", "GROVE_"))}
 ENV.update(ADW_PORT_SLOTS="120", ADW_BACKEND_PORT_BASE="30000", ADW_FRONTEND_PORT_BASE="31000",
-           UV_LINK_MODE="hardlink")
+           UV_LINK_MODE="hardlink",
+           # The bench's own machine-wide lease registry (issue 23), never the user's.
+           ADW_PORT_REGISTRY=str(FIXTURES / "ports.json"))
 for tool in ("uv", "bun"):  # the plain script finds the same tools Grove does
     found = find_tool(tool)
     if found and str(Path(found).parent) not in ENV["PATH"].split(os.pathsep):
@@ -214,8 +217,10 @@ def main() -> int:
     (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(GROVE / "lib")], check=True,
                    stdout=subprocess.DEVNULL)
+    # Issue 23: 50 agents across 3 repositories, machine-wide leases; plain repos, no installs.
+    leases = bench_leases.measure(FIXTURES, [INV, "-r", str(GROVE)], ENV) if want("leases") else None
     print("» building fixtures (sample apps with real uv and bun dependencies, warm caches)", flush=True)
-    app = build_app(FIXTURES / "seed", "seed")
+    app = build_app(FIXTURES / "seed", "seed") if only != {"leases"} else FIXTURES / "none"
     heavy = build_app(FIXTURES / "heavy", "heavy") if want("heavy") else None
     slow = build_app(FIXTURES / "slow", "slow") if want("pool") else None
     script = ["bash", str(FIXTURES / "plain.sh")]
@@ -295,13 +300,14 @@ def main() -> int:
         reset(app)
     postgres = bench_postgres.measure(runs=max(runs, 5)) if want("pg") else None
     med = {k: statistics.median(v) for k, v in m.items()}
-    rows = _rows(m, disk) + (bench_postgres.rows(postgres) if postgres else [])
+    rows = _rows(m, disk) + (bench_postgres.rows(postgres) if postgres else []) + \
+        (bench_leases.rows(leases) if leases else [])
     print(f"\n{'measurement':<58} {'grove':>8} {'baseline':>8} {'paired':>7}  goal")
     for name, value, base, ratio, goal, ok in rows:
         print(f"{name:<58} {value:>8.3f} {base:>8.3f} {ratio:>7.3f}  {goal}  {'met' if ok else 'MISSED'}")
     print(f"(medians of {runs} runs; plain scripts that failed in parallel and were rerun: "
           f"{sum(BASELINE_FAILURES)})")
-    results = {"runs": runs, "medians_seconds": med, "postgres": postgres,
+    results = {"runs": runs, "medians_seconds": med, "postgres": postgres, "leases": leases,
                "baseline_parallel_failures": BASELINE_FAILURES, "samples": m,
                "disk_kib": disk,
                "rows": [{"name": r[0], "median": r[1], "baseline_median": r[2], "paired": r[3], "goal": r[4],

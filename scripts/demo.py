@@ -141,7 +141,7 @@ def story(root: Path) -> int:
     left = {
         "agent worktrees": len(agent_trees),
         "adw/* branches": len(git(app, "branch", "--list", "adw/*").stdout.split()),
-        "port claims": len(json.loads((app / "agents/.grove/ports.json").read_text()).get("claims", {})),
+        "port leases": len(inv_json(app, "ports.show")),  # this repo's, in the machine-wide registry (issue 23)
         "processes": len(portable.inside(app / "trees", portable.process_backend())),
     }
     print(f"\nleft behind: {', '.join(f'{v} {k}' for k, v in left.items())}, {len(torn['kept'])} kept "

@@ -35,6 +35,24 @@ def _front_door(request):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _port_registry(tmp_path_factory, monkeypatch):
+    # Issue 23: the port lease registry is one per machine (the user's state dir). Each test gets
+    # its own, so no test ever reads or writes the real user's leases, nor another test's.
+    path = tmp_path_factory.mktemp("leases") / "ports.json"
+    monkeypatch.setenv("ADW_PORT_REGISTRY", str(path))
+    yield path
+
+
+def port_leases(repo: Path, registry: Path | None = None) -> dict[str, dict]:
+    """``{slot: lease}`` of ``repo``'s leases in this test's machine-wide registry (issue 23)."""
+    path = Path(registry or os.environ["ADW_PORT_REGISTRY"])
+    if not path.exists():
+        return {}
+    common = str((repo / ".git").resolve())
+    return {str(lease["slot"]): lease for lease in json.loads(path.read_text())["leases"] if lease["repo"] == common}
+
+
 def cli() -> list[str]:
     """The argv prefix of the front door this test uses."""
     return [str(GROVE_BIN)] if _cli[0] == "grove" else [str(INV), "-r", str(GROVE)]
@@ -137,14 +155,21 @@ def snapshot(repo: Path) -> dict:
         str(p.relative_to(repo)) for p in repo.rglob("*")
         if ".git" not in p.parts and not (p.suffix == ".lock" and ".grove" in p.parts)
     )
-    registry = repo / "agents" / ".grove" / "ports.json"
     return {
         "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
         "worktrees": git(repo, "worktree", "list", "--porcelain"),
-        "registry": json.loads(registry.read_text())["claims"] if registry.exists() else {},
+        "registry": _leases_or_text(repo),
         "files": files,
         "exclude": _read(repo / ".git" / "info" / "exclude"),
     }
+
+
+def _leases_or_text(repo: Path) -> dict | str:
+    """The repo's leases in the machine registry; its raw text when it is not a registry at all."""
+    try:
+        return port_leases(repo)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _read(Path(os.environ["ADW_PORT_REGISTRY"]))
 
 
 def _read(path: Path) -> str:

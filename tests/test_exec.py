@@ -320,7 +320,7 @@ def test_make_demo_tells_the_whole_story():
     for needle in ("1/5 » grove setup", "2/5 » grove exec --all", "3/5 » grove merge --all --validate",
                    "4/5 » demo-c syncs with main", "5/5 » grove teardown --all",
                    "main now has both changes to the server: yes",
-                   "left behind: 0 agent worktrees, 0 adw/* branches, 0 port claims, 0 processes, 0 kept"):
+                   "left behind: 0 agent worktrees, 0 adw/* branches, 0 port leases, 0 processes, 0 kept"):
         assert needle in text, needle
     outcomes = [line.split()[:2] for line in text.splitlines() if line.strip().startswith("demo-")]
     assert ["demo-a", "merged"] in outcomes and ["demo-c", "conflict"] in outcomes

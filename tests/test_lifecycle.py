@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import LIB, commit_file, git, inv, inv_json, settings_for
+from conftest import LIB, commit_file, git, inv, inv_json, settings_for, port_leases
 
 from grove.ops import chain
 from grove.core import git as grove_git, state
@@ -245,7 +245,7 @@ def test_doctor_metadata_out_of_sync(repo):
     assert code == 1 and [p["kind"] for p in report["problems"]] == ["orphaned_state"]
     assert doctor(repo, "--fix")[0] == 0
     assert not (repo / "agents/sync").exists() and list((repo / "agents/.archive").glob("sync-*.json"))
-    assert json.loads((repo / "agents/.grove/ports.json").read_text())["claims"] == {}
+    assert port_leases(repo) == {}
 
 
 def test_doctor_never_touches_user_branches_named_like_grove_s(repo):
@@ -290,7 +290,8 @@ def test_doctor_dead_claim_and_corrupt_state(repo):
     assert kinds["dead_claim"]["fixed"] and not kinds["corrupt_state"]["fixed"]
     assert "agents/bad/adw_state.json" in kinds["corrupt_state"]["detail"] and code == 1
     assert (repo / "agents/bad/adw_state.json").read_text() == "{not json", "never silently replaced"
-    assert json.loads(registry.read_text())["claims"] == {}
+    # The per-repo claim migrated into the machine's registry (issue 23), then doctor released it.
+    assert port_leases(repo) == {} and not registry.exists() and registry.with_name("ports.json.migrated").exists()
 
 
 # -- the Python API ----------------------------------------------------------------------------

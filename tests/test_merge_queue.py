@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, gone, inv, inv_json, kill_if_alive, make_repo, settings_for
+from conftest import GROVE, commit_file, git, gone, inv, inv_json, kill_if_alive, make_repo, settings_for, port_leases
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -108,7 +108,7 @@ def test_the_apps_own_suite_validates_merges_in_a_prepared_tree(app):
     assert git(wt, "status", "--porcelain") == ""
     # The slot was the integration worktree's own, and is free again.
     assert all(c["adw_id"] != ".grove-merge" for c in
-               json.loads((app / "agents/.grove/ports.json").read_text())["claims"].values())
+               port_leases(app).values())
 
 
 def test_the_same_suite_fails_in_an_unprepared_tree(app):

@@ -311,21 +311,26 @@ def test_a_port_claim_whose_pid_was_reused_is_reclaimable(repo, sleeper):
     from grove.core import liveness
 
     inv(repo, "setup", "--adw-id", "a1", "--no-install", check=True)
-    registry = repo / "agents/.grove/ports.json"
-    claims = json.loads(registry.read_text())["claims"]
-    assert claims[next(iter(claims))].get("pid_started"), "a claim records its holder's start time"
-    free = next(str(s) for s in range(15) if str(s) not in claims)
-    ghost = {"adw_id": "ghost", "pid": sleeper.pid, "pid_started": "linux:another-boot:1",
-             "claimed_at": "2026-01-01T00:00:00Z"}
-    rewrite(registry, lambda data: data["claims"].update({free: ghost}))
+    # Issue 23: claims are leases in the machine-wide registry (this test's own, from conftest).
+    registry = Path(os.environ["ADW_PORT_REGISTRY"])
+    leases = json.loads(registry.read_text())["leases"]
+    assert leases[0].get("pid_started"), "a claim records its holder's start time"
+    free = next(s for s in range(15) if s not in {lease["slot"] for lease in leases})
+    ghost = dict(leases[0], adw_id="ghost", slot=free, ports={k: v + 1000 for k, v in leases[0]["ports"].items()},
+                 worktree=str(repo / "trees/ghost"), state=str(repo / "agents/ghost/adw_state.json"),
+                 pid=sleeper.pid, pid_started="linux:another-boot:1")
+    rewrite(registry, lambda data: data["leases"].append(ghost))
+
+    def set_ghost(**fields):
+        rewrite(registry, lambda data: [lease.update(fields) for lease in data["leases"] if lease["adw_id"] == "ghost"])
     report = json.loads(inv(repo, "doctor", "--json").stdout)
     assert [(p["kind"], p.get("adw_id")) for p in report["problems"]] == [("dead_claim", "ghost")]
     # The same claim held by the live process itself (its real start time) is not reclaimable.
-    rewrite(registry, lambda data: data["claims"][free].update(liveness.stamp(sleeper.pid)))
+    set_ghost(**liveness.stamp(sleeper.pid))
     assert json.loads(inv(repo, "doctor", "--json").stdout)["healthy"]
-    rewrite(registry, lambda data: data["claims"][free].update(pid_started="linux:another-boot:1"))
+    set_ghost(pid_started="linux:another-boot:1")
     fixed = json.loads(inv(repo, "doctor", "--fix", "--json").stdout)
-    assert fixed["healthy"] and free not in json.loads(registry.read_text())["claims"]
+    assert fixed["healthy"] and "ghost" not in [lease["adw_id"] for lease in json.loads(registry.read_text())["leases"]]
 
 
 def test_liveness_tells_a_reused_pid_from_the_process_that_recorded_it(sleeper):

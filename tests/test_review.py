@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, git, inv, inv_json, settings_for, wait_for
+from conftest import GROVE, cli, git, inv, inv_json, settings_for, wait_for, port_leases
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -50,7 +50,7 @@ def test_many_setup_revalidates_an_agent_another_process_set_up_meanwhile(repo):
 
     commit_reset_script(repo)
     settings = settings_for(repo)
-    registry = settings.grove_path / "ports.json"
+    registry = settings.port_registry
     # Hold a1's state lock so the many-setup stops in a1's head, after validating a1 and a2.
     with locks.locked(settings.lock_path("state-a1"), 0, "test holds it"):
         many = start_inv(repo, "setup", "--adw-id", "a1", "--adw-id", "a2", "--no-install", "--json")
@@ -263,7 +263,7 @@ def test_held_registry_stays_exact_when_tails_roll_back_while_heads_claim(repo):
     assert out.returncode == 1
     assert [s["adw_id"] for s in data["agents"]] == [i for i in ids if i.startswith("a")]
     assert [e["adw_id"] for e in data["errors"]] == [i for i in ids if i.startswith("b")]
-    reg = json.loads((repo / "agents/.grove/ports.json").read_text())["claims"]
+    reg = port_leases(repo)
     assert sorted(c["adw_id"] for c in reg.values()) == sorted(i for i in ids if i.startswith("a"))
     assert sorted(c.get("adw_id") for c in reg.values()) == sorted(s["adw_id"] for s in data["agents"])
     assert {str(s["slot"]) for s in data["agents"]} == set(reg)

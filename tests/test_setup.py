@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot
+from conftest import GROVE, cli, commit_file, git, inv, inv_json, snapshot, port_leases
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -170,20 +170,20 @@ def test_a_port_held_on_ipv6_loopback_only_is_busy(repo):
 
 def test_a_claim_is_dead_only_when_its_process_is(repo):
     """Issue 25, liveness: a setup's claim is a crash leftover only when its process is gone too;
-    a live setup that has not yet written its state or worktree keeps its slot."""
-    from conftest import settings_for
-
-    settings = settings_for(repo)
+    a live setup that has not yet written its state or worktree keeps its slot. (Issue 23: claims
+    are leases in the machine-wide registry; ``stale_reason`` decides.)"""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # an exited (and reaped) process: its pid names no one now
-    claim = {"adw_id": "mid-setup", "pid": os.getpid(), "claimed_at": "2026-01-01T00:00:00Z"}
-    assert not ports.claim_is_dead(settings, claim), "its setup is running"
-    assert ports.claim_is_dead(settings, dict(claim, pid=child.pid)), "its setup died before making anything"
-    assert not ports.claim_is_dead(settings, dict(claim, pid=child.pid, explicit=True)), "held until released"
+    lease = {"repo": str((repo / ".git").resolve()), "adw_id": "mid-setup", "slot": 0, "ports": {},
+             "worktree": str(repo / "trees/mid-setup"), "state": str(repo / "agents/mid-setup/adw_state.json"),
+             "pid": os.getpid(), "claimed_at": "2026-01-01T00:00:00Z"}
+    assert ports.stale_reason(lease) is None, "its setup is running"
+    assert ports.stale_reason(dict(lease, pid=child.pid)) == "worktree gone", "its setup died before making anything"
+    assert ports.stale_reason(dict(lease, pid=child.pid, explicit=True)) is None, "held until released"
 
 
 def test_all_slots_taken_exits_1_naming_holders(repo):
-    env = {"ADW_PORT_SLOTS": "2"}
+    env = {"ADW_PORT_SLOTS": "2", "ADW_PORT_OVERFLOW": ""}  # overflow off: the slots are all there is
     inv(repo, "setup", "--adw-id", "s1", "--no-install", env=env, check=True)
     inv(repo, "setup", "--adw-id", "s2", "--no-install", env=env, check=True)
     before = snapshot(repo)
@@ -246,7 +246,7 @@ def test_teardown_keeps_unmerged_branch_and_backs_up_when_forced(repo):
     assert not (repo / "trees/t1").exists() and not (repo / "agents/t1").exists()
     archived = json.loads(Path(result["state_archive"]).read_text())
     assert archived["status"] == "cleaned" and archived["cleaned_at"]
-    assert json.loads((repo / "agents/.grove/ports.json").read_text())["claims"] == {}
+    assert port_leases(repo) == {}
 
 
 def test_teardown_refuses_uncommitted_changes(repo):

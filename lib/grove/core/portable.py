@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -225,6 +226,21 @@ def _safe(getter: Callable[[], str]) -> str | None:
         return getter() or None
     except Exception:  # psutil.AccessDenied and friends: not ours to read
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a user's machine-wide state lives (issue 23: the port lease registry)
+
+
+def user_state_dir(app: str = "grove") -> Path:
+    """What ``platformdirs.user_state_dir(app)`` answers, without the dependency: on macOS
+    ``~/Library/Application Support/<app>``, elsewhere ``$XDG_STATE_HOME/<app>`` (an absolute one),
+    else ``~/.local/state/<app>`` (the XDG base directory spec)."""
+    home = Path(os.path.expanduser("~"))
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / app
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else home / ".local" / "state") / app
 
 
 def alive(pid: int, backend: str | None = None) -> bool:
@@ -517,3 +533,48 @@ def _each(pids: list[int], fds: dict[int, int], sig: int) -> None:
                 os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def stop_group(pid: int, is_leader: Callable[[int], bool], backend: str, grace: float,
+               mark: str | None = None) -> str | None:
+    """Stop a process Grove started in a session of its own (``grove up``'s services, issue 23) and
+    everything it started, when Grove is no longer its parent: as :func:`stop_tree` does, but the
+    leader is signalled (and its group) only while ``is_leader(pid)`` holds (its recorded pid and
+    start time, core/liveness.py); ``mark`` (GROVE_RUN_MARK) finds what left the group. Returns the
+    signal that ended it, or None when nothing of it was running."""
+    fds = _pidfds([pid])  # opened before the check: a pid reused after it cannot be hit
+    leader = is_leader(pid) and alive(pid, backend)
+    if not leader and pid in fds:
+        os.close(fds.pop(pid))
+
+    def found() -> list[int]:
+        pids = set(marked(mark, backend)) if mark else set()
+        if leader:
+            pids |= {p.pid for p in tree(pid, backend)}
+        return sorted(pids - {pid, os.getpid()})
+
+    rest = found()
+    if not leader and not rest:
+        return None
+    fds.update(_pidfds(rest))
+    mine = ([pid] if leader else []) + rest
+    try:
+        if leader:
+            _group(pid, signal.SIGTERM)
+        _each(mine, fds, signal.SIGTERM)
+        used = "SIGTERM"
+        deadline = time.monotonic() + grace
+        while any(alive(p, backend) for p in mine):
+            if time.monotonic() >= deadline:
+                used = "SIGKILL"
+                break
+            time.sleep(POLL)
+        if leader and is_leader(pid) and alive(pid, backend):
+            _group(pid, signal.SIGKILL)
+        late = [p for p in found() if p not in fds]
+        fds.update(_pidfds(late))
+        _each([p for p in mine + late if alive(p, backend)], fds, signal.SIGKILL)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return used

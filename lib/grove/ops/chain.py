@@ -64,6 +64,7 @@ def validate(settings: Settings, req: Request) -> tuple[str, str, dict | None, s
     git.check_branch_name(settings.repo, branch)
     git.check_branch_name(settings.repo, base)
     agentdb.check(settings, req.adw_id, connect=req.db)
+    ports.check(settings)  # a corrupt or newer lease registry: exit 2 before anything changes (issue 23)
     if req.install:
         _check_tools(settings)
     if current and current["branch"] != branch:

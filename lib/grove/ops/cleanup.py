@@ -46,7 +46,7 @@ def check_known(settings: Settings, adw_id: str, looked_up: tuple[dict | None, d
     ids.check_id(adw_id)
     path = settings.worktree_path(adw_id)
     s, entry = looked_up or (state.load(settings, adw_id), git.worktree_for(settings.repo, path))
-    claimed = any(c.get("adw_id") == adw_id for c in ports.read_registry(settings).values())
+    claimed = any(lease["adw_id"] == adw_id for lease in ports.leases(settings))
     # A database gc or --keep-db kept is torn down (dumped, dropped) by naming its agent (issue 20, item 3).
     if s is None and entry is None and not path.exists() and not claimed and not agentdb.recorded(settings, adw_id):
         raise bad_input(f"no agent {adw_id!r} here: no state, worktree, port claim or database",
@@ -329,7 +329,7 @@ def preview(settings: Settings, adw_id: str, *, delete_branch: bool = False, for
         "worktree_action": "remove" if entry is not None else ("move aside" if path.exists() else None),
         "uncommitted": dirty,  # saved under refs/grove-salvage/<id>/ before the removal
         "branch": branch, "branch_action": "delete" if plan["delete"] else "keep", "branch_note": plan["note"],
-        "slots": [int(slot) for slot, c in ports.read_registry(settings).items() if c.get("adw_id") == adw_id],
+        "slots": [lease["slot"] for lease in ports.leases(settings) if lease["adw_id"] == adw_id],
         "databases": agentdb.plan_teardown(settings, adw_id, keep_db),
         "archive": s is not None,
     }

@@ -200,17 +200,16 @@ def _busy(settings: Settings, adw_id: str) -> bool:
 
 
 def _check_registry(settings: Settings) -> list[dict]:
+    """Stale port leases anywhere on the machine: their repository or worktree is gone (issue 23)."""
     try:
-        claims = ports.read_registry(settings)
+        found = ports.stale(settings)
     except GroveError as exc:
         return [_problem("corrupt_registry", exc.message, None, path=str(ports.registry_path(settings)))]
-    out = []
-    for slot, c in claims.items():
-        if ports.claim_is_dead(settings, c):
-            out.append(_problem("dead_claim", f"slot {slot} is claimed by {c.get('adw_id')}, whose process died and "
-                                "which has no worktree and no state", "release the claim", slot=int(slot),
-                                adw_id=c.get("adw_id")))
-    return out
+    return [_problem("dead_claim", f"slot {lease['slot']} ({', '.join(map(str, lease['ports'].values()))}) is leased "
+                     f"to {lease['adw_id']} of {lease.get('checkout') or lease['repo']}: {lease['reason']}, "
+                     "its process ended", "release the lease", slot=lease["slot"], adw_id=lease["adw_id"],
+                     repo=lease["repo"], reason=lease["reason"])
+            for lease in found]
 
 
 def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[dict]:
@@ -268,7 +267,7 @@ def _repair(settings: Settings, p: dict) -> None:
         if not p["fixed"]:
             p["hint"] = f"git keeps the entry (locked?): `git worktree unlock {p['path']}`, then doctor --fix again"
     elif kind == "dead_claim":
-        ports.release_dead(settings)
+        ports.release_stale(settings)
         p["fixed"] = True
     elif kind == "orphan_database":
         p["dump"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])

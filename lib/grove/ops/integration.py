@@ -27,7 +27,7 @@ from ..core.errors import GroveError
 
 NAME = ".grove-merge"
 # The port registry's id for the integration worktree. No agent id may start with '.', so it
-# never collides with an agent; `claim_is_dead` keeps it alive while trees/.grove-merge exists.
+# never collides with an agent; `ports.stale_reason` keeps it live while trees/.grove-merge exists.
 CLAIM_ID = NAME
 LOCK_FILES = ("uv.lock", "pyproject.toml", "package.json", "bun.lock", "bun.lockb", "package-lock.json")
 # What `git clean` must keep between runs even when the repo does not ignore it: installs.

@@ -199,10 +199,13 @@ def claim_ports(settings: Settings, adw_id: str) -> dict:
     return {"adw_id": adw_id, "slot": claim.slot, "ports": claim.ports, "reused": claim.reused}
 
 
-def registry_rows(settings: Settings) -> list[dict]:
-    return [{"slot": int(slot), "adw_id": c.get("adw_id"), "pid": c.get("pid"), "claimed_at": c.get("claimed_at"),
-             "explicit": bool(c.get("explicit")), "ports": ports.ports_for(settings, int(slot))}
-            for slot, c in sorted(ports.read_registry(settings).items(), key=lambda item: int(item[0]))]
+def registry_rows(settings: Settings, everywhere: bool = False) -> list[dict]:
+    """This repository's leases (``everywhere``: every lease on the machine, issue 23)."""
+    return [{"slot": lease["slot"], "adw_id": lease["adw_id"], "pid": lease.get("pid"), "pid_started": lease.get("pid_started"),
+             "claimed_at": lease.get("leased_at"), "explicit": bool(lease.get("explicit")),
+             "ports": dict(lease["ports"]), "repo": lease["repo"], "checkout": lease.get("checkout"),
+             "stale": ports.stale_reason(lease)}
+            for lease in ports.leases(settings, everywhere)]
 
 
 def run_step(settings: Settings, adw_id: str, name: str, report: Reporter) -> dict:

@@ -577,7 +577,11 @@ def stop_processes(settings: Settings, path: Path) -> list[dict]:
     real, trees = Path(os.path.realpath(path)), settings.trees_path.resolve()
     if real == trees or not real.is_relative_to(trees):
         return []  # not ours to clean; safe_rmtree refuses it too
-    return portable.stop_inside(real, portable.process_backend(settings.process_backend), settings.stop_grace)
+    from ..resources.services import stop_recorded
+
+    # `grove up`'s services first, by their recorded pid + start time, wherever they run now (issue 23).
+    stopped = stop_recorded(settings, path.name) if real.parent == trees else []
+    return stopped + portable.stop_inside(real, portable.process_backend(settings.process_backend), settings.stop_grace)
 
 
 def safe_rmtree(settings: Settings, path: Path) -> None:
