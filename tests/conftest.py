@@ -199,3 +199,18 @@ def kill_if_alive(*pids: int) -> None:
     for pid in pids:
         if not gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def make_idle(repo: Path, adw_id: str, days: float = 30) -> None:
+    """An agent that has done nothing for ``days``: its files and its state look that old (for gc)."""
+    import time
+
+    past = time.time() - days * 86400
+    wt = repo / "trees" / adw_id
+    for path in [wt, *wt.rglob("*")]:
+        if ".git" not in path.parts:
+            os.utime(path, (past, past), follow_symlinks=False)
+    state_file = repo / "agents" / adw_id / "adw_state.json"
+    data = json.loads(state_file.read_text())
+    data["updated_at"] = "2000-01-01T00:00:00Z"
+    state_file.write_text(json.dumps(data))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, commit_file, git, inv, inv_json
+from conftest import make_idle, cli, commit_file, git, inv, inv_json
 
 from grove import worktree_manager as wm
 
@@ -234,14 +234,7 @@ def test_backup_refs_made_in_the_same_second_are_distinct(repo, monkeypatch):
 def test_every_removal_path_salvages_uncommitted_work(repo, how):
     wt = dirty_agent(repo, "p1")
     if how == "gc":
-        past = time.time() - 30 * 86400
-        for path in [wt, *wt.rglob("*")]:
-            if ".git" not in path.parts:
-                os.utime(path, (past, past), follow_symlinks=False)
-        state_file = repo / "agents/p1/adw_state.json"
-        data = json.loads(state_file.read_text())
-        data["updated_at"] = "2000-01-01T00:00:00Z"
-        state_file.write_text(json.dumps(data))
+        make_idle(repo, "p1")
         git(repo, "commit", "-q", "--allow-empty", "-m", "bump")  # unrelated activity elsewhere
         gc = inv_json(repo, "gc", "--max-age-days", "7")
         assert [a["adw_id"] for a in gc["removed"]] == ["p1"], gc

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import commit_file, git, inv, inv_json
+from conftest import make_idle, commit_file, git, inv, inv_json
 
 
 def setup_agent(repo, adw_id, *extra):
@@ -228,14 +228,7 @@ def test_every_removal_path_archives_ignored_files(repo, how):
     wt = repo / "trees/p1"
     (wt / "notes.db").write_text("the agent's rows\n")
     if how == "gc":
-        past = time.time() - 30 * 86400
-        for path in [wt, *wt.rglob("*")]:
-            if ".git" not in path.parts:
-                os.utime(path, (past, past), follow_symlinks=False)
-        state_file = repo / "agents/p1/adw_state.json"
-        data = json.loads(state_file.read_text())
-        data["updated_at"] = "2000-01-01T00:00:00Z"
-        state_file.write_text(json.dumps(data))
+        make_idle(repo, "p1")
         assert [a["adw_id"] for a in inv_json(repo, "gc", "--max-age-days", "7")["removed"]] == ["p1"]
     elif how == "merge --cleanup":
         commit_file(wt, "feature.txt", "done\n")

@@ -274,6 +274,16 @@ def all_ids(settings: Settings) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "adw_state.json").exists())
 
 
+def discard(settings: Settings, adw_id: str) -> None:
+    """Remove a state a rolled-back setup or adoption made this very run (it recorded nothing else)."""
+    path = settings.state_path(adw_id)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # not empty: something else lives there, and stays
+
+
 def archive(settings: Settings, adw_id: str, state: dict) -> Path:
     """Move the state to agents/.archive/<adw_id>-<utc timestamp>.json, then drop its directory."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

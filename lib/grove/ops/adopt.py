@@ -174,21 +174,12 @@ def _undo(settings: Settings, adw_id: str, wt: Path, report: Reporter) -> None:
                          ("drop the database", lambda: agentdb.apply_teardown(
                              settings, adw_id, agentdb.plan_teardown(settings, adw_id, False))),
                          ("release the port claim", lambda: ports.release(settings, adw_id)),
-                         ("remove the state", lambda: _remove_state(settings, adw_id))):
+                         ("remove the state", lambda: state.discard(settings, adw_id))):
         try:
             action()
         except Exception as exc:  # noqa: BLE001 - the original error is the one raised
             report.warn(f"rollback could not {what}: {exc}; `grove doctor` will show it")
     events.emit(settings, "rolled_back", adw_id, "created", None, path=str(wt))
-
-
-def _remove_state(settings: Settings, adw_id: str) -> None:
-    path = settings.state_path(adw_id)
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
 
 
 def kept_in_place(settings: Settings, s: dict | None) -> bool:

@@ -446,22 +446,13 @@ def _fail(settings: Settings, req: Request, report: Reporter, undo: _Undo, exc: 
         branch, base = undo.branch, undo.base_commit or "HEAD"
         _quietly(report, "delete the branch", lambda: worktree.delete_branch(settings, branch, base))
     if undo.state:
-        _quietly(report, "remove the state", lambda: _remove_state(settings, req.adw_id))
+        _quietly(report, "remove the state", lambda: state.discard(settings, req.adw_id))
         # Its `created` event is in the stream: say that it is gone again (issue 22).
         events.emit(settings, "rolled_back", req.adw_id, "created", None, step=step, error=reason)
     if undo.claim:
         _quietly(report, "release the port claim", lambda: ports.release(settings, req.adw_id))
     if isinstance(exc, GroveError):
         exc.message = f"setup of {req.adw_id} failed at {step}: {exc.message} (rolled back)"
-
-
-def _remove_state(settings: Settings, adw_id: str) -> None:
-    path = settings.state_path(adw_id)
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
 
 
 def _quietly(report: Reporter, what: str, action) -> None:
