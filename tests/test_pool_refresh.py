@@ -216,13 +216,22 @@ def test_pool_follow_runs_rounds_and_stops_when_asked(repo):
     light(repo)
     done = inv_json(repo, "pool", "--size", "1", "--follow", "--interval", "0.1", "--rounds", "2")
     assert done["rounds"] == 2 and len(pool_entries(repo)) == 1
-    run = subprocess.Popen([*cli(), "pool", "--follow", "--interval", "0.2", "--json"], cwd=repo,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    new = base_moves(repo)
-    _wait_for(lambda: _all_ready_at(repo, new), "--follow to refresh the entry")
-    run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=60)
-    assert run.returncode == 0 and json.loads(out)["rounds"] >= 1
+    # Output to a file, not a pipe: a git child of a round (an auto gc) may keep a pipe open after
+    # Grove exits, and the test would then wait on it instead of on Grove.
+    out_file = repo.parent / "follow.json"
+    with open(out_file, "w") as out:
+        run = subprocess.Popen([*cli(), "pool", "--follow", "--interval", "0.2", "--json"], cwd=repo,
+                               stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        new = base_moves(repo)
+        _wait_for(lambda: _all_ready_at(repo, new), "--follow to refresh the entry")
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=120) == 0
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert json.loads(out_file.read_text())["rounds"] >= 1
 
 
 @pytest.mark.parametrize("flags", [["--interval", "nan"], ["--interval", "-1"], ["--interval", "0"],
