@@ -48,6 +48,9 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE
        and not k.startswith(("ADW_", "GROVE_"))}
 ENV.update(ADW_PORT_SLOTS="120", ADW_BACKEND_PORT_BASE="30000", ADW_FRONTEND_PORT_BASE="31000",
            UV_LINK_MODE="hardlink",
+           # The bench refreshes the pool itself, off the clock: a background refresh started by a
+           # timed setup would compete with the next measurement (and outlive the fixtures).
+           ADW_POOL_REFRESH="off",
            # The bench's own machine-wide lease registry (issue 23), never the user's.
            ADW_PORT_REGISTRY=str(FIXTURES / "ports.json"))
 for tool in ("uv", "bun"):  # the plain script finds the same tools Grove does
