@@ -68,11 +68,7 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
     report = report or Reporter(quiet=True)
     ids.check_id(adw_id)
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is being set up or torn down right now"):
-        s = state.load(settings, adw_id)
-        path = settings.worktree_path(adw_id)
-        entry = git.worktree_for(settings.repo, path)
-        check_known(settings, adw_id, (s, entry))
-        branch = (s or {}).get("branch") or (entry or {}).get("branch")
+        s, path, entry, branch = _look_up(settings, adw_id)
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
         databases = agentdb.plan_teardown(settings, adw_id, keep_db, keep_db_why)  # an unreachable server: exit 1 here
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
@@ -122,6 +118,16 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
                       if kept.get("files") else "")
                    + ("; stopped " + ", ".join(f"{p['name']} ({p['pid']})" for p in stopped) if stopped else ""))
         return result
+
+
+def _look_up(settings: Settings, adw_id: str) -> tuple[dict | None, Path, dict | None, str | None]:
+    """The agent's state, worktree path, git's entry for it and its branch; refuses an unknown id.
+    One lookup for a teardown and its --dry-run preview, so both refuse the same way."""
+    s = state.load(settings, adw_id)
+    path = settings.worktree_path(adw_id)
+    entry = git.worktree_for(settings.repo, path)
+    check_known(settings, adw_id, (s, entry))
+    return s, path, entry, (s or {}).get("branch") or (entry or {}).get("branch")
 
 
 def _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage) -> dict:
@@ -316,11 +322,7 @@ def preview(settings: Settings, adw_id: str, *, delete_branch: bool = False, for
     """What ``teardown`` would remove, save and keep, changing nothing: no lock is taken and no ref,
     file or database is touched (`--dry-run`, issue 21). The same refusals as a real run (exit 2/1)."""
     ids.check_id(adw_id)
-    s = state.load(settings, adw_id)
-    path = settings.worktree_path(adw_id)
-    entry = git.worktree_for(settings.repo, path)
-    check_known(settings, adw_id, (s, entry))
-    branch = (s or {}).get("branch") or (entry or {}).get("branch")
+    s, path, entry, branch = _look_up(settings, adw_id)
     plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, force)
     dirty = git.dirty_files(path) + worktree.hidden_edits(settings, path) if entry is not None and path.is_dir() else []
     return {
