@@ -197,9 +197,10 @@ class Screen:
                     return
                 self.seen += chunk
 
-    def wait(self, pattern: str, limit: float = 90.0) -> bool:
+    def wait(self, pattern: str, limit: float = 90.0, since: int | None = None) -> bool:
+        """Whether ``pattern`` shows in what was drawn after ``since`` (default: from now on)."""
         end = time.monotonic() + limit
-        start = len(self.seen)
+        start = len(self.seen) if since is None else since
         while time.monotonic() < end:
             self.pump(0.2)
             if re.search(pattern, ANSI.sub(b"", self.seen[start:]).decode(errors="replace")):
@@ -241,20 +242,29 @@ def test_real_cli_interactive_exit_tears_the_agent_down_with_nothing_lost(repo, 
         (wt / "notes.txt").write_text("uncommitted work\n")
         # Under load the command menu can lag behind the keys, and Enter then runs the entry that was
         # highlighted (seen once: /export). Esc closes whatever opened, and /exit is typed again.
+        # Each wait looks at what was drawn since before the keys: typing reads the screen too, and a fast
+        # CLI draws its answer while the key is still being typed.
         for _ in range(3):
+            drawn = len(screen.seen)
             screen.type(b"/exit")
-            screen.wait(r"/exit\s", 10)  # the menu has caught up with the keys
+            screen.wait(r"/exit\s", 10, since=drawn)  # the menu has caught up with the keys
             screen.pump(1.0)
+            drawn = len(screen.seen)
             screen.type(b"\r")
-            if screen.wait(r"Remove\s*worktree|Cleaning\s*up\s*worktree|Worktree\s*removed", 30) \
+            if screen.wait(r"Remove\s*worktree|Cleaning\s*up\s*worktree|Worktree\s*removed", 30, since=drawn) \
                     or screen.proc.poll() is not None:
                 break
             screen.press(b"\x1b")
             screen.pump(1.0)
         # 2.1.332 asks whether to keep a worktree a hook made; "Remove worktree" runs the hook.
-        if re.search(r"Remove\s*worktree|Cleaning\s*up\s*worktree|Worktree\s*removed", screen.text()) and \
-                re.search(r"Remove\s*worktree", screen.text()) and not re.search(r"Worktree\s*removed", screen.text()):
-            screen.press(b"\x1b[B")  # down to "2. Remove worktree"
+        # Under load the dialog can draw before it listens, and a key pressed then is lost (seen once in CI:
+        # the process sat at "1. Keep worktree"). So press Down until "Remove worktree" is the one chosen.
+        if re.search(r"Remove\s*worktree", screen.text()) and not re.search(r"Worktree\s*removed", screen.text()):
+            for _ in range(5):  # the list wraps: each Down toggles between the two entries
+                drawn = len(screen.seen)
+                screen.press(b"\x1b[B")
+                if screen.wait(r"\u276f\s*Remove\s*worktree", 10, since=drawn) or screen.proc.poll() is not None:
+                    break
             screen.pump(0.5)
             screen.type(b"\r")
         end = time.monotonic() + 90
