@@ -188,7 +188,7 @@ def test_kill_during_the_db_step_then_doctor_and_rerun_converge(pg_repo, pg_serv
     assert databases(pg_server, template_db) == [] and journal(pg_repo) == {}
 
 
-@pytest.mark.parametrize("point", ["teardown:before:worktree", "teardown:after:forget-db", "teardown:after:databases"])
+@pytest.mark.parametrize("point", ["teardown:before:worktree", "teardown:after:forget-db", "teardown:after:db"])
 def test_kill_during_teardown_never_drops_an_unrecorded_database(pg_repo, pg_server, template_db, point):
     inv(pg_repo, "setup", "--adw-id", "tk", "--no-install", check=True)
     name = pgdb.agent_db_name(template_db, "tk")

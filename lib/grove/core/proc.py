@@ -166,3 +166,27 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def in_parallel(jobs: list) -> list:
+    """Run ``jobs`` at once, one thread each (they wait on subprocesses); results or exceptions, in order."""
+    if len(jobs) == 1:
+        return [_call(jobs[0])]
+    out: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        out[i] = _call(jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _call(job):
+    try:
+        return job()
+    except BaseException as exc:  # noqa: BLE001 - handed back to the caller, which raises it
+        return exc

@@ -22,7 +22,8 @@ from ..core import events, git, ids, locks, state
 from ..core.config import Settings
 from ..core.errors import bad_input
 from ..core.report import Reporter
-from ..resources import agentdb, hidden, ports
+from ..resources import agentdb, hidden, ports, table
+from ..resources.shape import Agent
 from . import steps, worktree
 
 OP = "adopt"
@@ -40,7 +41,7 @@ def adopt(settings: Settings, path: Path | str, adw_id: str | None = None, *, in
         again = state.load(settings, adw_id) is not None
         return {"dry_run": True, "adw_id": adw_id, "worktree_path": str(real), "branch": entry["branch"],
                 "action": "finish" if again else "adopt",
-                "steps": [*steps.FILE_STEPS, *(["install"] if install else []), *(["db"] if db else [])]}
+                "steps": [r.name for r in table.FILES] + (["install"] if install else []) + (["db"] if db else [])}
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is already being set up or torn down"):
         current = state.load(settings, adw_id)
         if current is not None and os.path.realpath(current["worktree_path"]) != str(real):
@@ -139,24 +140,26 @@ def _provision(settings: Settings, adw_id: str, wt: Path, claim: ports.Claim, in
     before = set(hidden.hidden_files(wt))
     previous = (state.load(settings, adw_id) or {}).get("steps", {})
     values = steps.env_values(settings, adw_id, claim.ports)
+    switches = {"install": install, "db": db}
     written: list[str] = []
-    for name, step in steps.FILE_STEPS.items():
-        with report.step(name, OP, done) as info:
-            info["outcome"], info["detail"], files = step(settings, wt, values)
-            written.extend(files)
-    for name in worktree.hide(settings, wt, written):
-        report.warn(f"{name} is not git-ignored: `git add -A` in {wt} would commit its copy; add it to .gitignore")
-    newly_hidden = sorted(set(hidden.hidden_files(wt)) - before)
-    steps.claude_hooks(settings, wt, report)
-    with report.step("install", OP, done, long=True) as info:
-        if previous.get("install", {}).get("outcome") in ("done", "kept") and install:
-            info["outcome"], info["detail"] = "kept", "installed by an earlier run"
-        else:
-            info["outcome"], info["detail"] = steps.install(settings, wt, install)
-    with report.step("db", OP, done, long=True) as info:
-        kept = previous.get("db", {}).get("outcome") in ("done", "kept")
-        info["outcome"], info["detail"] = steps.reset_db(settings, wt, values, db, kept=kept, reset=False,
-                                                         adw_id=adw_id)
+    newly_hidden: list[str] = []
+    for resource in table.PREPARED:
+        if resource.name == "submodules":
+            continue  # the user's worktree: its submodules are as they are
+        assert resource.prepare is not None
+        with report.step(resource.name, OP, done, long=resource.long) as info:
+            if not switches.get(resource.switch, True):
+                info["outcome"], info["detail"] = "skipped", f"--no-{resource.switch}"
+            else:
+                agent = Agent(settings, adw_id, wt, values, earlier=previous.get(resource.name, {}).get("outcome"))
+                info["outcome"], info["detail"], files = resource.prepare(agent)
+                written.extend(files)
+        if resource is table.FILES[-1]:
+            for name in worktree.hide(settings, wt, written):
+                report.warn(f"{name} is not git-ignored: `git add -A` in {wt} would commit its copy; "
+                            "add it to .gitignore")
+            newly_hidden = sorted(set(hidden.hidden_files(wt)) - before)
+            steps.claude_hooks(settings, wt, report)
 
     def finish(s: dict) -> None:
         s["steps"].update(done)

@@ -11,7 +11,8 @@ Atomic in effect: on failure it undoes what this run created (unless ``keep``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ..resources import agentdb, deps, ports
+from ..resources import agentdb, deps, ports, table
+from ..resources.shape import Agent
 from ..core import events, git, ids, locks, state
 from ..safety import owned
 from . import pool, steps, worktree
@@ -20,7 +21,6 @@ from ..core.errors import GroveError, bad_input
 from ..core.report import Reporter
 
 OP = "setup"
-DONE = ("done", "kept")  # step outcomes that mean "this worktree has it"
 
 
 @dataclass
@@ -375,42 +375,46 @@ def _tail(settings: Settings, run: _Run) -> dict:
     if not run.checked_out:
         with report.step("checkout", OP, done):
             worktree.checkout_new(settings, path)
-    with report.step("submodules", OP, done) as info:
-        info["outcome"], info["detail"] = steps.submodules_step(settings, path)
     assert run.claim is not None  # _head() has claimed the ports: the tail runs only after it
     values = steps.env_values(settings, req.adw_id, run.claim.ports)
+    # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
+    # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
+    # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
+    earlier = {name: info.get("outcome") for name, info in (run.current or {}).get("steps", {}).items()} \
+        if run.reused else {}
+    pooled = _pooled(taken)
     written: list[str] = []
-    for name, step in steps.FILE_STEPS.items():
-        with report.step(name, OP, done) as info:
-            if not req.files:
-                info["outcome"] = "skipped"
-                continue
-            info["outcome"], info["detail"], files = step(settings, path, values)
-            written.extend(files)
+    for resource in table.PREPARED:
+        assert resource.prepare is not None
+        with report.step(resource.name, OP, done, long=resource.long) as info:
+            if resource.switch and not getattr(req, resource.switch):
+                info["outcome"], info["detail"] = "skipped", "" if resource.writes_files else f"--no-{resource.switch}"
+            else:
+                agent = Agent(settings, req.adw_id, path, values, earlier=earlier.get(resource.name),
+                              reset=req.reset_db, pooled=pooled.get(resource.name, {}), shared=run.shared,
+                              created=run.undo.databases)
+                info["outcome"], info["detail"], files = resource.prepare(agent)
+                written.extend(files)
+        if resource is table.FILES[-1]:
+            _after_files(settings, path, written, report)
+    return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
+
+
+def _pooled(taken: pool.Taken | None) -> dict[str, dict]:
+    """What the pool already did, for the resources that take it into account."""
+    if not taken:
+        return {}
+    return {"install": {"install_only": taken.install_only},
+            "db": {} if taken.db else {"db_reason": taken.db_reason}}
+
+
+def _after_files(settings: Settings, path, written: list[str], report: Reporter) -> None:
+    """Once every file is written: hide them from `git add -A` (before a long install, so a failure
+    there never salvages a copy of the env into a ref), and give Claude Code its hooks."""
     for name in worktree.hide(settings, path, written):
         report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
                     f"add it to .gitignore")
     steps.claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)
-    # Install and db are not repeated once done: a re-run must not wipe the rows an agent wrote
-    # (issue 10, defect 6). `--reset-db` (or `inv db.reset`) resets on purpose.
-    # Only in the same worktree: one made anew (its directory was lost) has no install and no sqlite db.
-    before = {name: info.get("outcome") for name, info in (run.current or {}).get("steps", {}).items()} \
-        if run.reused else {}
-    with report.step("install", OP, done, long=True) as info:
-        if before.get("install") in DONE and req.install:
-            info["outcome"], info["detail"] = "kept", "installed by an earlier run"
-        else:
-            info["outcome"], info["detail"] = steps.install(settings, path, req.install,
-                                                            only=taken.install_only if taken else None,
-                                                            shared=run.shared)
-    with report.step("db", OP, done, long=True) as info:
-        if taken and not taken.db and req.db and not req.reset_db:
-            info["outcome"], info["detail"] = "kept", f"the pool's database: {taken.db_reason}"
-        else:
-            kept = before.get("db") in DONE and not req.reset_db
-            info["outcome"], info["detail"] = steps.reset_db(settings, path, values, req.db, kept=kept,
-                                                             reset=req.reset_db, created=run.undo.databases)
-    return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
 
 
 def _finish(s: dict, done: dict, taken=None) -> None:

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..resources import agentdb, ports
+from ..resources import agentdb, ports, table
 from ..core import events, git, ids, locks, numbers, state
 from ..safety import archive, owned, preserve
 from . import adopt, worktree
@@ -70,7 +70,9 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
     with locks.locked(settings.lock_path(f"op-{adw_id}"), 0, f"{adw_id} is being set up or torn down right now"):
         s, path, entry, branch = _look_up(settings, adw_id)
         plan = _plan(settings, adw_id, s, entry, path, branch, delete_branch, force, salvage)
-        databases = agentdb.plan_teardown(settings, adw_id, keep_db, keep_db_why)  # an unreachable server: exit 1 here
+        # Each resource's plan, before anything changes: an unreachable database server is exit 1 here.
+        options = {"keep_db": keep_db, "keep_db_why": keep_db_why}
+        plans = {r.name: r.plan_release(settings, adw_id, options) for r in table.RELEASED if r.plan_release}
         result = {"adw_id": adw_id, "worktree_removed": None, "branch": branch, "branch_action": "kept",
                   "branch_note": plan["note"], "backup_ref": None, "salvage_ref": None, "worktree_backup_refs": [],
                   "submodule_refs": [], "moved_to": None, "moved_nested": [], "freed_slots": [], "databases": [],
@@ -95,10 +97,10 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
             result["backup_ref"] = worktree.delete_branch(settings, branch, plan["base"])
             result["branch_action"] = "deleted"
         fault(OP, "after", "branch")
-        result["freed_slots"] = ports.release(settings, adw_id)
-        fault(OP, "after", "ports")
-        result["databases"] = agentdb.apply_teardown(settings, adw_id, databases)
-        fault(OP, "after", "databases")
+        for resource in table.RELEASED:  # the ports, the databases (dumped into the archive first)
+            assert resource.release is not None
+            result[resource.released_as] = resource.release(settings, adw_id, plans.get(resource.name))
+            fault(OP, "after", resource.name)
         if s is not None:
             result["state_archive"] = str(state.archive_locked(settings, adw_id, _mark_cleaned))
         fault(OP, "after", "state")

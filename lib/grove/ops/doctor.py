@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..resources import agentdb, ports
+from ..resources import ports, table
+from ..resources.shape import Found, problem as _problem
 from ..core import git, locks, state
 from ..safety import checkout as ffwd, owned, preserve
 from . import worktree
@@ -16,10 +17,6 @@ from ..core.config import Settings
 from ..core.errors import GroveError
 from ..core.hints import speak
 
-
-
-def _problem(kind: str, detail: str, fix: str | None, **where) -> dict:
-    return {"kind": kind, "detail": detail, "fix": fix, "fixed": False, **where}
 
 
 def check(settings: Settings, fix: bool = False) -> dict:
@@ -62,9 +59,11 @@ def check(settings: Settings, fix: bool = False) -> dict:
                 problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
     problems += _interrupted_syncs(settings, agents, fix)
-    problems += _check_registry(settings)
     problems += _orphan_branches(settings, agents, entries)
-    problems += _orphan_databases(settings)
+    found = Found(live=_live_ids(settings), busy=lambda adw_id: _busy(settings, adw_id))
+    for resource in table.CHECKED:  # stale port leases, databases whose agent is gone
+        assert resource.check is not None
+        problems += resource.check(settings, found)
     if fix:
         for p in problems:
             if p["fix"]:
@@ -162,7 +161,7 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
                              hint=f"run `git worktree repair {path}` in the main checkout, or "
                                   f"`grove teardown --adw-id {adw_id} --force` (its files go to the archive)")]
         done = s.get("steps", {})
-        missing = [n for n in ("worktree", "ports_env", "env", "repoint", "install", "db") if n not in done]
+        missing = [n for n in ("worktree", *(r.name for r in table.PREPARED)) if n not in done]
         if s["status"] == "created" and missing:
             return [_problem("incomplete_setup", f"{adw_id}: setup stopped before {missing[0]}", None,
                              adw_id=adw_id, hint=f"run `inv setup --adw-id {adw_id}` again to finish it")]
@@ -199,19 +198,6 @@ def _busy(settings: Settings, adw_id: str) -> bool:
         return True
 
 
-def _check_registry(settings: Settings) -> list[dict]:
-    """Stale port leases anywhere on the machine: their repository or worktree is gone (issue 23)."""
-    try:
-        found = ports.stale(settings)
-    except GroveError as exc:
-        return [_problem("corrupt_registry", exc.message, None, path=str(ports.registry_path(settings)))]
-    return [_problem("dead_claim", f"slot {lease['slot']} ({', '.join(map(str, lease['ports'].values()))}) is leased "
-                     f"to {lease['adw_id']} of {lease.get('checkout') or lease['repo']}: {lease['reason']}, "
-                     "its process ended", "release the lease", slot=lease["slot"], adw_id=lease["adw_id"],
-                     repo=lease["repo"], reason=lease["reason"])
-            for lease in found]
-
-
 def _orphan_branches(settings: Settings, agents: dict, entries: dict) -> list[dict]:
     """Branches Grove's journal says it created, with no agent, no worktree and no archived state.
 
@@ -239,22 +225,13 @@ def _repair_one(settings: Settings, p: dict) -> None:
         p["hint"] = f"not fixed: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
 
 
-def _orphan_databases(settings: Settings) -> list[dict]:
-    """Postgres databases Grove recorded creating whose agent is gone (no state dir, no worktree dir;
-    a corrupt state still counts as an agent) and cannot be resumed (no branch of its left: issue 20,
-    item 3). Only the journal counts, never a name (issue 14); one kept by `teardown --keep-db` or gc
-    is not listed."""
+def _live_ids(settings: Settings) -> set[str]:
+    """The agents there are, for the resources' checks: a state dir (a corrupt state counts) or a
+    directory under trees/."""
     live = set(_state_dirs(settings))
     if settings.trees_path.is_dir():
         live |= {p.name for p in settings.trees_path.iterdir()}
-    try:
-        found = agentdb.orphans(settings, live, lambda adw_id: _busy(settings, adw_id))
-    except GroveError as exc:
-        return [_problem("database_check_failed", f"cannot check Grove's databases: {exc.message}", None,
-                         hint=exc.hint or "fix ADW_DB_URL or start the server, then run `inv doctor` again")]
-    return [_problem("orphan_database", f"database {o['database']} (made by Grove for {o['adw_id']}) has no agent",
-                     "dump it into agents/.archive/<adw_id>/, then drop it (its sessions are ended first)", **o)
-            for o in found]
+    return live
 
 
 def _repair(settings: Settings, p: dict) -> None:
@@ -266,12 +243,10 @@ def _repair(settings: Settings, p: dict) -> None:
         p["fixed"] = git.worktree_for(settings.repo, Path(p["path"])) is None
         if not p["fixed"]:
             p["hint"] = f"git keeps the entry (locked?): `git worktree unlock {p['path']}`, then doctor --fix again"
-    elif kind == "dead_claim":
-        ports.release_stale(settings)
-        p["fixed"] = True
-    elif kind == "orphan_database":
-        p["dump"] = agentdb.drop_orphan(settings, p["database"], p["adw_id"])
-        p["fixed"] = p["dump"] is not None
+    elif kind in table.REPAIRS:
+        repair = table.REPAIRS[kind].repair
+        assert repair is not None
+        repair(settings, p)
     elif kind == "orphan_branch":
         p["backup_ref"] = worktree.delete_branch(settings, p["branch"], _base_ref(settings, None))
         p["fixed"] = True

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from . import agentrun, steps, worktree
-from ..resources import deps, ports
+from ..resources import db, deps, ports
 from ..core import git, locks, proc
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -101,15 +101,14 @@ class Prepared:
     def before_validation(self) -> list[str]:
         """Run the chain's file steps, install what changed, reset the database; returns notes."""
         notes, untracked = [], []
-        for name, step in steps.FILE_STEPS.items():
-            outcome, detail, files = step(self.settings, self.wt, self.values)
-            untracked += [f for f in files if not _tracked(self.wt, f)]
-            notes.append(f"{name}: {outcome}")
+        outcomes, written = steps.write_files(self.settings, self.wt.name, self.wt, self.values)
+        untracked += [f for f in written if not _tracked(self.wt, f)]
+        notes += [f"{name}: {outcome}" for name, outcome in outcomes.items()]
         # Untracked generated files go into info/exclude so `git clean` keeps them; tracked ones
         # are rewritten in place and undone by clean() after the validation.
         worktree.hide(self.settings, self.wt, untracked)
         notes.append(f"install: {self._install()}")
-        outcome, detail = steps.reset_db(self.settings, self.wt, self.values)
+        outcome, detail = db.reset_db(self.settings, self.wt, self.values)
         notes.append(f"db: {outcome}")
         return notes
 

@@ -26,7 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, deps, envfiles
+from ..resources import agentdb, deps, envfiles, table
+from ..resources import db as db_resource
 from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
 from . import steps, worktree
@@ -185,7 +186,7 @@ def fill(settings: Settings, size: int, base: str | None, report: Reporter, *, f
     created, failed = [], []
     if new:
         assert commit is not None  # plan() makes entries only when size > 0, and then the base was resolved
-        for name, error in zip(new, steps._parallel([lambda n=n: _make(settings, n, commit, report) for n in new])):
+        for name, error in zip(new, proc.in_parallel([lambda n=n: _make(settings, n, commit, report) for n in new])):
             (failed.append({"name": name, "error": str(getattr(error, "message", error))}) if error
              else created.append(name))
     removed, kept = [], []
@@ -219,10 +220,10 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         included = included_state(settings)  # likewise for .worktreeinclude's files (issue 20, item 8)
         _write_files(settings, path, values)
         _relocatable_venvs(settings, path)
-        steps.install(settings, path)
+        deps.install_worktree(settings, path)
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
         # the pool only resets databases that live in the worktree.
-        db = "skipped" if agentdb.configured(settings) else steps.reset_db(settings, path, values)[0]
+        db = "skipped" if agentdb.configured(settings) else db_resource.reset_db(settings, path, values)[0]
         own, own_tracked, own_ignored = _own_files(path), _own_tracked(path), _own_ignored(settings, path)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
@@ -243,9 +244,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
 def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> None:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
     writes the final path."""
-    written: list[str] = []
-    for step in ("include", "ports_env", "env"):
-        written.extend(steps.FILE_STEPS[step](settings, path, values)[2])
+    _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     worktree.hide(settings, path, written)
 
 
@@ -747,7 +746,7 @@ def refresh(settings: Settings, base: str, commit: str, report: Reporter) -> dic
 
     names = _update(settings, claim)
     refreshed, kept, failed = [], [], []
-    for name, outcome in zip(names, steps._parallel([lambda n=n: _refresh_entry(settings, n, report) for n in names])):
+    for name, outcome in zip(names, proc.in_parallel([lambda n=n: _refresh_entry(settings, n, report) for n in names])):
         if isinstance(outcome, BaseException):
             failed.append({"name": name, "error": str(getattr(outcome, "message", outcome))})
         elif outcome:
@@ -783,14 +782,14 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
             if _lock_changed(d, changed, INTERPRETER_FILES) and venv.is_dir() and not venv.is_symlink():
                 shutil.rmtree(venv)  # the pool's own venv: made anew with the interpreter asked for
         if again:
-            steps.install(settings, path, only=tuple(again))
+            deps.install_worktree(settings, path, only=tuple(again))
         db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
         mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if _unchanged(path / rel, fp)}
         if reset:
             from ..resources import generated as made
 
             before = made.snapshot(settings, path)
-            db = steps.reset_db(settings, path, values)[0]
+            db = db_resource.reset_db(settings, path, values)[0]
             # Only what the fill or this reset wrote is the pool's own, never an ignored file
             # someone else left in the entry (issue 20).
             mine.update(made.made_between(before, made.snapshot(settings, path)))

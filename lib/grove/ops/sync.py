@@ -28,7 +28,7 @@ from ..core.config import Settings
 from ..core.errors import BAD_INPUT, GroveError, bad_input
 from ..core.faults import fault
 from ..core.report import Reporter
-from ..resources import envfiles, hidden, ports, repoint
+from ..resources import envfiles, hidden, ports, repoint, table
 from ..safety import preserve
 from . import steps, worktree
 
@@ -289,12 +289,9 @@ def reapply(settings: Settings, s: dict, wt: Path) -> list[str]:
     """Grove's files from the committed versions, as setup writes them, hidden again; returns the
     tracked files hidden."""
     values = ports.env_lines(s["ports"]) if s.get("ports") else None
-    written: list[str] = []
-    for name, step in steps.FILE_STEPS.items():
-        if values is None and name in ("ports_env", "env"):
-            continue
-        _, _, files = step(settings, wt, values or {})
-        written += files
+    # An agent with no port claim has no values to write: its env files stay as they are.
+    which = tuple(r for r in table.FILES if values is not None or r not in (envfiles.PORTS_ENV, envfiles.ENV))
+    _, written = steps.write_files(settings, s["adw_id"], wt, values or {}, which)
     worktree.hide(settings, wt, written)
     return hidden.hidden_files(wt)
 

@@ -19,6 +19,7 @@ from ..core import proc
 from ..core.config import GROVE_DIR, Settings
 from ..core.errors import GroveError
 from ..core.hints import install_tool
+from .shape import DONE, Agent, Outcome, Resource
 
 # A JS project's lock file decides its installer; without one, bun (else npm) as before.
 JS_LOCKS = (("bun.lock", "bun"), ("bun.lockb", "bun"), ("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn"),
@@ -294,3 +295,50 @@ def install(directory: Path, timeout: float, shared: SharedInterpreter | None = 
             run([require_tool(kind, directory), *JS_INSTALL[kind](directory)], kind)
         ran.append(kind)
     return ran
+
+
+# -- the resource: every install dir of a worktree, the way the setup chain runs it ----------------
+
+def install_worktree(settings: Settings, path: Path, enabled: bool = True, only: tuple[str, ...] | None = None,
+                     shared: SharedInterpreter | None = None) -> tuple[str, str]:
+    """Install every install dir; ``only`` limits it to those dirs (a pooled worktree's changed ones).
+    ``shared``: the interpreter discovery shared by the agents of one setup_many (above).
+
+    The dirs are independent projects (the uv server, the bun client), so they install at the same
+    time (issue 12); the db step runs after all of them. The first failure is raised once all ended.
+    """
+    if not enabled:
+        return "skipped", "--no-install"
+    names = [n for n in install_dirs(settings, path) if only is None or n in only]
+    if only is not None and not names:
+        return "kept", "installed by the pool; no lock file changed since"
+    if not names:
+        return "done", "no project detected (ADW_INSTALL_DIRS chooses)" if settings.detect_installs else ""
+    results = proc.in_parallel([lambda d=path / n: _install_dir(d, settings.install_timeout, shared, path) for n in names])
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+    detail = "; ".join(f"{n}: {r}" for n, r in zip(names, results))
+    return "done", f"detected {detail}" if settings.detect_installs else detail
+
+
+def _install_dir(directory: Path, timeout: float, shared: SharedInterpreter | None = None,
+                 root: Path | None = None) -> str:
+    if not directory.is_dir():
+        return "missing, skipped"
+    ran = install(directory, timeout, shared, root)
+    return "+".join(ran) if ran else "no project"
+
+
+def prepare(agent: Agent) -> Outcome:
+    """Setup's install step. A re-run keeps an install an earlier run did in this same worktree
+    (`inv deps.install` runs it again); a pooled worktree installs only the dirs whose lock files
+    changed since the pool filled it."""
+    if agent.earlier in DONE:
+        return "kept", "installed by an earlier run", []
+    outcome, detail = install_worktree(agent.settings, agent.path, only=agent.pooled.get("install_only"),
+                                       shared=agent.shared)
+    return outcome, detail, []
+
+
+RESOURCE = Resource("install", prepare, switch="install", long=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core import locks
 from ..core.errors import GroveError, bad_input
+from .shape import Agent, Outcome, Resource
 
 SECRET_MODE = 0o600
 PORTS_FILE = ".ports.env"
@@ -95,3 +96,27 @@ def _read(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise GroveError(f"env file {path} is not UTF-8 (byte {exc.start})",
                          hint="save it as UTF-8; Grove will not guess its encoding") from None
+
+
+# -- the two resources: .ports.env, and each env file with the agent's values merged in ------------
+
+def write_ports_env(agent: Agent) -> Outcome:
+    settings = agent.settings
+    # With a database URL (and its password) in it, the file is the agent's alone, like the env copies.
+    mode = SECRET_MODE if settings.db_url and settings.db_url_var in agent.values else 0o644
+    changed = write_if_changed(agent.path / PORTS_FILE, ports_text(agent.values), mode)
+    return ("done" if changed else "unchanged"), PORTS_FILE, [PORTS_FILE]
+
+
+def merge_env(agent: Agent) -> Outcome:
+    notes, written = [], []
+    for name in agent.settings.env_files:
+        note = merge_one(agent.settings.repo / name, agent.path / name, agent.values)
+        notes.append(f"{name}: {note}")
+        if not note.startswith("skipped"):
+            written.append(name)
+    return "done", "; ".join(notes), written
+
+
+PORTS_ENV = Resource("ports_env", write_ports_env, switch="files", writes_files=True, in_pool=True)
+ENV = Resource("env", merge_env, switch="files", writes_files=True, in_pool=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..core import files, git, portable
 from ..core.config import Settings
+from .shape import Agent, Outcome, Resource
 
 INCLUDE_FILE = ".worktreeinclude"
 
@@ -36,3 +37,10 @@ def copy_into(settings: Settings, worktree: Path) -> tuple[str, str, list[str]]:
     if missing:  # GNU cp (reflinks) where it exists, else Python's own copy: lib/grove/core/files.py
         files.clone_files(settings.repo, worktree, missing, portable.copy_backend(settings.copy_backend))
     return ("done" if missing else "unchanged"), f"{len(wanted)} file(s) from {INCLUDE_FILE}", []
+
+
+def prepare(agent: Agent) -> Outcome:
+    return copy_into(agent.settings, agent.path)
+
+
+RESOURCE = Resource("include", prepare, switch="files", writes_files=True, in_pool=True)

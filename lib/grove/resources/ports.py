@@ -24,6 +24,7 @@ from ..core import liveness, locks, portable
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.state import now
+from .shape import Found, Resource, problem
 
 VERSION = 1  # of the machine-wide lease registry; a newer one is refused (exit 2), never rewritten
 LEGACY = "ports.json"  # the per-repository registry of Grove before issue 23, under agents/.grove/
@@ -389,6 +390,31 @@ def release_stale(settings: Settings) -> list[dict]:
         if gone:
             _write(settings, [lease for lease in found if not any(lease is g for g in gone)])
         return gone
+
+
+def doctor_check(settings: Settings, found: Found) -> list[dict]:
+    """Stale port leases anywhere on the machine: their repository or worktree is gone (issue 23)."""
+    try:
+        gone = stale(settings)
+    except GroveError as exc:
+        return [problem("corrupt_registry", exc.message, None, path=str(registry_path(settings)))]
+    return [problem("dead_claim", f"slot {lease['slot']} ({', '.join(map(str, lease['ports'].values()))}) is leased "
+                    f"to {lease['adw_id']} of {lease.get('checkout') or lease['repo']}: {lease['reason']}, "
+                    "its process ended", "release the lease", slot=lease["slot"], adw_id=lease["adw_id"],
+                    repo=lease["repo"], reason=lease["reason"])
+            for lease in gone]
+
+
+def doctor_repair(settings: Settings, p: dict) -> None:
+    release_stale(settings)
+    p["fixed"] = True
+
+
+# Claimed in the setup chain's head, before any git work, so an agent that cannot get a slot fails
+# fast and leaves nothing behind (ops/chain.py); hence no ``prepare`` here.
+RESOURCE = Resource("ports", release=lambda settings, adw_id, plan: release(settings, adw_id),
+                    released_as="freed_slots", check=doctor_check, problems=("dead_claim", "corrupt_registry"),
+                    repair=doctor_repair)
 
 
 # ---------------------------------------------------------------------------------------------

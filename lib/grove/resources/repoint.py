@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core.errors import bad_input
+from .shape import Agent, Outcome, Resource
 
 
 def _repoint(value: str, main: Path, trees: Path, worktree: Path) -> str:
@@ -93,3 +94,22 @@ def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[b
     indent = 2 if "\n" in text.strip() else None
     path.write_text(json.dumps(new, indent=indent) + "\n", encoding="utf-8")
     return True, created
+
+
+def prepare(agent: Agent) -> Outcome:
+    """Setup's repoint step: each of ADW_PATH_CONFIGS the worktree has, rewritten to point at it."""
+    settings, path = agent.settings, agent.path
+    notes, written = [], []
+    for name in settings.path_configs:
+        if not (path / name).is_file():
+            notes.append(f"{name}: absent")
+            continue
+        changed, made = repoint_file(path / name, settings.repo, settings.trees_path, path)
+        notes.append(f"{name}: {'rewritten' if changed else 'unchanged'}")
+        written.append(name)
+        written.extend(str(d.relative_to(path)) for d in made)
+    return "done", "; ".join(notes), written
+
+
+# Not in the pool: the rewritten paths name the worktree's final place, known only at take.
+RESOURCE = Resource("repoint", prepare, switch="files", writes_files=True)

@@ -32,6 +32,7 @@ from ..core import git, proc
 from ..safety import preserve
 from ..core.config import Settings
 from ..core.errors import GroveError
+from .shape import Agent, Outcome, Resource
 
 _HINT = ("run `git submodule update --init --recursive` in {repo} once (after `git pull` if it is behind the "
          "base): Grove checks out each worktree's submodules from the main checkout's copies")
@@ -286,3 +287,13 @@ def save(settings: Settings, worktree: Path, adw_id: str, salvage: bool) -> list
             if not _kept_elsewhere(settings, where, tip):
                 refs.append(_keep(settings, directory, tip, label, f"submodule {where} of {adw_id} before removal"))
     return refs
+
+
+def prepare(agent: Agent) -> Outcome:
+    outcome, detail = populate(agent.settings, agent.path)
+    return outcome, detail, []
+
+
+# What a removal must save of a submodule (its unpushed commits) is saved by the worktree's removal
+# itself, before any file goes (ops/worktree.py): no release here.
+RESOURCE = Resource("submodules", prepare)
