@@ -513,3 +513,24 @@ def test_a_take_goes_through_when_the_base_changed_a_file_the_fill_hid(repo):
     state = inv_json(repo, "setup", "--adw-id", "e1", "--no-install")
     assert state["from_pool"] and "FEATURE=on" in (repo / "trees/e1/.env").read_text()
     assert f"BACKEND_PORT={state['backend_port']}" in (repo / "trees/e1/.env").read_text()
+
+
+def test_head_of_reads_a_worktree_s_head_from_git_s_files_or_defers_to_git(repo, tmp_path):
+    """The take's proof that an entry is empty reads HEAD from the admin dir (issue 24): it must say
+    what git says, and nothing (so git is asked) when the files do not answer plainly."""
+    from grove.core import git as g
+
+    head = git(repo, "rev-parse", "HEAD")
+    detached, on_branch = tmp_path / "detached", tmp_path / "on-branch"
+    git(repo, "worktree", "add", "-q", "--detach", str(detached), head)
+    git(repo, "worktree", "add", "-q", "-b", "topic", str(on_branch), head)
+    assert g.head_of(detached) == head == git(detached, "rev-parse", "HEAD")
+    assert g.head_of(on_branch) == "ref: refs/heads/topic"
+    admin = g.own_admin_dir(detached)
+    (admin / "HEAD").write_text("garbage\n")
+    assert g.head_of(detached) is None
+    (admin / "HEAD").write_text(head + "\n")
+    (detached / ".git").write_text(f"gitdir: {g.own_admin_dir(on_branch)}\n")  # names another worktree's admin dir
+    assert g.head_of(detached) is None
+    (detached / ".git").unlink()
+    assert g.head_of(detached) is None and g.head_of(tmp_path / "nowhere") is None

@@ -241,6 +241,23 @@ def own_admin_dir(path: Path) -> Path:
     return Path(path, text.partition("gitdir:")[2].strip())
 
 
+def head_of(path: Path) -> str | None:
+    """What HEAD of the linked worktree at ``path`` holds, read from its admin dir without a
+    subprocess: ``ref: refs/heads/<b>`` on a branch, else the commit id it is detached at. None
+    when the files do not answer plainly (then ask git): no .git file, an admin dir that does not
+    name this worktree back, an empty or unexpected HEAD."""
+    try:
+        admin = own_admin_dir(path)
+        if _gitdir_target(admin) != os.path.realpath(Path(path) / ".git"):
+            return None
+        text = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text.startswith("ref: ") or re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", text):
+        return text
+    return None
+
+
 def prune_entry(repo: Path, path: Path) -> bool:
     """Forget the stale worktree entry for exactly ``path`` (its directory is gone), and no other.
 

@@ -299,14 +299,20 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     path = Path(entry["path"])
     if not path.is_dir():
         return None
-    if git.worktree_for(settings.repo, path) is None:
+    # Read from git's own files where they answer plainly (a take is on every pooled setup's clock,
+    # issue 24); git itself is asked where they do not.
+    known = git.linked_worktree_paths(settings.repo)
+    if (os.path.realpath(path) not in known) if known is not None else git.worktree_for(settings.repo, path) is None:
         return f"{path} is not a worktree git knows: its files are in no commit"
-    head = git.rev(path, "HEAD")
-    if git.ok(path, "symbolic-ref", "-q", "HEAD"):
+    head_text = git.head_of(path)
+    on_branch = head_text.startswith("ref: ") if head_text else git.ok(path, "symbolic-ref", "-q", "HEAD")
+    if on_branch:
         return f"{path} is on a branch, not detached as the pool left it"
+    head = head_text or git.rev(path, "HEAD")
     if entry.get("commit") and head != entry["commit"]:
         return f"{path} is at {str(head)[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
-    index = Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    index = git.own_admin_dir(path) / "index" if head_text else \
+        Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
         if head is None:  # only for an entry with no recorded commit (see above): nothing to read the index from
             return f"{path} has no index and no HEAD commit: its files cannot be compared with a commit"
@@ -539,10 +545,11 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
     write the agent's own after.
     """
     _reset_files(settings, target, base_commit)
-    tip = git.rev(settings.repo, f"refs/heads/{branch}")
-    if tip is None:
-        git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)
-    elif tip != base_commit:  # made by a killed run of this take, at the same base (recorded in the state)
+    made = git.ok(settings.repo, "branch", "--no-track", "--", branch, base_commit)  # refuses one that exists
+    tip = None if made else git.rev(settings.repo, f"refs/heads/{branch}")
+    if not made and tip is None:
+        git.git(settings.repo, "branch", "--no-track", "--", branch, base_commit)  # git's own error
+    elif tip is not None and tip != base_commit:  # made by a killed run of this take, at the same base
         raise GroveError(f"branch {branch} exists at {tip[:10]}, not at the base {base_commit[:10]}",
                          hint=f"look at it; `inv teardown --adw-id` and set up again")
     git.git(target, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
