@@ -251,6 +251,7 @@ def main() -> int:
             fill_pool(slow, 2)
             add("slow_script", timed([*script, f"ps{run}", "1", str(slow)], slow))
             add("pool_setup", timed([*grove, "setup", "--adw-id", f"pg{run}", "--quiet"], slow))
+            add("pool_bare_inv", timed([INV, "-r", str(empty), "noop"], slow))
             add("pool_api", api_create(slow, f"pa{run}"))
             add("slow_setup", timed([*grove, "setup", "--adw-id", f"pn{run}", "--no-pool", "--quiet"], slow))
             reset(slow)
@@ -354,6 +355,8 @@ def _rows(m: dict, disk: dict | None) -> list[tuple]:
         row("pool: pooled inv setup / script (1 s seed)", "pool_setup", ("slow_script",), "<= 0.5", 0.5)
         row("pool: pooled API create / script (1 s seed)", "pool_api", ("slow_script",), "<= 0.2", 0.2)
         row("pool: inv setup --no-pool / script (1 s seed)", "slow_setup", ("slow_script",), "(reported)", float("inf"))
+        row("pool: pooled inv setup - bare inv [s] (the take, at the newest base)", "pool_setup", ("pool_bare_inv",),
+            "<= 0.04 s", 0.04, True)
     if "moving_setup" in m:
         row("pool, main moving: pooled inv setup / script (1 s seed)", "moving_setup", ("moving_script",),
             "<= 0.5", 0.5)

@@ -309,7 +309,8 @@ def install_worktree(settings: Settings, path: Path, enabled: bool = True, only:
     """
     if not enabled:
         return "skipped", "--no-install"
-    names = [n for n in install_dirs(settings, path) if only is None or n in only]
+    # A pooled worktree with nothing to install again is told so before any detection (a git process).
+    names = [] if only == () else [n for n in install_dirs(settings, path) if only is None or n in only]
     if only is not None and not names:
         return "kept", "installed by the pool; no lock file changed since"
     if not names:
