@@ -220,8 +220,10 @@ def main() -> int:
     (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(GROVE / "lib")], check=True,
                    stdout=subprocess.DEVNULL)
-    # Issue 23: 50 agents across 3 repositories, machine-wide leases; plain repos, no installs.
-    leases = bench_leases.measure(FIXTURES, [INV, "-r", str(GROVE)], ENV) if want("leases") else None
+    # Issue 23: 50 agents across 3 repositories, machine-wide leases; plain repos, no installs;
+    # then the same from a warm pool in each (issue 24, §4).
+    leases = [bench_leases.measure(FIXTURES, [INV, "-r", str(GROVE)], ENV, pooled=pooled)
+              for pooled in (False, True)] if want("leases") else None
     print("» building fixtures (sample apps with real uv and bun dependencies, warm caches)", flush=True)
     app = build_app(FIXTURES / "seed", "seed") if only != {"leases"} else FIXTURES / "none"
     heavy = build_app(FIXTURES / "heavy", "heavy") if want("heavy") else None
@@ -305,7 +307,7 @@ def main() -> int:
     postgres = bench_postgres.measure(runs=max(runs, 5)) if want("pg") else None
     med = {k: statistics.median(v) for k, v in m.items()}
     rows = _rows(m, disk) + (bench_postgres.rows(postgres) if postgres else []) + \
-        (bench_leases.rows(leases) if leases else [])
+        [row for r in leases or [] for row in bench_leases.rows(r)]
     print(f"\n{'measurement':<58} {'grove':>8} {'baseline':>8} {'paired':>7}  goal")
     for name, value, base, ratio, goal, ok in rows:
         print(f"{name:<58} {value:>8.3f} {base:>8.3f} {ratio:>7.3f}  {goal}  {'met' if ok else 'MISSED'}")
