@@ -145,3 +145,19 @@ def test_init_git_hook_never_overwrites_a_hook_of_the_user(repo):
     out = inv(repo, "init", "--git-hook")
     assert out.returncode == 2 and "is not Grove's" in out.stderr and hook.read_text() == "#!/bin/sh\necho mine\n"
     assert snapshot(repo) == before  # exit 2: not even .gitignore or .env changed
+
+
+def test_doctor_calls_an_adopted_agent_healthy_and_a_half_adopted_one_incomplete(repo, tmp_path):
+    """Adopt records no "worktree" step (the user made the worktree): doctor must not call every
+    adopted agent an incomplete setup, and must still see one whose adopt stopped midway."""
+    outside = tmp_path / "mine"
+    git(repo, "worktree", "add", "-q", "-b", "feat/mine", str(outside), "main")
+    inv_json(repo, "adopt", str(outside))
+    assert inv_json(repo, "doctor")["problems"] == []
+    state_file = repo / "agents" / "mine" / "adw_state.json"
+    s = json.loads(state_file.read_text())
+    del s["steps"]["install"]  # as if adopt had been killed before its install
+    state_file.write_text(json.dumps(s))
+    unhealthy = inv(repo, "doctor", "--json")
+    [p] = json.loads(unhealthy.stdout)["problems"]
+    assert unhealthy.returncode == 1 and p["kind"] == "incomplete_setup" and "adopt" in p["hint"] and str(outside) in p["hint"]

@@ -527,8 +527,15 @@ def test_head_of_reads_a_worktree_s_head_from_git_s_files_or_defers_to_git(repo,
     assert g.head_of(detached) == head == git(detached, "rev-parse", "HEAD")
     assert g.head_of(on_branch) == "ref: refs/heads/topic"
     admin = g.own_admin_dir(detached)
-    (admin / "HEAD").write_text("garbage\n")
+    # Placeholders git itself writes: `worktree add` before its checkout, and a reftable repository,
+    # whose HEAD lives in the reftable (git 2.45+): git is asked then.
+    for placeholder in ("garbage", "0" * 40, "ref: refs/heads/.invalid"):
+        (admin / "HEAD").write_text(placeholder + "\n")
+        assert g.head_of(detached) is None, placeholder
+    (admin / "HEAD").write_text(head + "\n")
+    (admin / "reftable").mkdir()
     assert g.head_of(detached) is None
+    (admin / "reftable").rmdir()
     (admin / "HEAD").write_text(head + "\n")
     (detached / ".git").write_text(f"gitdir: {g.own_admin_dir(on_branch)}\n")  # names another worktree's admin dir
     assert g.head_of(detached) is None

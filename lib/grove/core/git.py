@@ -248,11 +248,13 @@ def head_of(path: Path) -> str | None:
     name this worktree back, an empty or unexpected HEAD."""
     try:
         admin = own_admin_dir(path)
-        if _gitdir_target(admin) != os.path.realpath(Path(path) / ".git"):
-            return None
+        if _gitdir_target(admin) != os.path.realpath(Path(path) / ".git") or (admin / "reftable").exists():
+            return None  # not this worktree's, or refs in a reftable: the HEAD file is a placeholder there
         text = (admin / "HEAD").read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
+    if text == "ref: refs/heads/.invalid" or not text.strip("0"):
+        return None  # reftable's placeholder, or the zero id `worktree add` writes before its checkout
     if text.startswith("ref: ") or re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", text):
         return text
     return None

@@ -6,6 +6,7 @@ no unmerged commit and no file that is in no commit is ever deleted.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from ..resources import ports, table
@@ -59,11 +60,11 @@ def check(settings: Settings, fix: bool = False) -> dict:
                 problems.append(_problem("unknown_directory", f"{child} is not a worktree git knows and has no state",
                                          "move it to agents/.archive/ (nothing is deleted)", path=str(child)))
     problems += _interrupted_syncs(settings, agents, fix)
-    problems += _orphan_branches(settings, agents, entries)
     found = Found(live=_live_ids(settings), busy=lambda adw_id: _busy(settings, adw_id))
     for resource in table.CHECKED:  # stale port leases, databases whose agent is gone
         assert resource.check is not None
         problems += resource.check(settings, found)
+    problems += _orphan_branches(settings, agents, entries)
     if fix:
         for p in problems:
             if p["fix"]:
@@ -161,10 +162,17 @@ def _check_agent(settings: Settings, adw_id: str, s: dict, known: bool, exists: 
                              hint=f"run `git worktree repair {path}` in the main checkout, or "
                                   f"`grove teardown --adw-id {adw_id} --force` (its files go to the archive)")]
         done = s.get("steps", {})
-        missing = [n for n in ("worktree", *(r.name for r in table.PREPARED)) if n not in done]
+        # The steps every setup has recorded since issue 10 (a state from before include and
+        # submodules existed is complete without them). An adopted worktree was made by the user,
+        # not by setup's chain: it has no "worktree" step, and adopt finishes it.
+        adopted = bool(s.get("adopted"))
+        expected = ("ports_env", "env", "repoint", "install", "db") if adopted else \
+            ("worktree", "ports_env", "env", "repoint", "install", "db")
+        missing = [n for n in expected if n not in done]
         if s["status"] == "created" and missing:
+            again = f"inv adopt {shlex.quote(path)}" if adopted else f"inv setup --adw-id {adw_id}"
             return [_problem("incomplete_setup", f"{adw_id}: setup stopped before {missing[0]}", None,
-                             adw_id=adw_id, hint=f"run `inv setup --adw-id {adw_id}` again to finish it")]
+                             adw_id=adw_id, hint=f"run `{again}` again to finish it")]
         return []
     if known and not exists:
         return [_problem("directory_gone", f"{adw_id}: git lists {path} but the directory is gone",

@@ -21,12 +21,12 @@ env_values = generated.env_values
 
 
 def write_files(settings: Settings, adw_id: str, path: Path, values: dict[str, str],
-                resources: tuple[table.Resource, ...] = table.FILES) -> tuple[dict[str, str], list[str]]:
+                resources: tuple[table.Resource, ...] | None = None) -> tuple[dict[str, str], list[str]]:
     """Prepare the resources that write files (all of them by default) outside the chain: the
     merge's integration worktree, a sync's re-apply, the pool. Returns ({name: outcome}, the
     files written), for the caller to hide."""
     outcomes, written = {}, []
-    for resource in resources:
+    for resource in table.FILES if resources is None else resources:
         assert resource.prepare is not None
         outcomes[resource.name], _, files = resource.prepare(Agent(settings, adw_id, path, values))
         written.extend(files)
