@@ -27,10 +27,14 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..core import locks, pgdb, proc
+from ..core import locks, proc
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
+
+if TYPE_CHECKING:  # pgdb is loaded when a Postgres database is dumped: a setup without one never pays for it
+    from ..core import pgdb
 
 STAMP = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"
@@ -88,6 +92,8 @@ def new_dir(settings: Settings, adw_id: str) -> Path:
 
 
 def dump_postgres(settings: Settings, adw_id: str, name: str, admin: pgdb.AdminUrl, tool: str) -> Path:
+    from ..core import pgdb
+
     """``pg_dump -Fc`` of ``name`` into the agent's archive; returns the dump's path. Exit 1 if it fails."""
     folder = new_dir(settings, adw_id)
     target = folder / f"{name}.dump"
@@ -159,6 +165,8 @@ def find(settings: Settings, dump: str) -> dict:
 
 
 def restore_postgres(settings: Settings, row: dict, admin: pgdb.AdminUrl, name: str, tool: str) -> None:
+    from ..core import pgdb
+
     """Load the dump into ``name`` (its objects replaced by the dump's, in one transaction)."""
     url, env = pgdb.tool_target(admin, name)
     done = proc.run([tool, "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
