@@ -158,7 +158,7 @@ def run_one(root: Path, mutation: dict, broken: dict[str, list[str]]) -> dict:
 def _same(test: str, failing: str) -> bool:
     """A node id names a test or a whole file/parametrization: match by prefix."""
     return failing == test or failing.startswith(test + "[") or failing.startswith(test.rstrip(":") + "::") or \
-        test.startswith(failing)
+        test.startswith(failing + "::") or test.startswith(failing + "[")  # not test_x_y for a failing test_x
 
 
 # -- the CI subset ------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ def test_a_whole_lifecycle_writes_one_line_per_change(repo):
     assert inv_json(repo, "events", "--since", "1h") == lines
     bad = inv(repo, "events", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since" in bad.stderr and bad.stdout == ""
-    slow = inv(repo, "events", "--follow", "--interval", "soon")
-    assert slow.returncode == 2 and "--interval" in slow.stderr and slow.stdout == ""
+    for bad in ("soon", "nan", "-1"):  # nan reached time.sleep() and ended in a traceback
+        slow = inv(repo, "events", "--follow", "--interval", bad)
+        assert slow.returncode == 2 and "--interval" in slow.stderr and slow.stdout == "", bad
 
 
 def test_a_conflict_and_a_failure_are_events_with_their_reason(repo):

@@ -85,3 +85,18 @@ def test_an_agent_lifecycle_over_mcp(repo):
 
     assert drive(repo, body)[-1] == "torn_down"
     assert git(repo, "show", "main:feature.txt") == "made over MCP"
+
+
+def test_the_logs_resource_names_the_log_written_last(repo):
+    """A service's log (web.log) sorts after the time-stamped run logs; "latest" is the one written last."""
+    from conftest import inv
+    from grove.cli.mcpserver import read_resource
+
+    inv(repo, "setup", "--adw-id", "m2", "--no-install", check=True)
+    logs = repo / "agents/m2/logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / "web.log").write_text("service output\n")
+    os.utime(logs / "web.log", (1_000_000_000, 1_000_000_000))
+    (logs / "20261205T010000Z.log").write_text("the last run\n")
+    shown = json.loads(read_resource("grove://agents/m2/logs", str(repo)))
+    assert shown["latest"] == str(logs / "20261205T010000Z.log") and "the last run" in shown["tail"]

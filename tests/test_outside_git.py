@@ -118,10 +118,15 @@ def test_a_database_the_reset_made_and_the_agent_wrote_is_kept(repo):
     assert (Path(kept["path"]) / "files/app.db").read_text() == "seed\nrow by the agent\n"
 
 
-def test_a_repointed_directory_is_visible_to_git_and_salvaged(repo):
+def with_docs_server(repo):
+    """A committed .mcp.json whose filesystem server is rooted at ./docs/, a directory the repo lacks."""
     commit_file(repo, ".mcp.json", json.dumps({"mcpServers": {"fs": {"command": "fs-mcp", "args": ["./docs/"]}}},
                                               indent=2) + "\n")
     git(repo, "push", "-q", "origin", "main")
+
+
+def test_a_repointed_directory_is_visible_to_git_and_salvaged(repo):
+    with_docs_server(repo)
     setup_agent(repo, "r1")
     wt = repo / "trees/r1"
     assert (wt / "docs").is_dir() and not (wt / "docs/.gitignore").exists(), "no directory is ignored wholesale"
@@ -135,9 +140,7 @@ def test_a_repointed_directory_is_visible_to_git_and_salvaged(repo):
 
 
 def test_a_rerun_of_setup_unhides_a_directory_an_older_grove_ignored_wholesale(repo):
-    commit_file(repo, ".mcp.json", json.dumps({"mcpServers": {"fs": {"command": "fs-mcp", "args": ["./docs/"]}}},
-                                              indent=2) + "\n")
-    git(repo, "push", "-q", "origin", "main")
+    with_docs_server(repo)
     setup_agent(repo, "r2")
     wt = repo / "trees/r2"
     (wt / "docs/.gitignore").write_text("# made by Grove for this worktree\n*\n")  # what Grove wrote before
@@ -220,6 +223,22 @@ def test_gc_deletes_only_grove_archives_older_than_asked(repo):
     gone = inv_json(repo, "gc", "--archives", "--older-than-days", "0")["archives_deleted"]
     assert [a["path"] for a in gone] == [kept["path"]] and not Path(kept["path"]).exists()
     assert (stranger / "keep.txt").is_file(), "a directory without Grove's manifest is never deleted"
+
+
+def test_gc_of_archives_keeps_a_database_dump_that_shares_the_archive_s_folder(repo):
+    """A teardown archives files, then dumps the database into the same second's folder
+    (agents/.archive/<id>/<utc>/db/): `gc --archives` deletes the archive of files, never the dump."""
+    setup_agent(repo, "o2")
+    (repo / "trees/o2/x.db").write_text("x\n")
+    finish(repo, "o2")
+    kept = inv_json(repo, "teardown", "--adw-id", "o2")["archive"]
+    dump = Path(kept["path"]) / "db" / "app.dump"  # as safety/dbdump.py writes it in that second
+    dump.parent.mkdir()
+    dump.write_text("the agent's rows\n")
+    gone = inv_json(repo, "gc", "--archives", "--older-than-days", "0")["archives_deleted"]
+    assert [a["path"] for a in gone] == [kept["path"]]
+    assert dump.read_text() == "the agent's rows\n" and not (Path(kept["path"]) / "files").exists()
+    assert inv_json(repo, "gc", "--archives", "--older-than-days", "0")["archives_deleted"] == []
 
 
 @pytest.mark.parametrize("how", ["gc", "teardown --all", "merge --cleanup", "cleanup-epic", "api force"])

@@ -354,18 +354,25 @@ printf 'reset\\n' >> data/app.db
 """
 
 
+def with_reset_script(repo: Path, script: str) -> Path:
+    """``script`` as the repo's executable scripts/reset_db.sh, committed and pushed."""
+    from conftest import commit_file
+
+    commit_file(repo, "scripts/reset_db.sh", script)
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "reset script", "--allow-empty")
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
 def included_db_repo(repo: Path) -> Path:
     from conftest import commit_file
 
     (repo / "data").mkdir()
     (repo / "data/app.db").write_text("raw\n")  # ignored (*.db): the main checkout's own copy
     commit_file(repo, ".worktreeinclude", "data/app.db\n")
-    commit_file(repo, "scripts/reset_db.sh", RESET_INCLUDED)
-    os.chmod(repo / "scripts/reset_db.sh", 0o755)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "reset script", "--allow-empty")
-    git(repo, "push", "-q", "origin", "main")
-    return repo
+    return with_reset_script(repo, RESET_INCLUDED)
 
 
 def test_a_pooled_setup_resets_an_included_database_as_a_plain_setup_does(repo):
@@ -537,14 +544,7 @@ def sqlite_rows(path: Path) -> list[str]:
 
 
 def sqlite_repo(repo: Path) -> Path:
-    from conftest import commit_file
-
-    commit_file(repo, "scripts/reset_db.sh", SQLITE_RESET)
-    os.chmod(repo / "scripts/reset_db.sh", 0o755)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "sqlite reset", "--allow-empty")
-    git(repo, "push", "-q", "origin", "main")
-    return repo
+    return with_reset_script(repo, SQLITE_RESET)
 
 
 def test_reset_db_copies_an_sqlite_database_first_and_salvage_restores_it(repo):
@@ -565,6 +565,24 @@ def test_reset_db_copies_an_sqlite_database_first_and_salvage_restores_it(repo):
     assert sqlite_rows(Path(row["path"])) == ["agent work", "seed"]
     restored = inv_json(repo, "salvage", "--restore", row["path"])
     assert sqlite_rows(db) == ["agent work", "seed"] and Path(restored["saved_before"]).is_file()
+
+
+def test_db_reset_of_an_adopted_worktree_saves_its_sqlite_rows_to_that_agent_s_archive(repo, tmp_path):
+    """An adopted worktree's directory need not carry its agent's id: the copy before a reset goes
+    to the agent's archive, not to that of whatever agent shares the directory's name."""
+    import sqlite3
+
+    sqlite_repo(repo)
+    outside = tmp_path / "mine"
+    git(repo, "worktree", "add", "-q", "-b", "feat/mine", str(outside), "main")
+    inv(repo, "adopt", str(outside), "--adw-id", "other-id", "--no-install", check=True)
+    with sqlite3.connect(outside / "data/app.db") as conn:
+        conn.execute("INSERT INTO items VALUES ('agent work')")
+    inv(repo, "db.reset", "--adw-id", "other-id", check=True)
+    assert sqlite_rows(outside / "data/app.db") == ["seed"]
+    [row] = dumps(repo, "other-id")
+    assert sqlite_rows(Path(row["path"])) == ["agent work", "seed"]
+    assert not (repo / "agents/.archive/mine").exists()
 
 
 def test_gc_counts_a_write_to_an_sqlite_database_as_activity(repo):

@@ -239,3 +239,29 @@ def test_pool_follow_runs_rounds_and_stops_when_asked(repo):
 def test_pool_follow_refuses_bad_numbers_and_changes_nothing(repo, flags):
     out = inv(repo, "pool", "--size", "1", "--follow", *flags)
     assert out.returncode == 2 and not (repo / "agents").exists()
+
+
+def test_a_refresh_in_progress_is_seen_as_alive_and_never_resumed_by_another_process(repo, monkeypatch):
+    """The claim stamps the refresher's pid with its start time: with the fill's start time left
+    beside the new pid, a running refresh looked dead, and a second `grove pool` or doctor --fix
+    would have resumed it under the first one's feet."""
+    from grove.core import liveness
+    from grove.core.report import Reporter
+    from grove.ops import pool
+    from conftest import settings_for
+
+    light(repo)
+    inv(repo, "pool", "--size", "1", "--quiet", check=True)
+    new = base_moves(repo)
+    settings = settings_for(repo)
+    seen = []
+
+    def look(settings, name, report, **kw):
+        entry = pool.read(settings)["entries"][name]
+        seen.append((entry["status"], liveness.holder_alive(entry), pool.check(settings, False)))
+        return "looked only"
+
+    monkeypatch.setattr(pool, "_refresh_entry", look)
+    pool.refresh(settings, "main", new, Reporter(quiet=True))
+    [(status, alive, problems)] = seen
+    assert status == "refreshing" and alive and problems == []  # nothing for doctor --fix to resume

@@ -171,9 +171,11 @@ def read_resource(uri: str, repo: str | None) -> str:
     if kind == "state":
         return json.dumps(s, indent=2)
     logs = sorted((settings.agents_path / adw_id / "logs").glob("*.log"))
+    # The one written last: run logs sort by their time stamp, but a service's (web.log) sorts after them.
+    latest = max(logs, key=lambda p: p.stat().st_mtime_ns) if logs else None
     return json.dumps({"adw_id": adw_id, "logs": [str(p) for p in logs],
-                       "latest": str(logs[-1]) if logs else None,
-                       "tail": log_tail(logs[-1], 16 * 1024) if logs else ""}, indent=2)
+                       "latest": str(latest) if latest else None,
+                       "tail": log_tail(latest, 16 * 1024) if latest else ""}, indent=2)
 
 
 def agent_ids(repo: str | None) -> list[str]:

@@ -430,7 +430,7 @@ def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
         _forget_gone(settings, path)
         _update(settings, lambda data: data["entries"].pop(name, None))
     elif entry["status"] == "refreshing":  # finish the refresh a dead process began
-        _set(settings, name, pid=os.getpid())
+        _set(settings, name, **liveness.stamp())
         problem["kept"] = _refresh_entry(settings, name, Reporter(quiet=True), resumed=True)
     elif entry["status"] == "filling" or not entry.get("ready_at"):
         reason = proven_empty(settings, entry)
@@ -748,7 +748,7 @@ def refresh(settings: Settings, base: str, commit: str, report: Reporter) -> dic
         stale = [e for e in data["entries"].values()
                  if e["status"] == "ready" and e.get("base") == base and e.get("commit") != commit]
         for e in stale:
-            e.update(status="refreshing", pid=os.getpid(), refresh_to=commit)
+            e.update(status="refreshing", refresh_to=commit, **liveness.stamp())  # pid and start time: alive
         return [e["name"] for e in stale]
 
     names = _update(settings, claim)

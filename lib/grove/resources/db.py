@@ -41,12 +41,12 @@ def reset_db(settings: Settings, path: Path, values: dict[str, str], enabled: bo
     if not enabled:
         return "skipped", "--no-db"
     notes = []
-    if reset and not kept and settings.state_path(path.name).exists():
+    if reset and not kept and settings.state_path(adw_id).exists():
         # An agent's worktree reset on purpose: the script will overwrite its sqlite rows, so each
         # sqlite database in it is copied into the agent's archive first (issue 20, item 3).
         from ..safety import dbdump
 
-        saved = [dbdump.copy_sqlite(settings, path.name, path, rel) for rel in dbdump.sqlite_files(path)]
+        saved = [dbdump.copy_sqlite(settings, adw_id, path, rel) for rel in dbdump.sqlite_files(path)]
         notes += [f"saved {p.name} to the archive" for p in saved]
     if agentdb.configured(settings):
         outcome = agentdb.ensure(settings, adw_id, reset=reset and not kept, created=created)

@@ -34,6 +34,7 @@ from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 
 MANIFEST = "manifest.json"
+DUMPS = "db"  # where safety/dbdump.py puts database dumps in the same folder
 FILES = "files"
 KIND = "grove-archive"  # in every manifest: only a directory holding it is Grove's to delete
 PRIVATE_DIR = 0o700
@@ -351,8 +352,20 @@ def prune(settings: Settings, older_than_days: float, dry_run: bool = False) -> 
         deleted.append({"id": _ident(settings, event), "path": str(event), "adw_id": data.get("adw_id"),
                         "date": data.get("created_at"), "bytes": data.get("bytes"), "files": data.get("count")})
         if not dry_run:
-            shutil.rmtree(event)
+            _delete(event)
     return {"older_than_days": older_than_days, "dry_run": dry_run, "archives_deleted": deleted}
+
+
+def _delete(event: Path) -> None:
+    """An archive of ignored files: its files, then its manifest (a kill between leaves one that
+    the next prune finishes). A database dump that landed in the same folder (safety/dbdump.py
+    shares the second's folder) is not an archive of files: it stays, with the folder."""
+    if not (event / DUMPS).exists():
+        shutil.rmtree(event)
+        return
+    if (event / FILES).exists():
+        shutil.rmtree(event / FILES)
+    (event / MANIFEST).unlink()
 
 
 def _created(data: dict, event: Path) -> float:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import locks, proc
+from . import archive
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 
@@ -88,7 +89,7 @@ def new_dir(settings: Settings, adw_id: str) -> Path:
     stamp = time.strftime(STAMP, time.gmtime())
     for level in (settings.archive_path, settings.archive_path / adw_id, settings.archive_path / adw_id / stamp):
         _private_dir(level)
-    return _private_dir(settings.archive_path / adw_id / stamp / "db")
+    return _private_dir(settings.archive_path / adw_id / stamp / archive.DUMPS)
 
 
 def dump_postgres(settings: Settings, adw_id: str, name: str, admin: pgdb.AdminUrl, tool: str) -> Path:
