@@ -76,6 +76,15 @@ def rev(repo: Path, name: str) -> str | None:
     return out.stdout.strip() or None
 
 
+def base_ref(repo: Path, remote: str, base: str) -> str | None:
+    """The ref of the base branch ``base``: the local branch, else the remote-tracking one; None
+    when neither exists."""
+    for ref in (f"refs/heads/{base}", f"refs/remotes/{remote}/{base}"):
+        if rev(repo, ref):
+            return ref
+    return None
+
+
 def branch_exists(repo: Path, branch: str) -> bool:
     return rev(repo, f"refs/heads/{branch}") is not None
 

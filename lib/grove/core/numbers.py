@@ -11,20 +11,20 @@ raised before anything changes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from .errors import bad_input
 
 
-@dataclass(frozen=True)
 class Range:
-    """What a setting accepts: ``low``..``high``, ``low`` itself excluded when ``above``."""
+    """What a setting accepts: ``low``..``high``, ``low`` itself excluded when ``above``.
+    (A plain class: config imports this on every task, and a dataclass costs about a millisecond.)"""
 
-    low: float
-    high: float
-    integer: bool = False
-    above: bool = False  # low is exclusive: "more than 0"
-    unit: str = ""
+    __slots__ = ("low", "high", "integer", "above", "unit")
+
+    def __init__(self, low: float, high: float, integer: bool = False, above: bool = False, unit: str = ""):
+        self.low, self.high, self.integer = low, high, integer
+        self.above = above  # low is exclusive: "more than 0"
+        self.unit = unit
 
     def describe(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
@@ -69,4 +69,3 @@ def parse(value: object, name: str, accepted: Range) -> int | float:
 COUNT = Range(1, 1000, integer=True)
 SECONDS = Range(0, 10_000_000, above=True, unit="seconds")
 DAYS = Range(0, 36_500, unit="days")  # 0: every unfinished agent, however recent (make demo uses it)
-PORT = Range(1024, 65535, integer=True)

@@ -495,9 +495,7 @@ def stop_tree(popen: subprocess.Popen, backend: str, grace: float, hurry: Callab
         # SIGKILL the group in any case: it catches what was started during the grace period, as a
         # second look for marked processes does.
         _group(root, signal.SIGKILL)
-        late = [pid for pid in found() if pid not in fds]
-        fds.update(_pidfds(late))
-        _each([pid for pid in rest + late if alive(pid, backend)], fds, signal.SIGKILL)
+        _kill_the_rest(found, rest, fds, backend)
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -522,6 +520,14 @@ def _pidfds(pids: list[int]) -> dict[int, int]:
             except OSError:
                 pass
     return fds
+
+
+def _kill_the_rest(found: Callable[[], list[int]], pids: list[int], fds: dict[int, int], backend: str) -> None:
+    """SIGKILL what still lives of ``pids`` and of what ``found()`` sees now (started meanwhile);
+    the late ones' pidfds join ``fds``, which the caller closes."""
+    late = [p for p in found() if p not in fds]
+    fds.update(_pidfds(late))
+    _each([p for p in pids + late if alive(p, backend)], fds, signal.SIGKILL)
 
 
 def _each(pids: list[int], fds: dict[int, int], sig: int) -> None:
@@ -571,9 +577,7 @@ def stop_group(pid: int, is_leader: Callable[[int], bool], backend: str, grace: 
             time.sleep(POLL)
         if leader and is_leader(pid) and alive(pid, backend):
             _group(pid, signal.SIGKILL)
-        late = [p for p in found() if p not in fds]
-        fds.update(_pidfds(late))
-        _each([p for p in mine + late if alive(p, backend)], fds, signal.SIGKILL)
+        _kill_the_rest(found, mine, fds, backend)
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -240,6 +240,15 @@ def _has_own_commits(settings: Settings, s: dict) -> bool:
         not s.get("base_commit") or bool(git.commits_between(settings.repo, s["base_commit"], branch)))
 
 
+def agent_at(settings: Settings, real: str) -> str | None:
+    """The agent whose state names the worktree at the real path ``real``, if any."""
+    for adw_id in all_ids(settings):
+        s = load(settings, adw_id)
+        if s is not None and os.path.realpath(s["worktree_path"]) == real:
+            return adw_id
+    return None
+
+
 def branch_in_base(settings: Settings, s: dict) -> bool | None:
     """The agent's branch is contained in its base (ancestry, patch-id or tree, as `merge` counts it),
     locally or at the remote; None when there is no branch or no base to compare with."""

@@ -94,7 +94,7 @@ def _linked_worktree(settings: Settings, given: Path, real: Path) -> dict:
 def _agent_id(settings: Settings, real: Path, wanted: str | None) -> str:
     """Inside trees/ the id is the directory's name (Grove finds an agent's worktree there by id);
     elsewhere ``--adw-id``, else one made from the directory's name (``-2`` ... on a collision)."""
-    mine = _agent_of(settings, real)
+    mine = state.agent_at(settings, str(real))
     if real.parent == Path(os.path.realpath(settings.trees_path)):
         ids.check_id(real.name)
         if wanted and wanted != real.name:
@@ -116,21 +116,12 @@ def _agent_id(settings: Settings, real: Path, wanted: str | None) -> str:
     return ids.free_id(settings, ids.from_name(real.name))
 
 
-def _agent_of(settings: Settings, real: Path) -> str | None:
-    """The agent whose state names this worktree, if any."""
-    for adw_id in state.all_ids(settings):
-        s = state.load(settings, adw_id)
-        if s is not None and os.path.realpath(s["worktree_path"]) == str(real):
-            return adw_id
-    return None
-
-
 def _base_commit(settings: Settings, base: str, branch: str) -> str | None:
     """Where the branch left the base: its own commits are counted from there (`commits`)."""
-    for ref in (f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"):
-        if git.rev(settings.repo, ref):
-            return git.git(settings.repo, "merge-base", ref, f"refs/heads/{branch}", check=False) or None
-    return None
+    ref = git.base_ref(settings.repo, settings.remote, base)
+    if ref is None:
+        return None
+    return git.git(settings.repo, "merge-base", ref, f"refs/heads/{branch}", check=False) or None
 
 
 def _provision(settings: Settings, adw_id: str, wt: Path, claim: ports.Claim, install: bool, db: bool,
@@ -155,11 +146,8 @@ def _provision(settings: Settings, adw_id: str, wt: Path, claim: ports.Claim, in
                 info["outcome"], info["detail"], files = resource.prepare(agent)
                 written.extend(files)
         if resource is table.FILES[-1]:
-            for name in worktree.hide(settings, wt, written):
-                report.warn(f"{name} is not git-ignored: `git add -A` in {wt} would commit its copy; "
-                            "add it to .gitignore")
+            steps.files_written(settings, wt, written, report)
             newly_hidden = sorted(set(hidden.hidden_files(wt)) - before)
-            steps.claude_hooks(settings, wt, report)
 
     def finish(s: dict) -> None:
         s["steps"].update(done)

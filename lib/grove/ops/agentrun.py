@@ -166,10 +166,9 @@ def _save_install_dirs(settings: Settings, dirs: list[str]) -> str:
 
 
 def _require_ignored_env(settings: Settings) -> None:
-    from ..core import proc
+    from ..core import git
 
-    out = proc.run(["git", "-C", settings.repo, "check-ignore", "-q", "--", ".env"], check=False)
-    if out.returncode != 0:
+    if not git.ok(settings.repo, "check-ignore", "-q", "--", ".env"):
         raise GroveError(f".env is not git-ignored in {settings.repo}: Grove writes no .env an agent could commit",
                          code=2, hint="add .env to .gitignore (and commit it), or set ADW_INSTALL_DIRS in the environment")
 

@@ -396,7 +396,7 @@ def _tail(settings: Settings, run: _Run) -> dict:
                 info["outcome"], info["detail"], files = resource.prepare(agent)
                 written.extend(files)
         if resource is table.FILES[-1]:
-            _after_files(settings, path, written, report)
+            steps.files_written(settings, path, written, report)
     return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
 
 
@@ -406,15 +406,6 @@ def _pooled(taken: pool.Taken | None) -> dict[str, dict]:
         return {}
     return {"install": {"install_only": taken.install_only},
             "db": {} if taken.db else {"db_reason": taken.db_reason}}
-
-
-def _after_files(settings: Settings, path, written: list[str], report: Reporter) -> None:
-    """Once every file is written: hide them from `git add -A` (before a long install, so a failure
-    there never salvages a copy of the env into a ref), and give Claude Code its hooks."""
-    for name in worktree.hide(settings, path, written):
-        report.warn(f"{name} is not git-ignored: an agent's `git add -A` would commit its copy (ports, secrets); "
-                    f"add it to .gitignore")
-    steps.claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)
 
 
 def _finish(s: dict, done: dict, taken=None) -> None:

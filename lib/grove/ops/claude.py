@@ -95,7 +95,7 @@ def remove(settings: Settings, payload: dict, report: Reporter) -> dict:
     if not isinstance(raw, str) or not raw:
         raise bad_input("WorktreeRemove without a worktree_path")
     real = os.path.realpath(raw)
-    adw_id = _agent_at(settings, real)
+    adw_id = state.agent_at(settings, real)
     if adw_id is None:
         if _already_torn_down(settings, real):
             report.say(f"{raw} was torn down already")
@@ -111,14 +111,6 @@ def remove(settings: Settings, payload: dict, report: Reporter) -> dict:
     return dict(result, unmerged_commits=ahead)
 
 
-def _agent_at(settings: Settings, real: str) -> str | None:
-    for adw_id in state.all_ids(settings):
-        s = state.load(settings, adw_id)
-        if s is not None and os.path.realpath(s["worktree_path"]) == real:
-            return adw_id
-    return None
-
-
 def _already_torn_down(settings: Settings, real: str) -> bool:
     """A second remove of the same worktree (the hook registered twice): its archive is there."""
     if os.path.exists(real):
@@ -129,10 +121,8 @@ def _already_torn_down(settings: Settings, real: str) -> bool:
 def _unmerged(settings: Settings, branch: str | None) -> int:
     if not branch or not git.branch_exists(settings.repo, branch):
         return 0
-    for base in (f"refs/heads/{settings.base_branch}", f"refs/remotes/{settings.remote}/{settings.base_branch}"):
-        if git.rev(settings.repo, base):
-            return len(git.git(settings.repo, "rev-list", f"{base}..refs/heads/{branch}").split())
-    return 0
+    base = git.base_ref(settings.repo, settings.remote, settings.base_branch)
+    return len(git.git(settings.repo, "rev-list", f"{base}..refs/heads/{branch}").split()) if base else 0
 
 
 # -- installing the hooks ----------------------------------------------------------------------------

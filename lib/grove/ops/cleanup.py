@@ -29,10 +29,7 @@ BULK = ("completed", "merged", "failed")
 
 def _base_ref(settings: Settings, s: dict | None) -> str:
     base = (s or {}).get("base_branch") or settings.base_branch
-    for ref in (f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"):
-        if git.rev(settings.repo, ref):
-            return ref
-    return (s or {}).get("base_commit") or "HEAD"
+    return git.base_ref(settings.repo, settings.remote, base) or (s or {}).get("base_commit") or "HEAD"
 
 
 def branch_merged(settings: Settings, s: dict) -> bool:

@@ -440,8 +440,6 @@ def run_bounded(settings: Settings, adw_id: str, argv: list[str], timeout: float
     last ``limit`` bytes. On timeout the command's whole process tree is stopped. The agent's status
     is not changed (`grove exec` is the one that records runs).
     """
-    import secrets
-
     if not argv or not all(isinstance(a, str) for a in argv):
         raise bad_input("no command given", "give the command as a list of strings, e.g. [\"make\", \"test\"]")
     if not 0 < timeout <= RUN_TIMEOUT_MAX:
@@ -454,7 +452,7 @@ def run_bounded(settings: Settings, adw_id: str, argv: list[str], timeout: float
     program = agentrun.resolve_program(argv[0], path, env)
     if program is None:
         raise GroveError(f"{argv[0]}: command not found (cwd {path})", code=127)
-    log, mark = new_log(settings, adw_id), secrets.token_hex(8)
+    log, mark = new_log(settings, adw_id), portable.new_mark()
     began, timed_out = time.monotonic(), False
     with open(log, "ab") as out:
         popen = subprocess.Popen(argv, executable=program, cwd=path, env={**env, portable.MARK: mark},

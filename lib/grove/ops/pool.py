@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..resources import agentdb, deps, envfiles, table
+from ..resources import agentdb, deps, envfiles, generated, table
 from ..resources import db as db_resource
 from ..core import git, ids, liveness, locks, proc, state
 from ..safety import owned
@@ -279,7 +279,7 @@ def _remove_worktree(settings: Settings, path: Path, entry: dict | None = None) 
     own = (entry or {}).get("own_ignored") or {}
     worktree.remove(settings, path, salvage=False, entry=found, force=True, proven_clean=True,
                     values=placeholder_values(settings, path.name), reason="pool drain",
-                    also_own=lambda rel: _unchanged(path / rel, own.get(rel)))
+                    also_own=lambda rel: generated.unchanged(path / rel, own.get(rel)))
 
 
 def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> None:
@@ -324,7 +324,7 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     # script's database that is not git-ignored), as long as they are as the fill left them.
     own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
     work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
-            and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))]
+            and not (e[:2] == "??" and generated.unchanged(path / e[3:], own.get(e[3:])))]
     # A tracked file the fill's own install rewrote (a stale uv.lock) is Grove's while it is as the
     # fill left it: otherwise every entry was "kept", none served, none drained (issue 20, item 9).
     mine = _hashes(path, [w for w in work if w in own_tracked])
@@ -369,14 +369,6 @@ def _hashes(path: Path, rels: list[str]) -> dict[str, str]:
         return {}
     out = git.git(path, "hash-object", "--", *rels).split("\n")
     return dict(zip(rels, out))
-
-
-def _unchanged(file: Path, recorded: list | None) -> bool:
-    try:
-        st = file.lstat()
-    except OSError:
-        return False
-    return recorded is not None and [st.st_size, st.st_mtime_ns] == list(recorded)
 
 
 def _remove(settings: Settings, name: str) -> str | None:
@@ -609,9 +601,9 @@ def _resume(settings: Settings, adw_id: str) -> dict | None:
 
 def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) -> Taken:
     """Drop the pool's env files and decide what must run again for the newest base."""
-    generated = [n for n in (envfiles.PORTS_FILE, *settings.env_files) if (target / n).is_file()]
-    tracked = set(git.git(target, "ls-files", "-z", "--", *generated).split("\0")) if generated else set()
-    for name in generated:
+    env_copies = [n for n in (envfiles.PORTS_FILE, *settings.env_files) if (target / n).is_file()]
+    tracked = set(git.git(target, "ls-files", "-z", "--", *env_copies).split("\0")) if env_copies else set()
+    for name in env_copies:
         if name not in tracked:  # the pool's copy, with placeholder ports: the env step writes it fresh
             (target / name).unlink()
     included = _refresh_included(settings, target, entry)
@@ -791,15 +783,12 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         if again:
             deps.install_worktree(settings, path, only=tuple(again))
         db, reset = entry.get("db"), not agentdb.configured(settings) and db_inputs_changed(settings, entry, changed)[0]
-        mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if _unchanged(path / rel, fp)}
+        mine = {rel: fp for rel, fp in (entry.get("own_ignored") or {}).items() if generated.unchanged(path / rel, fp)}
         if reset:
-            from ..resources import generated as made
-
-            before = made.snapshot(settings, path)
             db = db_resource.reset_db(settings, path, values)[0]
             # Only what the fill or this reset wrote is the pool's own, never an ignored file
-            # someone else left in the entry (issue 20).
-            mine.update(made.made_between(before, made.snapshot(settings, path)))
+            # someone else left in the entry (issue 20): the reset records what it wrote, as it is now.
+            mine.update({rel: fp for rel, fp in generated.recorded(path).items() if generated.unchanged(path / rel, fp)})
     except BaseException:
         # Left `refreshing` with no live holder: doctor --fix (or the next `grove pool`) resumes it.
         _set(settings, name, pid=None)
@@ -825,7 +814,7 @@ def _between(path: Path, old: str, new: str, entry: dict) -> str | None:
     def dirty(rev: str) -> set[str]:
         raw = worktree.status_against(path, rev)
         return {e[3:] for e in raw.split("\0") if len(e) > 3
-                and not (e[:2] == "??" and _unchanged(path / e[3:], own.get(e[3:])))}
+                and not (e[:2] == "??" and generated.unchanged(path / e[3:], own.get(e[3:])))}
 
     work = dirty(old) & dirty(new)
     return f"{path} has changes: {', '.join(sorted(work)[:5])}" if work else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -112,13 +111,9 @@ def log_path(settings: Settings, adw_id: str, name: str) -> Path:
 
 def accepts(port: int) -> bool:
     """Something accepts connections on ``port`` at 127.0.0.1 or ::1."""
-    for host in ("127.0.0.1", "::1"):
-        try:
-            with socket.create_connection((host, port), timeout=0.3):
-                return True
-        except OSError:
-            continue
-    return False
+    from .watch import listening
+
+    return listening(port, timeout=0.3)
 
 
 def _health(rec: dict) -> str:

@@ -33,6 +33,18 @@ def write_files(settings: Settings, adw_id: str, path: Path, values: dict[str, s
     return outcomes, written
 
 
+def files_written(settings: Settings, path: Path, written: list[str], report: Reporter) -> None:
+    """Once the file resources ran (setup, adopt): hide what they wrote from `git add -A` (before a
+    long install, so a failure there never salvages a copy of the env into a ref), and give
+    Claude Code its hooks."""
+    from . import worktree
+
+    for name in worktree.hide(settings, path, written):
+        report.warn(f"{name} is not git-ignored: `git add -A` in {path} would commit its copy (ports, secrets); "
+                    f"add it to .gitignore")
+    claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)
+
+
 def record_claim(s: dict, claim: ports.Claim) -> None:
     s.update(slot=claim.slot, backend_port=claim.ports["BACKEND_PORT"],
              frontend_port=claim.ports["FRONTEND_PORT"], ports=dict(claim.ports))

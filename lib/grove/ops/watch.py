@@ -56,11 +56,8 @@ def listening(port: int, timeout: float = 0.2) -> bool:
 
 
 def _base_ref(settings: Settings, s: dict) -> str | None:
-    base = s.get("base_branch") or settings.base_branch
-    for ref in (f"refs/heads/{base}", f"refs/remotes/{settings.remote}/{base}"):
-        if git.rev(settings.repo, ref):
-            return ref
-    return s.get("base_commit")
+    return git.base_ref(settings.repo, settings.remote, s.get("base_branch") or settings.base_branch) \
+        or s.get("base_commit")
 
 
 def _quietly(ask, default=None):

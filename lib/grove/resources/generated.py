@@ -59,10 +59,7 @@ def _repointed(settings: Settings, wt: Path, name: str) -> bytes | None:
     except (OSError, ValueError):
         return None
     new, _ = repoint.repoint_data(data, settings.repo, settings.trees_path, wt)
-    if new == data:
-        return text.encode()
-    indent = 2 if "\n" in text.strip() else None
-    return (json.dumps(new, indent=indent) + "\n").encode()
+    return repoint.as_written(text, data, new).encode()
 
 
 def snapshot(settings: Settings, wt: Path) -> dict[str, list[int]]:
@@ -109,7 +106,8 @@ def recorded(wt: Path) -> dict[str, list[int]]:
     return data if isinstance(data, dict) else {}
 
 
-def _fingerprint_matches(path: Path, recorded: list | None) -> bool:
+def unchanged(path: Path, recorded: list | None) -> bool:
+    """``path`` still has the [size, mtime_ns] recorded when Grove wrote it."""
     try:
         st = path.lstat()
     except OSError:
@@ -131,7 +129,7 @@ def own_unchanged(settings: Settings, wt: Path, values: dict[str, str] | None,
         path = wt / rel
         if os.path.islink(path) or not path.is_file():
             return False
-        if recorded and _fingerprint_matches(path, recorded.get(rel)):
+        if recorded and unchanged(path, recorded.get(rel)):
             return True
         size = path.stat().st_size
         if rel in made and size == len(made[rel]) and _read(path) == made[rel]:

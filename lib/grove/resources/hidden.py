@@ -81,10 +81,7 @@ def _expected(settings: Settings, s: dict, wt: Path, name: str) -> bytes | None:
         except ValueError:
             return committed  # not JSON: the repoint would have refused it, so it is unchanged
         new, _ = repoint.repoint_data(data, settings.repo, settings.trees_path, wt)
-        if new == data:
-            return committed
-        indent = 2 if "\n" in text.strip() else None
-        return (json.dumps(new, indent=indent) + "\n").encode()
+        return committed if new == data else repoint.as_written(text, data, new).encode()
     if Path(name).name == envfiles.PORTS_FILE and values:
         return envfiles.ports_text(values).encode()
     if name in settings.env_files and values:

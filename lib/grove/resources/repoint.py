@@ -71,6 +71,15 @@ def _drop_old_dir_ignore(directory: Path) -> None:
         pass
 
 
+def as_written(text: str, data: object, new: object) -> str:
+    """The repointed config ``new`` as the repoint step writes it: ``text`` itself when nothing
+    changed, else JSON in the original's layout (indented when it spanned lines). The archive and
+    hidden-edit checks compare with this text, so there is one rule for it."""
+    if new == data:
+        return text
+    return json.dumps(new, indent=2 if "\n" in text.strip() else None) + "\n"
+
+
 def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[bool, list[Path]]:
     """Rewrite one file in place; returns (changed, directories created)."""
     text = path.read_text(encoding="utf-8")
@@ -91,8 +100,7 @@ def repoint_file(path: Path, main: Path, trees: Path, worktree: Path) -> tuple[b
             _drop_old_dir_ignore(Path(value))
     if new == data:
         return False, created
-    indent = 2 if "\n" in text.strip() else None
-    path.write_text(json.dumps(new, indent=indent) + "\n", encoding="utf-8")
+    path.write_text(as_written(text, data, new), encoding="utf-8")
     return True, created
 
 

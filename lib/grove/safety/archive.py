@@ -17,11 +17,8 @@ own generated files that are unchanged since Grove wrote them (decided by conten
 
 from __future__ import annotations
 
-import calendar
 import errno
-import hashlib
 import json
-import math
 import os
 import shutil
 import stat
@@ -29,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..core import git, locks
+from ..core import git, locks, numbers
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 
@@ -166,6 +163,8 @@ def _describe(wt: Path, rel: str) -> dict | None:
     row: dict = {"path": rel, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime}
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
+        import hashlib  # here, not at the top: archive is on every setup's import path, hashing is not
+
         row.update(symlink=target, sha256=hashlib.sha256(target.encode()).hexdigest())
     elif stat.S_ISREG(st.st_mode):
         row["sha256"] = _sha256(path)
@@ -175,6 +174,8 @@ def _describe(wt: Path, rel: str) -> dict | None:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -331,14 +332,8 @@ def _copy_back(src: Path, dst: Path, row: dict) -> None:
 
 
 def check_days(value: object) -> float:
-    """``--older-than-days``: a finite number >= 0, else bad input (exit 2)."""
-    try:
-        days = float(str(value))
-    except ValueError:
-        raise bad_input(f"--older-than-days {value!r} is not a number") from None
-    if not math.isfinite(days) or days < 0:
-        raise bad_input(f"--older-than-days {value!r} must be a finite number of days, 0 or more")
-    return days
+    """``--older-than-days``: a finite number of days, 0 or more, else bad input (exit 2)."""
+    return float(numbers.parse(value, "--older-than-days", numbers.DAYS))
 
 
 def prune(settings: Settings, older_than_days: float, dry_run: bool = False) -> dict:
@@ -370,6 +365,8 @@ def _delete(event: Path) -> None:
 
 def _created(data: dict, event: Path) -> float:
     try:
+        import calendar
+
         return calendar.timegm(time.strptime(str(data.get("created_at")), "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
         return event.stat().st_mtime

@@ -93,9 +93,9 @@ def new_dir(settings: Settings, adw_id: str) -> Path:
 
 
 def dump_postgres(settings: Settings, adw_id: str, name: str, admin: pgdb.AdminUrl, tool: str) -> Path:
+    """``pg_dump -Fc`` of ``name`` into the agent's archive; returns the dump's path. Exit 1 if it fails."""
     from ..core import pgdb
 
-    """``pg_dump -Fc`` of ``name`` into the agent's archive; returns the dump's path. Exit 1 if it fails."""
     folder = new_dir(settings, adw_id)
     target = folder / f"{name}.dump"
     n = 1
@@ -166,9 +166,9 @@ def find(settings: Settings, dump: str) -> dict:
 
 
 def restore_postgres(settings: Settings, row: dict, admin: pgdb.AdminUrl, name: str, tool: str) -> None:
+    """Load the dump into ``name`` (its objects replaced by the dump's, in one transaction)."""
     from ..core import pgdb
 
-    """Load the dump into ``name`` (its objects replaced by the dump's, in one transaction)."""
     url, env = pgdb.tool_target(admin, name)
     done = proc.run([tool, "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
                      "--no-password", f"--dbname={url}", row["path"]], env=env, check=False,
