@@ -59,6 +59,7 @@ STEPS = int(os.environ.get("GROVE_FUZZ_STEPS") or 30)
 # (Issue 25 changed the operation mix, so this seed no longer replays the sequence that found it.)
 REGRESSION_SEEDS: list[tuple[int, int]] = [  # (seed, steps it needs)
     (2054376180, 32),  # sync --strategy rebase left the agent's original commits unreachable (session 3)
+    (847752462, 30),  # a re-run finished a half-taken pooled worktree over commits made on its detached HEAD
 ]
 # Seeds known to reach each mechanism (issue 25; found by a search over seeds 1-170, STEPS=30). Each
 # run asserts it still reaches what it is listed for, so a change of the driver that makes one miss

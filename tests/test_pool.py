@@ -515,6 +515,22 @@ def test_a_take_goes_through_when_the_base_changed_a_file_the_fill_hid(repo):
     assert f"BACKEND_PORT={state['backend_port']}" in (repo / "trees/e1/.env").read_text()
 
 
+def test_a_half_taken_worktree_someone_committed_in_is_never_switched_over(repo):
+    """A setup killed after the pool's worktree moved into trees/ leaves it detached; an agent then
+    commits there. Setting the agent up again must not reset it to the base and point HEAD at a
+    new branch, orphaning those commits (found by the model-based test, seed 847752462): it refuses,
+    changes nothing, and teardown --force keeps the commits under refs/grove-backup/."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    assert inv(repo, "setup", "--adw-id", "k2", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
+    wt = repo / "trees/k2"
+    work = commit_file(wt, "work.txt", "made on the detached HEAD the kill left\n")
+    again = inv(repo, "setup", "--adw-id", "k2")
+    assert again.returncode == 1 and "worked in since" in again.stderr and "teardown" in again.stderr
+    assert git(wt, "rev-parse", "HEAD") == work and (wt / "work.txt").is_file()
+    done = inv_json(repo, "teardown", "--adw-id", "k2", "--force")
+    assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done
+
 def test_head_of_reads_a_worktree_s_head_from_git_s_files_or_defers_to_git(repo, tmp_path):
     """The take's proof that an entry is empty reads HEAD from the admin dir (issue 24): it must say
     what git says, and nothing (so git is asked) when the files do not answer plainly."""

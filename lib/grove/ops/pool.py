@@ -513,6 +513,8 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
                 undo.worktree = True
             fault("pool", "after", "move")
             if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
+                if resuming:
+                    _require_untouched(adw_id, entry, target, base_commit)
                 # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
                 owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
                 _switch(settings, target, branch, base_commit)
@@ -523,6 +525,20 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
         if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here
             _update(settings, lambda data: data["entries"].pop(entry["name"], None))
     return _refresh(settings, entry, target, base_commit)
+
+
+def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str) -> None:
+    """A take a killed run began is finished only while its worktree holds nothing but the pool's
+    checkout, part-way to the base at most. Between the kill and this run an agent may have worked
+    there (committed on the detached HEAD the kill left): the switch's `reset --hard` and new HEAD
+    would orphan that. Then nothing is touched and the user is told how to keep it."""
+    reason = _between(target, entry.get("commit") or base_commit, base_commit, entry)
+    if reason:
+        raise GroveError(f"a killed setup of {adw_id} left {target} half-taken from the pool, and it has "
+                         f"been worked in since ({reason}); nothing was changed",
+                         hint=f"keep that work on a branch of your own (`git -C {target} switch -c <name>`), or "
+                              f"`inv teardown --adw-id {adw_id} --force`: it saves commits and edits under "
+                              "refs/grove-backup/ and refs/grove-salvage/ first")
 
 
 def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> None:
