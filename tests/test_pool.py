@@ -526,7 +526,7 @@ def test_a_half_taken_worktree_someone_committed_in_is_never_switched_over(repo)
     wt = repo / "trees/k2"
     work = commit_file(wt, "work.txt", "made on the detached HEAD the kill left\n")
     again = inv(repo, "setup", "--adw-id", "k2")
-    assert again.returncode == 1 and "worked in since" in again.stderr and "teardown" in again.stderr
+    assert again.returncode == 1 and "committed in since" in again.stderr and "teardown" in again.stderr
     assert git(wt, "rev-parse", "HEAD") == work and (wt / "work.txt").is_file()
     done = inv_json(repo, "teardown", "--adw-id", "k2", "--force")
     assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done

@@ -528,14 +528,15 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
 
 
 def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str) -> None:
-    """A take a killed run began is finished only while its worktree holds nothing but the pool's
-    checkout, part-way to the base at most. Between the kill and this run an agent may have worked
-    there (committed on the detached HEAD the kill left): the switch's `reset --hard` and new HEAD
-    would orphan that. Then nothing is touched and the user is told how to keep it."""
-    reason = _between(target, entry.get("commit") or base_commit, base_commit, entry)
-    if reason:
+    """A take a killed run began is finished only while HEAD is still the pool's commit or the
+    base's. Between the kill and this run an agent may have committed on the detached HEAD the kill
+    left: the switch's new HEAD would orphan those commits. Then nothing is touched and the user is
+    told how to keep them. (The files alone prove nothing here: a kill inside the switch's checkout
+    leaves them part-way, which is nobody's work.)"""
+    head = git.rev(target, "HEAD")
+    if head not in (entry.get("commit"), base_commit):
         raise GroveError(f"a killed setup of {adw_id} left {target} half-taken from the pool, and it has "
-                         f"been worked in since ({reason}); nothing was changed",
+                         f"been committed in since (HEAD at {str(head)[:10]}); nothing was changed",
                          hint=f"keep that work on a branch of your own (`git -C {target} switch -c <name>`), or "
                               f"`inv teardown --adw-id {adw_id} --force`: it saves commits and edits under "
                               "refs/grove-backup/ and refs/grove-salvage/ first")
