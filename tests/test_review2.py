@@ -71,13 +71,18 @@ def test_interrupting_inv_merge_mid_validation_stops_the_validation_and_lands_no
 LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 
 
-def spawn_with_pid(pid: int, argv: list[str], tries: int = 50) -> subprocess.Popen | None:
-    """A new session leader whose pid is ``pid`` (the kernel hands out ns_last_pid + 1), or None when
-    the pid is taken (another fork won the race every time, or the pid is still held)."""
+def spawn_with_pid(pid: int, script: str, tries: int = 50) -> subprocess.Popen | None:
+    """A new session leader running ``sh -c script`` whose pid is ``pid`` (the kernel hands out
+    ns_last_pid + 1), or None when the pid is taken (another fork won the race every time, or the pid
+    is still held). The script starts only once its pid is known to be right: a loser is killed while
+    it still waits for the go, so it never writes a file or leaves a child behind."""
     for _ in range(tries):
         LAST_PID.write_text(str(pid - 1))
-        child = subprocess.Popen(argv, start_new_session=True)
+        child = subprocess.Popen(["sh", "-c", f"read go; {script}"], stdin=subprocess.PIPE,
+                                 start_new_session=True, text=True)
         if child.pid == pid:
+            child.stdin.write("go\n")
+            child.stdin.close()
             return child
         child.kill()
         child.wait()
@@ -97,7 +102,7 @@ def test_a_validation_stop_never_signals_a_process_that_reused_its_pid(repo, tmp
 
     def another_run_takes_the_pid(popen, *args, **kw):
         # Here the validation has exited; if Grove has reaped it, the kernel may hand its pid out again.
-        victim = spawn_with_pid(popen.pid, ["sh", "-c", f"sleep 614 & echo $! > {child_pid}; wait"])
+        victim = spawn_with_pid(popen.pid, f"sleep 614 & echo $! > {child_pid}; wait")
         if victim is not None:
             victims.append(victim)
             wait_for(lambda: child_pid.exists() and child_pid.read_text().strip(), "the victim's child")
