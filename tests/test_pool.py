@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -557,3 +558,53 @@ def test_head_of_reads_a_worktree_s_head_from_git_s_files_or_defers_to_git(repo,
     assert g.head_of(detached) is None
     (detached / ".git").unlink()
     assert g.head_of(detached) is None and g.head_of(tmp_path / "nowhere") is None
+
+
+def _as_a_dead_process_left_it(repo: Path, name: str, status: str) -> None:
+    registry = repo / "agents/.grove/pool.json"
+    data = json.loads(registry.read_text())
+    data["entries"][name].update(status=status, pid=2 ** 22 + 1, pid_started=None)
+    registry.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("killed", ["inside worktree add", "with a HEAD git cannot resolve", "inside worktree remove",
+                                    "inside worktree remove, someone's file there"])
+def test_a_pool_entry_git_cannot_read_any_more_is_removed_or_kept_never_left_unhealthy(repo, killed):
+    """A kill -9 inside git's own `worktree add` leaves HEAD at git's null placeholder ("locked
+    initializing", nothing but the .git file); one inside `worktree remove` deletes the .git file among
+    the others, so git run there reads the main checkout. doctor --fix judged them "committed in" or
+    "on a branch" and kept them forever (found by the concurrent model-based test, seed 1983938095).
+    Their files are compared with the pool's commit from outside instead: nothing but the fill's
+    work goes, anything else is kept. git's states are written as git leaves them: a kill inside one
+    git process cannot be timed from here."""
+    light(repo)
+    path = Path(inv_json(repo, "pool", "--size", "1")["entries"][0]["path"])
+    admin = Path(git(path, "rev-parse", "--absolute-git-dir"))
+    if killed == "inside worktree add":
+        for child in path.iterdir():
+            if child.name != ".git":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        (admin / "index").unlink()
+        (admin / "HEAD").write_text("0" * 40 + "\n")
+        (admin / "locked").write_text("initializing")
+        _as_a_dead_process_left_it(repo, path.name, "filling")
+    elif killed == "with a HEAD git cannot resolve":  # what the concurrent seed's doctor reported: "at None"
+        (admin / "HEAD").write_text("0" * 40 + "\n")
+        _as_a_dead_process_left_it(repo, path.name, "filling")
+    else:
+        (path / ".git").unlink()
+        (path / "README.md").unlink()
+        if killed.endswith("someone's file there"):
+            (path / "notes.txt").write_text("someone's notes\n")
+        _as_a_dead_process_left_it(repo, path.name, "draining")
+    fixed = json.loads(inv(repo, "doctor", "--json", "--fix").stdout)
+    listed = git(repo, "worktree", "list", "--porcelain")
+    if killed.endswith("someone's file there"):
+        assert [p["kind"] for p in fixed["problems"]] == ["pool_dead_process"]
+        assert "notes.txt" in fixed["problems"][0]["kept"]
+        assert (path / "notes.txt").read_text() == "someone's notes\n"
+        assert pool_entries(repo)[path.name]["status"] == "kept"
+        return
+    assert inv_json(repo, "doctor")["healthy"], fixed
+    assert not path.exists() and pool_entries(repo) == {} and "/.pool/" not in listed
+    assert inv_json(repo, "setup", "--adw-id", "after")["status"] == "created"

@@ -29,7 +29,7 @@ from typing import Callable, TypeVar
 from ..resources import agentdb, deps, envfiles, generated, table
 from ..resources import db as db_resource
 from ..core import git, ids, liveness, locks, proc, state
-from ..safety import owned
+from ..safety import owned, preserve
 from . import steps, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
@@ -271,6 +271,8 @@ def _remove_worktree(settings: Settings, path: Path, entry: dict | None = None) 
     ignored files worth keeping to the archive. The caller proved it holds no one's uncommitted work
     (or made it itself just now), so no salvage ref is made for the fill's own files."""
     found = git.worktree_for(settings.repo, path)
+    if found is not None and worktree.is_stillborn(found) and worktree.repair_stillborn(settings, path):
+        return  # a fill killed inside `git worktree add --no-checkout`: nothing there but git's .git file
     if found is not None and not path.is_dir():
         _forget_gone(settings, path, found)
         found = None
@@ -305,20 +307,37 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     if (os.path.realpath(path) not in known) if known is not None else git.worktree_for(settings.repo, path) is None:
         return f"{path} is not a worktree git knows: its files are in no commit"
     head_text = git.head_of(path)
+    if head_text is None and preserve.checkout_problem(path, git.admin_dir(settings.repo, path)):
+        # git run there would not read this worktree: a kill inside `git worktree add` (HEAD still git's
+        # null placeholder) or inside `git worktree remove` (its .git deleted among the files). No
+        # commit was made through it (its reflog is kept by the removal all the same); its files are
+        # compared with the pool's commit from outside.
+        if not entry.get("commit"):
+            return f"{path} cannot be read by git and has no recorded commit to compare its files with"
+        raw = worktree.status_against(path, entry["commit"], git_dir=git.common_dir(settings.repo))
+        return _unless_only_the_fills(path, entry, raw)
     on_branch = head_text.startswith("ref: ") if head_text else git.ok(path, "symbolic-ref", "-q", "HEAD")
     if on_branch:
         return f"{path} is on a branch, not detached as the pool left it"
     head = head_text or git.rev(path, "HEAD")
+    if head is None:  # HEAD still git's null placeholder: a kill inside `git worktree add`, no commit made
+        head = entry.get("commit")
+        if head is None:
+            return f"{path} has no HEAD commit and none recorded: its files cannot be compared with a commit"
+        return _unless_only_the_fills(path, entry, worktree.status_against(path, head))
     if entry.get("commit") and head != entry["commit"]:
-        return f"{path} is at {str(head)[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
+        return f"{path} is at {head[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
     index = git.own_admin_dir(path) / "index" if head_text else \
         Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
-        if head is None:  # only for an entry with no recorded commit (see above): nothing to read the index from
-            return f"{path} has no index and no HEAD commit: its files cannot be compared with a commit"
         raw = worktree.status_against(path, head)
     else:
         raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    return _unless_only_the_fills(path, entry, raw)
+
+
+def _unless_only_the_fills(path: Path, entry: dict, raw: str) -> str | None:
+    """None when a `status --porcelain -z` of the entry shows nothing but the fill's own work; else why not."""
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
     # untracked or changed may be, except the untracked files the fill itself made (a reset
     # script's database that is not git-ignored), as long as they are as the fill left them.
@@ -413,7 +432,7 @@ def _entry_problem(settings: Settings, entry: dict) -> dict | None:
         return None
     verb = {"filling": "filling", "taking": "taking", "draining": "draining", "refreshing": "refreshing"}[status]
     return {"kind": "pool_dead_process", "name": name, "detail": f"pool entry {name}: the process {verb} it died",
-            "fix": "remove it if it was being filled, else back to ready; kept when it holds changes"}
+            "fix": "remove it if it was being filled or drained, else back to ready; kept when it holds changes"}
 
 
 def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
@@ -424,6 +443,10 @@ def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
     elif entry["status"] == "refreshing":  # finish the refresh a dead process began
         _set(settings, name, **liveness.stamp())
         problem["kept"] = _refresh_entry(settings, name, Reporter(quiet=True), resumed=True)
+    elif entry["status"] == "draining":  # finish the drain: a kill inside `git worktree remove` leaves half a checkout
+        problem["kept"] = _remove(settings, name)
+        if problem["kept"]:
+            return
     elif entry["status"] == "filling" or not entry.get("ready_at"):
         reason = proven_empty(settings, entry)
         if reason:

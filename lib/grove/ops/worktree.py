@@ -200,20 +200,28 @@ def _config_env(key: str, value: str) -> dict[str, str]:
     return {"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": key, f"GIT_CONFIG_VALUE_{n}": value}
 
 
-def status_against(path: Path, rev: str, untracked: str = "all") -> str:
-    """`git status --porcelain -z` of ``path``'s files against ``rev`` through a scratch index: files
-    on disk are compared, never touched, and neither the worktree's own index nor a lock a killed git
-    left on it is used (for a worktree with no index)."""
+def status_against(path: Path, rev: str, untracked: str = "all", git_dir: Path | None = None) -> str:
+    """``path``'s files against ``rev`` in `git status --porcelain -z`'s form (" M a", " D b", "?? c"),
+    through a scratch index: files on disk are compared, never touched, and neither the worktree's
+    own index nor a lock a killed git left on it is used (for a worktree with no index). Plumbing, not
+    `git status`, which also compares with HEAD: a HEAD a killed `git worktree add` left null fails it.
+    ``git_dir``: the repository's, for a directory whose own `.git` cannot be read (git is then told
+    where both are, never left to walk up). ``untracked``: "all" or "no"."""
     import tempfile
 
-    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=git.own_admin_dir(path))
+    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=git_dir or git.own_admin_dir(path))
     os.close(fd)
     os.unlink(scratch)  # read-tree makes it (an empty file is not an index)
+    git_at = ["git", "--git-dir", git_dir, "--work-tree", path] if git_dir else ["git", "-C", path]
     try:
         env = {"GIT_INDEX_FILE": scratch}
-        proc.run(["git", "-C", path, "read-tree", rev], env=env, what="git read-tree")
-        return proc.run(["git", "-C", path, "status", "--porcelain", "-z", f"--untracked-files={untracked}"],
-                        env=env).stdout
+        proc.run([*git_at, "read-tree", rev], env=env, what="git read-tree")
+        proc.run([*git_at, "update-index", "-q", "--refresh"], cwd=path, env=env, check=False)  # stat info only
+        fields = proc.run([*git_at, "diff-files", "--name-status", "-z"], cwd=path, env=env).stdout.split("\0")
+        changed = [f" {kind} {name}" for kind, name in zip(fields[::2], fields[1::2])]
+        others = proc.run([*git_at, "ls-files", "-z", "--others", "--exclude-standard"], cwd=path,
+                          env=env).stdout.split("\0") if untracked == "all" else []
+        return "".join(e + "\0" for e in changed + [f"?? {o}" for o in others if o])
     finally:
         Path(scratch).unlink(missing_ok=True)
 
