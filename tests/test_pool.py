@@ -532,6 +532,36 @@ def test_a_half_taken_worktree_someone_committed_in_is_never_switched_over(repo)
     done = inv_json(repo, "teardown", "--adw-id", "k2", "--force")
     assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done
 
+def test_a_half_taken_worktree_someone_edited_is_never_reset_over(repo):
+    """Likewise for uncommitted edits: the switch's reset would overwrite an edited tracked file. The
+    re-run refuses and changes nothing, and teardown --force keeps the edit under refs/grove-salvage/."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    assert inv(repo, "setup", "--adw-id", "k3", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
+    wt = repo / "trees/k3"
+    (wt / "README.md").write_text("edited on the detached HEAD the kill left\n")
+    again = inv(repo, "setup", "--adw-id", "k3")
+    assert again.returncode == 1 and "edited since (README.md)" in again.stderr, again.stderr
+    assert (wt / "README.md").read_text() == "edited on the detached HEAD the kill left\n"
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD", "HEAD was switched over the edit"
+    again = inv(repo, "setup", "--adw-id", "k3")  # a refusal is no pass for the next run either
+    assert again.returncode == 1 and (wt / "README.md").read_text() == "edited on the detached HEAD the kill left\n"
+    done = inv_json(repo, "teardown", "--adw-id", "k3", "--force")
+    assert git(repo, "show", f"{done['salvage_ref']}:README.md") == "edited on the detached HEAD the kill left"
+
+
+def test_a_half_taken_worktree_with_only_new_files_is_finished_and_keeps_them(repo):
+    """An untracked file is no reason to refuse: the switch's reset leaves it where it is."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    assert inv(repo, "setup", "--adw-id", "k4", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
+    wt = repo / "trees/k4"
+    (wt / "notes.txt").write_text("an untracked note\n")
+    assert inv_json(repo, "setup", "--adw-id", "k4")["status"] == "created"
+    assert (wt / "notes.txt").read_text() == "an untracked note\n"
+    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/k4"
+
+
 def test_head_of_reads_a_worktree_s_head_from_git_s_files_or_defers_to_git(repo, tmp_path):
     """The take's proof that an entry is empty reads HEAD from the admin dir (issue 24): it must say
     what git says, and nothing (so git is asked) when the files do not answer plainly."""

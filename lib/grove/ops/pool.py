@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 from ..resources import agentdb, deps, envfiles, generated, table
 from ..resources import db as db_resource
@@ -551,18 +551,38 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
 
 
 def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str) -> None:
-    """A take a killed run began is finished only while HEAD is still the pool's commit or the
-    base's. Between the kill and this run an agent may have committed on the detached HEAD the kill
-    left: the switch's new HEAD would orphan those commits. Then nothing is touched and the user is
-    told how to keep them. (The files alone prove nothing here: a kill inside the switch's checkout
-    leaves them part-way, which is nobody's work.)"""
+    """A take a killed run began is finished only while nobody worked in the worktree since. Between
+    the kill and this run an agent may have committed on the detached HEAD the kill left (the
+    switch's new HEAD would orphan those commits), or edited tracked files (its reset would
+    overwrite them). Then nothing is touched and the user is told how to keep them. A tracked file
+    that holds the pool commit's version or the base's is nobody's work: a kill inside the switch's
+    own checkout leaves a mix of both. Untracked files are left alone by the reset, so they count
+    for nothing here; the files the fill hid are Grove's (its placeholders)."""
     head = git.rev(target, "HEAD")
     if head not in (entry.get("commit"), base_commit):
-        raise GroveError(f"a killed setup of {adw_id} left {target} half-taken from the pool, and it has "
-                         f"been committed in since (HEAD at {str(head)[:10]}); nothing was changed",
-                         hint=f"keep that work on a branch of your own (`git -C {target} switch -c <name>`), or "
-                              f"`inv teardown --adw-id {adw_id} --force`: it saves commits and edits under "
-                              "refs/grove-backup/ and refs/grove-salvage/ first")
+        _refuse_half_taken(adw_id, target, f"committed in since (HEAD at {str(head)[:10]})")
+    if not (target / ".git").is_file() or not (git.own_admin_dir(target) / "index").is_file():
+        return  # killed before the fill's checkout was complete: nothing there is anyone's yet
+    hidden = {e[2:] for e in git.git(target, "ls-files", "-v", "-z").split("\0") if e[:2] == "S "}
+    own_tracked = entry.get("own_tracked") or {}
+
+    def changed_from(rev: str) -> set[str]:
+        raw = worktree.status_against(target, rev, untracked="no")
+        return {e[3:] for e in raw.split("\0") if len(e) > 3} - hidden
+
+    edited = changed_from(entry.get("commit") or head) & changed_from(base_commit)
+    mine = _hashes(target, [rel for rel in edited if rel in own_tracked])
+    edited = {rel for rel in edited if not (rel in own_tracked and mine.get(rel) == own_tracked[rel])}
+    if edited:
+        _refuse_half_taken(adw_id, target, f"its files edited since ({', '.join(sorted(edited)[:5])})")
+
+
+def _refuse_half_taken(adw_id: str, target: Path, what: str) -> NoReturn:
+    raise GroveError(f"a killed setup of {adw_id} left {target} half-taken from the pool, and it has "
+                     f"been {what}; nothing was changed",
+                     hint=f"keep that work on a branch of your own (`git -C {target} switch -c <name>`), or "
+                          f"`inv teardown --adw-id {adw_id} --force`: it saves commits and edits under "
+                          "refs/grove-backup/ and refs/grove-salvage/ first")
 
 
 def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> None:
