@@ -537,11 +537,10 @@ def test_a_half_taken_worktree_someone_edited_is_never_reset_over(repo):
     re-run refuses and changes nothing, and teardown --force keeps the edit under refs/grove-salvage/."""
     light(repo)
     inv_json(repo, "pool", "--size", "1")
-    assert inv(repo, "setup", "--adw-id", "k3", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
-    wt = repo / "trees/k3"
+    wt = _half_taken(repo, "k3")
     (wt / "README.md").write_text("edited on the detached HEAD the kill left\n")
     again = inv(repo, "setup", "--adw-id", "k3")
-    assert again.returncode == 1 and "edited since (README.md)" in again.stderr, again.stderr
+    assert again.returncode == 1 and "would overwrite (README.md)" in again.stderr, again.stderr
     assert (wt / "README.md").read_text() == "edited on the detached HEAD the kill left\n"
     assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD", "HEAD was switched over the edit"
     again = inv(repo, "setup", "--adw-id", "k3")  # a refusal is no pass for the next run either
@@ -554,8 +553,7 @@ def test_a_half_taken_worktree_with_only_new_files_is_finished_and_keeps_them(re
     """An untracked file is no reason to refuse: the switch's reset leaves it where it is."""
     light(repo)
     inv_json(repo, "pool", "--size", "1")
-    assert inv(repo, "setup", "--adw-id", "k4", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
-    wt = repo / "trees/k4"
+    wt = _half_taken(repo, "k4")
     (wt / "notes.txt").write_text("an untracked note\n")
     assert inv_json(repo, "setup", "--adw-id", "k4")["status"] == "created"
     assert (wt / "notes.txt").read_text() == "an untracked note\n"
@@ -597,26 +595,37 @@ def _as_a_dead_process_left_it(repo: Path, name: str, status: str) -> None:
     registry.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("killed", ["inside worktree add", "with a HEAD git cannot resolve", "inside worktree remove",
+def _archived(repo: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (repo / "agents/.archive").rglob(name)) if (repo / "agents/.archive").exists() else []
+
+
+@pytest.mark.parametrize("killed", ["inside worktree add", "inside worktree add, a file landed there since",
+                                    "with a HEAD git cannot resolve", "inside worktree remove",
+                                    "inside worktree remove, its .gitignore gone too",
                                     "inside worktree remove, someone's file there"])
-def test_a_pool_entry_git_cannot_read_any_more_is_removed_or_kept_never_left_unhealthy(repo, killed):
+def test_a_pool_entry_a_kill_inside_git_left_is_removed_and_nothing_in_it_lost(repo, killed):
     """A kill -9 inside git's own `worktree add` leaves HEAD at git's null placeholder ("locked
     initializing", nothing but the .git file); one inside `worktree remove` deletes the .git file among
-    the others, so git run there reads the main checkout. doctor --fix judged them "committed in" or
-    "on a branch" and kept them forever (found by the concurrent model-based test, seed 1983938095).
-    Their files are compared with the pool's commit from outside instead: nothing but the fill's
-    work goes, anything else is kept. git's states are written as git leaves them: a kill inside one
-    git process cannot be timed from here."""
+    the others (in directory order: the .gitignore may go first), so git run there reads the main
+    checkout. doctor --fix judged them "committed in" (at None) or "on a branch" and kept them
+    forever (found by the concurrent model-based test, seed 1983938095), and a dead drain's entry went
+    back to ready with no .git, to be handed out. Now the fill's and drain's leftovers are removed in
+    one --fix, every file git cannot account for moved to the archive first. git's states are written
+    as git leaves them: a kill inside one git process cannot be timed from here."""
     light(repo)
     path = Path(inv_json(repo, "pool", "--size", "1")["entries"][0]["path"])
     admin = Path(git(path, "rev-parse", "--absolute-git-dir"))
-    if killed == "inside worktree add":
+    if killed.startswith("inside worktree add"):
         for child in path.iterdir():
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         (admin / "index").unlink()
         (admin / "HEAD").write_text("0" * 40 + "\n")
         (admin / "locked").write_text("initializing")
+        if killed.endswith("since"):
+            (path / "scratch.db").write_text("someone's rows\n")
+            with open(repo / ".git/info/exclude", "a") as exclude:
+                exclude.write("scratch.db\n")  # as a global core.excludesFile ignores .DS_Store
         _as_a_dead_process_left_it(repo, path.name, "filling")
     elif killed == "with a HEAD git cannot resolve":  # what the concurrent seed's doctor reported: "at None"
         (admin / "HEAD").write_text("0" * 40 + "\n")
@@ -624,17 +633,108 @@ def test_a_pool_entry_git_cannot_read_any_more_is_removed_or_kept_never_left_unh
     else:
         (path / ".git").unlink()
         (path / "README.md").unlink()
+        if "gitignore" in killed:
+            (path / ".gitignore").unlink()
         if killed.endswith("someone's file there"):
             (path / "notes.txt").write_text("someone's notes\n")
         _as_a_dead_process_left_it(repo, path.name, "draining")
-    fixed = json.loads(inv(repo, "doctor", "--json", "--fix").stdout)
-    listed = git(repo, "worktree", "list", "--porcelain")
+    inv(repo, "doctor", "--json", "--fix")
+    assert inv_json(repo, "doctor")["healthy"]
+    assert not path.exists() and pool_entries(repo) == {}
+    assert "/.pool/" not in git(repo, "worktree", "list", "--porcelain")
+    if killed.endswith("since"):
+        assert _archived(repo, "scratch.db") == ["scratch.db"]
     if killed.endswith("someone's file there"):
-        assert [p["kind"] for p in fixed["problems"]] == ["pool_dead_process"]
-        assert "notes.txt" in fixed["problems"][0]["kept"]
-        assert (path / "notes.txt").read_text() == "someone's notes\n"
-        assert pool_entries(repo)[path.name]["status"] == "kept"
-        return
-    assert inv_json(repo, "doctor")["healthy"], fixed
-    assert not path.exists() and pool_entries(repo) == {} and "/.pool/" not in listed
+        assert _archived(repo, "notes.txt") == ["notes.txt"]
     assert inv_json(repo, "setup", "--adw-id", "after")["status"] == "created"
+
+
+def _half_taken(repo: Path, adw_id: str) -> Path:
+    assert inv(repo, "setup", "--adw-id", adw_id, env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
+    return repo / "trees" / adw_id
+
+
+@pytest.mark.parametrize("work", ["a file where the base adds one", "a staged new file",
+                                  "an edit, and the index deleted", "an edit to a tracked env file the fill hid"])
+def test_a_half_taken_worktree_with_work_the_switch_would_lose_is_never_switched_over(repo, work):
+    """What the switch's `reset --hard` would overwrite or delete: an untracked file at a path the
+    base adds, a staged file in neither commit, an edit whose index someone deleted (`rm index` after
+    "index file corrupt"), an edit to a hidden (skip-worktree) env file. The re-run refuses with exit 1
+    and the work is where it was (found reviewing the resumed take)."""
+    if work.endswith("the fill hid"):
+        (repo / ".env").write_text("APP_MODE=dev\n")
+        git(repo, "add", "-f", ".env")
+        git(repo, "commit", "-qm", "a tracked env file")
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    if work == "a file where the base adds one":
+        commit_file(repo, "notes.txt", "the base's notes\n")
+        git(repo, "push", "-q", "origin", "main")
+    wt = _half_taken(repo, "k5")
+    name, text = {"a file where the base adds one": ("notes.txt", "the agent's own notes\n"),
+                  "a staged new file": ("new_module.py", "print('the agent wrote this')\n"),
+                  "an edit, and the index deleted": ("README.md", "the agent's edit\n")}.get(
+        work, (".env", (wt / ".env").read_text() + "MY_SECRET=the agent's\n"))
+    (wt / name).write_text(text)
+    if work == "a staged new file":
+        git(wt, "add", name)
+    if work.endswith("index deleted"):
+        (Path(git(wt, "rev-parse", "--absolute-git-dir")) / "index").unlink()
+    again = inv(repo, "setup", "--adw-id", "k5")
+    assert again.returncode == 1 and "would overwrite" in again.stderr and name in again.stderr, again.stderr
+    assert (wt / name).read_text() == text
+
+
+KILL_INSIDE_CHECKOUT = """#!/bin/sh
+# A smudge filter: with the arm file present, kill -9 the git checkout running it and Grove above
+# it, at the moment git has unlinked the file and not yet written it anew.
+if [ -e "{arm}" ]; then
+  rm -f "{arm}"
+  kill -9 "$(awk '{{print $4}}' /proc/$PPID/stat)" "$PPID"
+  sleep 2
+fi
+exec cat
+"""
+
+
+def test_a_take_killed_inside_its_checkout_is_finished_by_a_re_run(repo, tmp_path):
+    """A real kill -9 inside the switch's reset, between git's unlink of a file the base changed and
+    its write: the file is missing, which is nobody's work; the re-run finishes the take."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    commit_file(repo, "README.md", "sample app, changed by the base\n")
+    git(repo, "push", "-q", "origin", "main")
+    arm, killer = tmp_path / "arm", tmp_path / "killer.sh"
+    killer.write_text(KILL_INSIDE_CHECKOUT.format(arm=arm))
+    killer.chmod(0o755)
+    git(repo, "config", "filter.killer.smudge", str(killer))
+    (repo / ".git/info/attributes").write_text("README.md filter=killer\n")
+    arm.touch()
+    assert inv(repo, "setup", "--adw-id", "k6").returncode == -9
+    (repo / ".git/info/attributes").unlink()
+    assert not (repo / "trees/k6/README.md").exists(), "the kill came where it was meant to"
+    assert inv_json(repo, "setup", "--adw-id", "k6")["status"] == "created"
+    assert (repo / "trees/k6/README.md").read_text() == "sample app, changed by the base\n"
+
+
+def test_a_half_taken_worktree_whose_files_git_normalises_is_finished_by_a_re_run(repo):
+    """A file committed with CRLF before `.gitattributes` said `eol=lf`, never renormalised: hashed
+    again in a fresh index it differs from every commit, though nobody touched it. The comparison
+    starts from the worktree's own index, so a re-run after a kill finishes the take. A checkout
+    slower than a second (a smudge filter here, a big repository in life) keeps the index from
+    being racily clean, which would hide the problem."""
+    light(repo)
+    (repo / "crlf.txt").write_bytes(b"one\r\ntwo\r\n")
+    (repo / "zzz.txt").write_text("written last, slowly\n")
+    git(repo, "add", "crlf.txt", "zzz.txt")
+    git(repo, "commit", "-qm", "a file with CRLF")
+    (repo / ".gitattributes").write_text("crlf.txt text eol=lf\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-qm", "attributes added later, not renormalised")
+    git(repo, "push", "-q", "origin", "main")
+    git(repo, "config", "filter.sleepy.smudge", "sh -c 'sleep 1.5; cat'")
+    (repo / ".git/info/attributes").write_text("zzz.txt filter=sleepy\n")
+    inv_json(repo, "pool", "--size", "1")
+    wt = _half_taken(repo, "k7")
+    assert inv_json(repo, "setup", "--adw-id", "k7")["status"] == "created"
+    assert (wt / "crlf.txt").read_bytes() == b"one\r\ntwo\r\n"

@@ -218,7 +218,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
         included = included_state(settings)  # likewise for .worktreeinclude's files (issue 20, item 8)
-        _write_files(settings, path, values)
+        own_written = _write_files(settings, path, values)
         _relocatable_venvs(settings, path)
         deps.install_worktree(settings, path)
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
@@ -228,7 +228,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
             own_tracked=own_tracked, own_ignored=own_ignored, installed=list(deps.install_dirs(settings, path)),
-            db_reset=settings.db_reset))
+            db_reset=settings.db_reset, own_written=own_written))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
         if own_tracked:
             report.warn(f"pool {name}: the fill itself changed tracked files: {', '.join(sorted(own_tracked))} "
@@ -241,11 +241,13 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         raise
 
 
-def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> None:
+def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict[str, list[int]]:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
-    writes the final path."""
+    writes the final path. Returns what it wrote, path -> [size, mtime_ns]: a hidden file that no
+    longer is as written was edited by someone (its edits are nobody's to reset, _require_untouched)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     worktree.hide(settings, path, written)
+    return {rel: [st.st_size, st.st_mtime_ns] for rel in written if (st := (path / rel).lstat())}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -271,8 +273,14 @@ def _remove_worktree(settings: Settings, path: Path, entry: dict | None = None) 
     ignored files worth keeping to the archive. The caller proved it holds no one's uncommitted work
     (or made it itself just now), so no salvage ref is made for the fill's own files."""
     found = git.worktree_for(settings.repo, path)
-    if found is not None and worktree.is_stillborn(found) and worktree.repair_stillborn(settings, path):
-        return  # a fill killed inside `git worktree add --no-checkout`: nothing there but git's .git file
+    if found is not None and worktree.is_stillborn(found):
+        if worktree.repair_stillborn(settings, path):
+            return  # a fill killed inside `git worktree add --no-checkout`: nothing there but git's .git file
+        # Files landed there since: git's own "initializing" lock (our dead fill's) goes, so that the
+        # removal below, which archives what is worth keeping, can go ahead.
+        admin = git.admin_dir(settings.repo, path)
+        if admin is not None:
+            (admin / "locked").unlink(missing_ok=True)
     if found is not None and not path.is_dir():
         _forget_gone(settings, path, found)
         found = None
@@ -296,8 +304,10 @@ def _forget_gone(settings: Settings, path: Path, entry: dict | None = None) -> N
         git.prune_entry(settings.repo, path)
 
 
-def proven_empty(settings: Settings, entry: dict) -> str | None:
-    """None when the entry's worktree holds nothing but Grove's work; else why it must be kept."""
+def proven_empty(settings: Settings, entry: dict, removing: bool = False) -> str | None:
+    """None when the entry's worktree holds nothing but Grove's work; else why it must be kept.
+    ``removing``: the caller removes it next, through worktree.remove, which moves every file of a
+    worktree git cannot read to the archive: such an entry is then no reason to keep anything."""
     path = Path(entry["path"])
     if not path.is_dir():
         return None
@@ -307,15 +317,12 @@ def proven_empty(settings: Settings, entry: dict) -> str | None:
     if (os.path.realpath(path) not in known) if known is not None else git.worktree_for(settings.repo, path) is None:
         return f"{path} is not a worktree git knows: its files are in no commit"
     head_text = git.head_of(path)
-    if head_text is None and preserve.checkout_problem(path, git.admin_dir(settings.repo, path)):
-        # git run there would not read this worktree: a kill inside `git worktree add` (HEAD still git's
-        # null placeholder) or inside `git worktree remove` (its .git deleted among the files). No
-        # commit was made through it (its reflog is kept by the removal all the same); its files are
-        # compared with the pool's commit from outside.
-        if not entry.get("commit"):
-            return f"{path} cannot be read by git and has no recorded commit to compare its files with"
-        raw = worktree.status_against(path, entry["commit"], git_dir=git.common_dir(settings.repo))
-        return _unless_only_the_fills(path, entry, raw)
+    problem = preserve.checkout_problem(path, git.admin_dir(settings.repo, path)) if head_text is None else None
+    if problem:
+        # git run there would not read this worktree: a kill inside `git worktree remove` deleted its
+        # .git among the files (or someone did). It is never handed out; a removal moves every file of
+        # it to the archive (worktree._remove_broken), so there it is no reason to keep anything.
+        return None if removing else problem
     on_branch = head_text.startswith("ref: ") if head_text else git.ok(path, "symbolic-ref", "-q", "HEAD")
     if on_branch:
         return f"{path} is on a branch, not detached as the pool left it"
@@ -395,7 +402,7 @@ def _remove(settings: Settings, name: str) -> str | None:
     entry = read(settings)["entries"].get(name)
     if entry is None:
         return None
-    reason = proven_empty(settings, entry)
+    reason = proven_empty(settings, entry, removing=True)
     if reason:
         _update(settings, lambda data: data["entries"].get(name, {}).update(status="kept", pid=None, reason=reason))
         return reason
@@ -448,7 +455,7 @@ def _repair(settings: Settings, name: str, entry: dict, problem: dict) -> None:
         if problem["kept"]:
             return
     elif entry["status"] == "filling" or not entry.get("ready_at"):
-        reason = proven_empty(settings, entry)
+        reason = proven_empty(settings, entry, removing=True)
         if reason:
             _update(settings, lambda data: data["entries"][name].update(status="kept", pid=None, reason=reason))
             problem["kept"] = reason
@@ -553,28 +560,53 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
 def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str) -> None:
     """A take a killed run began is finished only while nobody worked in the worktree since. Between
     the kill and this run an agent may have committed on the detached HEAD the kill left (the
-    switch's new HEAD would orphan those commits), or edited tracked files (its reset would
-    overwrite them). Then nothing is touched and the user is told how to keep them. A tracked file
-    that holds the pool commit's version or the base's is nobody's work: a kill inside the switch's
-    own checkout leaves a mix of both. Untracked files are left alone by the reset, so they count
-    for nothing here; the files the fill hid are Grove's (its placeholders)."""
+    switch's new HEAD would orphan those commits), or changed files the switch's reset would
+    overwrite or delete. Then nothing is touched and the user is told how to keep them.
+
+    What a path may hold and still be nobody's work: the pool commit's version or the base's (a kill
+    inside the switch's checkout leaves a mix), nothing (the reset restores it), an untracked file
+    in neither commit (the reset leaves it), the fill's own files as it left them, including the
+    placeholders it hid (skip-worktree) while they are as it wrote them."""
     head = git.rev(target, "HEAD")
     if head not in (entry.get("commit"), base_commit):
         _refuse_half_taken(adw_id, target, f"committed in since (HEAD at {str(head)[:10]})")
-    if not (target / ".git").is_file() or not (git.own_admin_dir(target) / "index").is_file():
-        return  # killed before the fill's checkout was complete: nothing there is anyone's yet
-    hidden = {e[2:] for e in git.git(target, "ls-files", "-v", "-z").split("\0") if e[:2] == "S "}
-    own_tracked = entry.get("own_tracked") or {}
+    if not (target / ".git").is_file():
+        _refuse_half_taken(adw_id, target, "left without its .git file since")
+    index = git.own_admin_dir(target) / "index"
+    listed = git.git(target, "ls-files", "-v", "-z").split("\0") if index.is_file() else []
+    staged, hidden = {e[2:] for e in listed if e}, {e[2:] for e in listed if e[:2] == "S "}
+    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
+    pool_commit: str = entry.get("commit") or head or base_commit
 
-    def changed_from(rev: str) -> set[str]:
-        raw = worktree.status_against(target, rev, untracked="no")
-        return {e[3:] for e in raw.split("\0") if len(e) > 3} - hidden
+    def changes(rev: str) -> dict[str, str]:
+        raw = worktree.status_against(target, rev, index=index)
+        return {e[3:]: e[:2] for e in raw.split("\0") if len(e) > 3}
 
-    edited = changed_from(entry.get("commit") or head) & changed_from(base_commit)
-    mine = _hashes(target, [rel for rel in edited if rel in own_tracked])
-    edited = {rel for rel in edited if not (rel in own_tracked and mine.get(rel) == own_tracked[rel])}
+    old, new = changes(pool_commit), changes(base_commit)
+    edited = {rel for rel in old.keys() & new.keys() - hidden
+              if " D" not in (old[rel], new[rel])
+              and not (old[rel] == new[rel] == "??" and rel not in staged)
+              and not generated.unchanged(target / rel, own.get(rel))}
+    # A hidden file git does not compare: one no longer as the fill wrote it (an entry filled before
+    # Grove recorded that counts as unchanged) holding neither commit's version was edited.
+    written = entry.get("own_written")
+    touched = [rel for rel in hidden if written is not None and not generated.unchanged(target / rel, written.get(rel))]
+    edited |= set(touched)
+    mine = _hashes(target, [rel for rel in edited if rel in own_tracked or rel in touched])
+    versions = _blobs(target, pool_commit, touched) | _blobs(target, base_commit, touched)
+    edited = {rel for rel in edited if not (rel in own_tracked and mine.get(rel) == own_tracked[rel])
+              and not (rel in touched and (mine.get(rel) is None or mine[rel] in versions))}
     if edited:
-        _refuse_half_taken(adw_id, target, f"its files edited since ({', '.join(sorted(edited)[:5])})")
+        _refuse_half_taken(adw_id, target, f"changed since, in files the switch would overwrite "
+                                           f"({', '.join(sorted(edited)[:5])})")
+
+
+def _blobs(path: Path, rev: str, rels: list[str]) -> set[str]:
+    """The blob ids ``rev`` holds at ``rels`` (`git ls-tree`)."""
+    if not rels:
+        return set()
+    out = git.git(path, "ls-tree", "-z", rev, "--", *rels)
+    return {e.split()[2] for e in out.split("\0") if e}
 
 
 def _refuse_half_taken(adw_id: str, target: Path, what: str) -> NoReturn:
@@ -833,7 +865,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         _reset_files(settings, path, new)
         fault("pool", "after", "refresh")
         values, digest = placeholder_values(settings, name), env_digest(settings)
-        _write_files(settings, path, values)
+        own_written = _write_files(settings, path, values)
         dirs = deps.install_dirs(settings, path)  # ADW_INSTALL_DIRS, or the projects detected at the new base
         again = [d for d in dirs if d not in entry.get("installed", ()) or _lock_changed(d, changed)]
         for d in again:
@@ -856,7 +888,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
     own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
          env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(dirs),
-         db_reset=settings.db_reset)
+         db_reset=settings.db_reset, own_written=own_written)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None
@@ -872,7 +904,7 @@ def _between(path: Path, old: str, new: str, entry: dict) -> str | None:
     own = entry.get("own") or {}
 
     def dirty(rev: str) -> set[str]:
-        raw = worktree.status_against(path, rev)
+        raw = worktree.status_against(path, rev, index=git.own_admin_dir(path) / "index")
         return {e[3:] for e in raw.split("\0") if len(e) > 3
                 and not (e[:2] == "??" and generated.unchanged(path / e[3:], own.get(e[3:])))}
 

@@ -200,26 +200,30 @@ def _config_env(key: str, value: str) -> dict[str, str]:
     return {"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": key, f"GIT_CONFIG_VALUE_{n}": value}
 
 
-def status_against(path: Path, rev: str, untracked: str = "all", git_dir: Path | None = None) -> str:
+def status_against(path: Path, rev: str, untracked: str = "all", index: Path | None = None) -> str:
     """``path``'s files against ``rev`` in `git status --porcelain -z`'s form (" M a", " D b", "?? c"),
     through a scratch index: files on disk are compared, never touched, and neither the worktree's
     own index nor a lock a killed git left on it is used (for a worktree with no index). Plumbing, not
     `git status`, which also compares with HEAD: a HEAD a killed `git worktree add` left null fails it.
-    ``git_dir``: the repository's, for a directory whose own `.git` cannot be read (git is then told
-    where both are, never left to walk up). ``untracked``: "all" or "no"."""
+    ``index``: the worktree's own, when it has one: the scratch index starts as a copy, so a file
+    unchanged since git last wrote it is not hashed again (a file committed with CRLF that its
+    attributes now normalise would otherwise differ from every commit). ``untracked``: "all" or "no"."""
     import tempfile
 
-    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=git_dir or git.own_admin_dir(path))
+    fd, scratch = tempfile.mkstemp(prefix="grove-compare-index-", dir=git.own_admin_dir(path))
     os.close(fd)
     os.unlink(scratch)  # read-tree makes it (an empty file is not an index)
-    git_at = ["git", "--git-dir", git_dir, "--work-tree", path] if git_dir else ["git", "-C", path]
     try:
         env = {"GIT_INDEX_FILE": scratch}
-        proc.run([*git_at, "read-tree", rev], env=env, what="git read-tree")
-        proc.run([*git_at, "update-index", "-q", "--refresh"], cwd=path, env=env, check=False)  # stat info only
-        fields = proc.run([*git_at, "diff-files", "--name-status", "-z"], cwd=path, env=env).stdout.split("\0")
+        if index is not None and index.is_file():
+            shutil.copyfile(index, scratch)  # `read-tree -m`: entries that match keep their stat info
+        git_here = ["git", "-C", str(path)]
+        proc.run([*git_here, "read-tree", *(["-m"] if Path(scratch).exists() else []), rev], env=env,
+                 what="git read-tree")
+        proc.run([*git_here, "update-index", "-q", "--refresh"], env=env, check=False)  # stat info only
+        fields = proc.run([*git_here, "diff-files", "--name-status", "-z"], env=env).stdout.split("\0")
         changed = [f" {kind} {name}" for kind, name in zip(fields[::2], fields[1::2])]
-        others = proc.run([*git_at, "ls-files", "-z", "--others", "--exclude-standard"], cwd=path,
+        others = proc.run([*git_here, "ls-files", "-z", "--others", "--exclude-standard"],
                           env=env).stdout.split("\0") if untracked == "all" else []
         return "".join(e + "\0" for e in changed + [f"?? {o}" for o in others if o])
     finally:
