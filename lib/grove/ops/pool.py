@@ -595,10 +595,25 @@ def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str)
     mine = _hashes(target, [rel for rel in edited if rel in own_tracked or rel in touched])
     versions = _blobs(target, pool_commit, touched) | _blobs(target, base_commit, touched)
     edited = {rel for rel in edited if not (rel in own_tracked and mine.get(rel) == own_tracked[rel])
-              and not (rel in touched and (mine.get(rel) is None or mine[rel] in versions))}
+              and not (rel in touched and (mine.get(rel) is None or mine[rel] in versions))
+              and not _part_written(target, rel, (pool_commit, base_commit))}
     if edited:
         _refuse_half_taken(adw_id, target, f"changed since, in files the switch would overwrite "
                                            f"({', '.join(sorted(edited)[:5])})")
+
+
+def _part_written(path: Path, rel: str, revs: tuple[str, ...]) -> bool:
+    """Whether ``rel`` holds the start of one commit's version: a file git's checkout was writing
+    when it was killed (cut short, or still empty). Every byte of it is in that commit."""
+    file = path / rel
+    if file.is_symlink() or not file.is_file():
+        return False
+    written = file.read_bytes()
+    for rev in revs:
+        out = proc.run(["git", "-C", path, "cat-file", "blob", f"{rev}:{rel}"], check=False, raw=True)
+        if out.returncode == 0 and out.stdout.startswith(written):
+            return True
+    return False
 
 
 def _blobs(path: Path, rev: str, rels: list[str]) -> set[str]:
