@@ -532,21 +532,22 @@ def test_a_half_taken_worktree_someone_committed_in_is_never_switched_over(repo)
     done = inv_json(repo, "teardown", "--adw-id", "k2", "--force")
     assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done
 
-def test_a_half_taken_worktree_someone_edited_is_never_reset_over(repo):
-    """Likewise for uncommitted edits: the switch's reset would overwrite an edited tracked file. The
-    re-run refuses and changes nothing, and teardown --force keeps the edit under refs/grove-salvage/."""
+def _salvaged(repo: Path, adw_id: str, path: str) -> list[str]:
+    refs = git(repo, "for-each-ref", "--format=%(refname)", f"refs/grove-salvage/{adw_id}/").split()
+    return [git(repo, "show", f"{ref}:{path}") for ref in refs]
+
+
+def test_a_half_taken_worktree_someone_edited_is_saved_before_the_take_is_finished(repo):
+    """Likewise for uncommitted edits: the switch's reset overwrites an edited tracked file. The re-run
+    saves the edit under refs/grove-salvage/ first, then finishes the take and says where it is."""
     light(repo)
     inv_json(repo, "pool", "--size", "1")
     wt = _half_taken(repo, "k3")
     (wt / "README.md").write_text("edited on the detached HEAD the kill left\n")
-    again = inv(repo, "setup", "--adw-id", "k3")
-    assert again.returncode == 1 and "would overwrite (README.md)" in again.stderr, again.stderr
-    assert (wt / "README.md").read_text() == "edited on the detached HEAD the kill left\n"
-    assert git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD", "HEAD was switched over the edit"
-    again = inv(repo, "setup", "--adw-id", "k3")  # a refusal is no pass for the next run either
-    assert again.returncode == 1 and (wt / "README.md").read_text() == "edited on the detached HEAD the kill left\n"
-    done = inv_json(repo, "teardown", "--adw-id", "k3", "--force")
-    assert git(repo, "show", f"{done['salvage_ref']}:README.md") == "edited on the detached HEAD the kill left"
+    done = inv(repo, "setup", "--adw-id", "k3")
+    assert done.returncode == 0 and git(wt, "rev-parse", "--abbrev-ref", "HEAD") == "adw/k3"
+    assert _salvaged(repo, "k3", "README.md") == ["edited on the detached HEAD the kill left"]
+    assert "since the killed run is saved in refs/grove-salvage/k3/" in done.stderr, done.stderr
 
 
 def test_a_half_taken_worktree_with_only_new_files_is_finished_and_keeps_them(repo):
@@ -654,35 +655,53 @@ def _half_taken(repo: Path, adw_id: str) -> Path:
     return repo / "trees" / adw_id
 
 
-@pytest.mark.parametrize("work", ["a file where the base adds one", "a staged new file",
-                                  "an edit, and the index deleted", "an edit to a tracked env file the fill hid"])
-def test_a_half_taken_worktree_with_work_the_switch_would_lose_is_never_switched_over(repo, work):
-    """What the switch's `reset --hard` would overwrite or delete: an untracked file at a path the
-    base adds, a staged file in neither commit, an edit whose index someone deleted (`rm index` after
-    "index file corrupt"), an edit to a hidden (skip-worktree) env file. The re-run refuses with exit 1
-    and the work is where it was (found reviewing the resumed take)."""
-    if work.endswith("the fill hid"):
-        (repo / ".env").write_text("APP_MODE=dev\n")
-        git(repo, "add", "-f", ".env")
-        git(repo, "commit", "-qm", "a tracked env file")
+@pytest.mark.parametrize("work", ["a file where the base adds one", "a directory where the base adds a file",
+                                  "a staged new file", "an edit, and the index deleted",
+                                  "an edit marked assume-unchanged"])
+def test_a_half_taken_worktree_with_work_the_switch_would_lose_is_saved_first(repo, work):
+    """What the switch's `reset --hard` overwrites or deletes, whatever shape it has: an untracked file
+    at a path the base adds, files in a directory where the base adds a file, a staged file in neither
+    commit, an edit whose index someone deleted (`rm index` after "index file corrupt"), an edit git
+    was told to assume unchanged. Each is in the salvage ref before the re-run finishes the take
+    (found reviewing the resumed take: a rule for "nobody's work" missed some of them every time)."""
     light(repo)
     inv_json(repo, "pool", "--size", "1")
-    if work == "a file where the base adds one":
+    if work.startswith("a file where"):
         commit_file(repo, "notes.txt", "the base's notes\n")
-        git(repo, "push", "-q", "origin", "main")
+    if work.startswith("a directory where"):
+        commit_file(repo, "notes", "the base's notes\n")
+    git(repo, "push", "-q", "origin", "main")
     wt = _half_taken(repo, "k5")
-    name, text = {"a file where the base adds one": ("notes.txt", "the agent's own notes\n"),
-                  "a staged new file": ("new_module.py", "print('the agent wrote this')\n"),
-                  "an edit, and the index deleted": ("README.md", "the agent's edit\n")}.get(
-        work, (".env", (wt / ".env").read_text() + "MY_SECRET=the agent's\n"))
-    (wt / name).write_text(text)
+    name, text = {"a file where the base adds one": ("notes.txt", "the agent's own notes"),
+                  "a directory where the base adds a file": ("notes/mine.md", "the agent's own notes"),
+                  "a staged new file": ("new_module.py", "print('the agent wrote this')")}.get(
+        work, ("README.md", "the agent's edit"))
+    (wt / name).parent.mkdir(parents=True, exist_ok=True)
+    (wt / name).write_text(text + "\n")
     if work == "a staged new file":
         git(wt, "add", name)
     if work.endswith("index deleted"):
         (Path(git(wt, "rev-parse", "--absolute-git-dir")) / "index").unlink()
-    again = inv(repo, "setup", "--adw-id", "k5")
-    assert again.returncode == 1 and "would overwrite" in again.stderr and name in again.stderr, again.stderr
-    assert (wt / name).read_text() == text
+    if work.endswith("assume-unchanged"):
+        git(wt, "update-index", "--assume-unchanged", name)
+    assert inv_json(repo, "setup", "--adw-id", "k5")["status"] == "created"
+    assert _salvaged(repo, "k5", name) == [text]
+
+
+def test_a_half_taken_worktree_whose_hidden_env_file_was_edited_is_never_switched_over(repo):
+    """An edit to a tracked env file the fill hid (skip-worktree) holds the agent's env, which never
+    goes into a git object: the re-run refuses with exit 1 and the edit stays where it is."""
+    (repo / ".env").write_text("APP_MODE=dev\n")
+    git(repo, "add", "-f", ".env")
+    git(repo, "commit", "-qm", "a tracked env file")
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    wt = _half_taken(repo, "k9")
+    text = (wt / ".env").read_text() + "MY_SECRET=the agent's\n"
+    (wt / ".env").write_text(text)
+    again = inv(repo, "setup", "--adw-id", "k9")
+    assert again.returncode == 1 and "hidden env files edited since (.env)" in again.stderr, again.stderr
+    assert (wt / ".env").read_text() == text
 
 
 KILL_INSIDE_CHECKOUT = """#!/bin/sh

@@ -265,3 +265,22 @@ def test_a_refresh_in_progress_is_seen_as_alive_and_never_resumed_by_another_pro
     pool.refresh(settings, "main", new, Reporter(quiet=True))
     [(status, alive, problems)] = seen
     assert status == "refreshing" and alive and problems == []  # nothing for doctor --fix to resume
+
+
+def test_a_refresh_killed_after_writing_a_file_both_commits_hold_converges(repo):
+    """The resumed refresh compares each file with both commits through a copy of the entry's index
+    (`read-tree -m`, keeping stat info). Without `-i`, git refused the whole read for a file the new
+    commit changes that was no longer as the index had it ("not uptodate. Cannot merge"), the very
+    file the killed checkout had written, and doctor --fix failed on every run (found by a review)."""
+    light(repo)
+    commit_file(repo, "a.txt", "old a\n")
+    git(repo, "push", "-q", "origin", "main")
+    inv_json(repo, "pool", "--size", "1")
+    commit_file(repo, "a.txt", "new a\n")
+    git(repo, "push", "-q", "origin", "main")
+    new = git(repo, "rev-parse", "HEAD")
+    assert inv(repo, "pool", "--size", "1", env={"GROVE_FAULT": "pool:before:refresh"}).returncode == -signal.SIGKILL
+    (entry,) = pool_entries(repo).values()
+    (Path(entry["path"]) / "a.txt").write_text("new a\n")  # as the killed checkout wrote it
+    inv(repo, "doctor", "--fix", "--json")
+    _converges(repo, new)

@@ -56,13 +56,11 @@ def run(
     what: str | None = None,
     input: str | None = None,
     inherit: bool = True,
-    raw: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run ``args`` and capture its output; raise GroveError (exit 1) when it fails and ``check``.
 
     Output is decoded as UTF-8 with surrogate escapes: a file name that is not UTF-8 survives the
-    round trip into git's arguments instead of raising UnicodeDecodeError mid-teardown. ``raw``:
-    bytes as they are instead (a file's content: text mode would also turn CRLF into LF).
+    round trip into git's arguments instead of raising UnicodeDecodeError mid-teardown.
     """
     argv = [os.fspath(a) for a in args]
     label = what or " ".join(argv[:3])
@@ -74,8 +72,8 @@ def run(
             stdin=None if input is not None else subprocess.DEVNULL,
             input=input,
             capture_output=True,
-            encoding=None if raw else "utf-8",
-            errors=None if raw else "surrogateescape",
+            encoding="utf-8",
+            errors="surrogateescape",
             timeout=timeout,
         )
     except FileNotFoundError as exc:
@@ -83,9 +81,7 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise GroveError(f"{label}: timed out after {timeout:.0f}s", hint=f"in {cwd or os.getcwd()}") from exc
     if check and result.returncode != 0:
-        output = result.stderr or result.stdout
-        raise GroveError(f"{label} failed (exit {result.returncode}): "
-                         f"{tail(output.decode(errors='replace') if raw else output)}")
+        raise GroveError(f"{label} failed (exit {result.returncode}): {tail(result.stderr or result.stdout)}")
     return result
 
 

@@ -228,7 +228,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
             own_tracked=own_tracked, own_ignored=own_ignored, installed=list(deps.install_dirs(settings, path)),
-            db_reset=settings.db_reset, own_written=own_written))
+            installs_detected=settings.detect_installs, db_reset=settings.db_reset, own_written=own_written))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
         if own_tracked:
             report.warn(f"pool {name}: the fill itself changed tracked files: {', '.join(sorted(own_tracked))} "
@@ -244,7 +244,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
 def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict[str, list[int]]:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
     writes the final path. Returns what it wrote, path -> [size, mtime_ns]: a hidden file that no
-    longer is as written was edited by someone (its edits are nobody's to reset, _require_untouched)."""
+    longer is as written was edited by someone (_save_work_done_since)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     worktree.hide(settings, path, written)
     return {rel: [st.st_size, st.st_mtime_ns] for rel in written if (st := (path / rel).lstat())}
@@ -542,9 +542,10 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
             if not resuming:
                 undo.worktree = True
             fault("pool", "after", "move")
+            salvaged = None
             if not (resuming and git.ok(target, "symbolic-ref", "-q", "HEAD")):
                 if resuming:
-                    _require_untouched(adw_id, entry, target, base_commit)
+                    salvaged = _save_work_done_since(settings, adw_id, entry, target, base_commit)
                 # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
                 owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
                 _switch(settings, target, branch, base_commit)
@@ -554,74 +555,41 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
     finally:
         if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here
             _update(settings, lambda data: data["entries"].pop(entry["name"], None))
-    return _refresh(settings, entry, target, base_commit)
+    taken = _refresh(settings, entry, target, base_commit)
+    if salvaged:
+        taken.detail += f"; what was changed in it since the killed run is saved in {salvaged}"
+    return taken
 
 
-def _require_untouched(adw_id: str, entry: dict, target: Path, base_commit: str) -> None:
-    """A take a killed run began is finished only while nobody worked in the worktree since. Between
-    the kill and this run an agent may have committed on the detached HEAD the kill left (the
-    switch's new HEAD would orphan those commits), or changed files the switch's reset would
-    overwrite or delete. Then nothing is touched and the user is told how to keep them.
+def _save_work_done_since(settings: Settings, adw_id: str, entry: dict, target: Path, base_commit: str) -> str | None:
+    """Before a re-run finishes a take a killed run began, keep what was done in the worktree since:
+    the switch's `reset --hard` overwrites and deletes files. Returns the salvage ref, if one was made.
 
-    What a path may hold and still be nobody's work: the pool commit's version or the base's (a kill
-    inside the switch's checkout leaves a mix), nothing (the reset restores it), an untracked file
-    in neither commit (the reset leaves it), the fill's own files as it left them, including the
-    placeholders it hid (skip-worktree) while they are as it wrote them."""
+    Commits made on the detached HEAD the kill left would be orphaned by the switch's new HEAD, and
+    an edit to a file the fill hid holds the agent's env (never put in a git object): both refuse,
+    changing nothing. Everything else that differs from HEAD (edits, staged and new files, files a
+    killed checkout left part-way) goes to refs/grove-salvage/ first, as a teardown's salvage does:
+    no rule about what is nobody's work can be trusted to be right for every file. The fill's own
+    files, as it left them, stay out of it.
+    """
     head = git.rev(target, "HEAD")
     if head not in (entry.get("commit"), base_commit):
         _refuse_half_taken(adw_id, target, f"committed in since (HEAD at {str(head)[:10]})")
-    if not (target / ".git").is_file():
-        _refuse_half_taken(adw_id, target, "left without its .git file since")
-    index = git.own_admin_dir(target) / "index"
-    listed = git.git(target, "ls-files", "-v", "-z").split("\0") if index.is_file() else []
-    staged, hidden = {e[2:] for e in listed if e}, {e[2:] for e in listed if e[:2] == "S "}
-    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
-    pool_commit: str = entry.get("commit") or head or base_commit
-
-    def changes(rev: str) -> dict[str, str]:
-        raw = worktree.status_against(target, rev, index=index)
-        return {e[3:]: e[:2] for e in raw.split("\0") if len(e) > 3}
-
-    old, new = changes(pool_commit), changes(base_commit)
-    edited = {rel for rel in old.keys() & new.keys() - hidden
-              if " D" not in (old[rel], new[rel])
-              and not (old[rel] == new[rel] == "??" and rel not in staged)
-              and not generated.unchanged(target / rel, own.get(rel))}
-    # A hidden file git does not compare: one no longer as the fill wrote it (an entry filled before
-    # Grove recorded that counts as unchanged) holding neither commit's version was edited.
-    written = entry.get("own_written")
-    touched = [rel for rel in hidden if written is not None and not generated.unchanged(target / rel, written.get(rel))]
-    edited |= set(touched)
-    mine = _hashes(target, [rel for rel in edited if rel in own_tracked or rel in touched])
-    versions = _blobs(target, pool_commit, touched) | _blobs(target, base_commit, touched)
-    edited = {rel for rel in edited if not (rel in own_tracked and mine.get(rel) == own_tracked[rel])
-              and not (rel in touched and (mine.get(rel) is None or mine[rel] in versions))
-              and not _part_written(target, rel, (pool_commit, base_commit))}
-    if edited:
-        _refuse_half_taken(adw_id, target, f"changed since, in files the switch would overwrite "
-                                           f"({', '.join(sorted(edited)[:5])})")
-
-
-def _part_written(path: Path, rel: str, revs: tuple[str, ...]) -> bool:
-    """Whether ``rel`` holds the start of one commit's version: a file git's checkout was writing
-    when it was killed (cut short, or still empty). Every byte of it is in that commit."""
-    file = path / rel
-    if file.is_symlink() or not file.is_file():
-        return False
-    written = file.read_bytes()
-    for rev in revs:
-        out = proc.run(["git", "-C", path, "cat-file", "blob", f"{rev}:{rel}"], check=False, raw=True)
-        if out.returncode == 0 and out.stdout.startswith(written):
-            return True
-    return False
-
-
-def _blobs(path: Path, rev: str, rels: list[str]) -> set[str]:
-    """The blob ids ``rev`` holds at ``rels`` (`git ls-tree`)."""
-    if not rels:
-        return set()
-    out = git.git(path, "ls-tree", "-z", rev, "--", *rels)
-    return {e.split()[2] for e in out.split("\0") if e}
+    preserve.require_checkout(target)
+    listed = git.git(target, "ls-files", "-v", "-z").split("\0")
+    written = entry.get("own_written") or {}
+    edited_hidden = [e[2:] for e in listed if e[:2] == "S " and e[2:] in written
+                     and not generated.unchanged(target / e[2:], written[e[2:]])]
+    if edited_hidden:
+        _refuse_half_taken(adw_id, target, f"its hidden env files edited since ({', '.join(edited_hidden[:5])})")
+    own_tracked = entry.get("own_tracked") or {}
+    mine = _hashes(target, [rel for rel in own_tracked if (target / rel).is_file()])
+    fills = [*(rel for rel, fp in (entry.get("own") or {}).items() if generated.unchanged(target / rel, fp)),
+             *(rel for rel, blob in own_tracked.items() if mine.get(rel) == blob)]
+    ref, nested = preserve.salvage(settings.repo, adw_id, target, (*worktree.generated_files(settings), *fills))
+    if nested:
+        _refuse_half_taken(adw_id, target, f"given a repository of its own since ({', '.join(nested[:5])})")
+    return ref
 
 
 def _refuse_half_taken(adw_id: str, target: Path, what: str) -> NoReturn:
@@ -718,7 +686,10 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) ->
     # What the reset reads counts among its inputs, included files too (issue 20, item 8).
     changed = _changed(target, old, base_commit) | set(included)
     reasons = {}
-    dirs = deps.install_dirs(settings, target)
+    # At the commit it was filled at, the projects detected then are the projects now (a take is on
+    # every pooled setup's clock, issue 24): detection lists the tracked tree again only after a move.
+    same = old == base_commit and settings.detect_installs and entry.get("installs_detected") and "installed" in entry
+    dirs = tuple(entry["installed"]) if same else deps.install_dirs(settings, target)
     for d in dirs:
         if d not in entry.get("installed", dirs):
             reasons[d] = "not an install dir when the pool was filled"
@@ -903,7 +874,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
     own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
          env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(dirs),
-         db_reset=settings.db_reset, own_written=own_written)
+         installs_detected=settings.detect_installs, db_reset=settings.db_reset, own_written=own_written)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None

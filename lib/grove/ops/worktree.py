@@ -218,7 +218,9 @@ def status_against(path: Path, rev: str, untracked: str = "all", index: Path | N
         if index is not None and index.is_file():
             shutil.copyfile(index, scratch)  # `read-tree -m`: entries that match keep their stat info
         git_here = ["git", "-C", str(path)]
-        proc.run([*git_here, "read-tree", *(["-m"] if Path(scratch).exists() else []), rev], env=env,
+        # -i: compare, never check the files on disk (without it, an entry ``rev`` changes whose
+        # file differs from the index fails the whole read: "not uptodate. Cannot merge").
+        proc.run([*git_here, "read-tree", *(["-m", "-i"] if Path(scratch).exists() else []), rev], env=env,
                  what="git read-tree")
         proc.run([*git_here, "update-index", "-q", "--refresh"], env=env, check=False)  # stat info only
         fields = proc.run([*git_here, "diff-files", "--name-status", "-z"], env=env).stdout.split("\0")

@@ -160,7 +160,10 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
     (issue 20, item 14a). Salvage runs only inside the worktree itself (``require_checkout``).
     """
     require_checkout(worktree)
-    if not git.dirty_files(worktree) and not hidden_edits:
+    # `git update-index --assume-unchanged` (a lower-case tag) hides an edit from `git status` and
+    # `git add`: such files are compared again in the scratch index.
+    assumed = [e[2:] for e in git.git(worktree, "ls-files", "-v", "-z").split("\0") if e[:1].islower()]
+    if not git.dirty_files(worktree) and not hidden_edits and not assumed:
         return None, []
     head = git.git(worktree, "rev-parse", "HEAD")
     index = Path(git.git(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
@@ -177,6 +180,8 @@ def salvage(repo: Path, adw_id: str, worktree: Path, generated: tuple[str, ...] 
         staged = proc.run(["git", "-C", worktree, "write-tree"], env=env, check=False).stdout.strip()
         if hidden_edits:
             proc.run(["git", "-C", worktree, "update-index", "--no-skip-worktree", "--", *hidden_edits], env=env)
+        if assumed:
+            proc.run(["git", "-C", worktree, "update-index", "--no-assume-unchanged", "--", *assumed], env=env)
         proc.run(["git", "-C", worktree, "add", "-A", "--", "."], env=env, what="git add (salvage)")
         if generated:
             proc.run(["git", "-C", worktree, "reset", "-q", "--", *generated], env=env, check=False)
