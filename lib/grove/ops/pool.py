@@ -247,7 +247,8 @@ def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict
     longer is as written was edited by someone (_save_work_done_since)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     worktree.hide(settings, path, written)
-    return {rel: [st.st_size, st.st_mtime_ns] for rel in written if (st := (path / rel).lstat())}
+    return {rel: [st.st_size, st.st_mtime_ns] for rel in written
+            if os.path.lexists(path / rel) and (st := (path / rel).lstat())}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
