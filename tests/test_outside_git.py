@@ -407,3 +407,21 @@ def test_salvage_keeps_the_staged_version_and_the_working_copy(repo):
     assert git(repo, "show", f"{ref}:README.md") == "working copy"
     assert git(repo, "show", f"{ref}^2:README.md") == "staged version"
     assert git(repo, "rev-parse", f"{ref}^1") == git(repo, "rev-parse", f"{ref}^2^1"), "both on the agent's HEAD"
+
+
+def test_an_edit_to_a_tracked_env_file_grove_hid_is_archived_at_teardown(repo):
+    """A repository that tracks its `.env` (defaults, no secrets): Grove lays the agent's ports over
+    it and hides it (skip-worktree). An edit the agent makes there is neither salvaged (Grove's env
+    files never go into a git object) nor an ignored file: teardown --force deleted it. It is moved
+    to the agent's archive like an ignored file."""
+    (repo / ".env").write_text("APP_MODE=dev\n")
+    git(repo, "add", "-f", ".env")
+    git(repo, "commit", "-qm", "a tracked env file")
+    git(repo, "push", "-q", "origin", "main")
+    inv_json(repo, "setup", "--adw-id", "n1")
+    wt = repo / "trees/n1"
+    edited = (wt / ".env").read_text() + "MY_SECRET=the agent's\n"
+    (wt / ".env").write_text(edited)
+    done = inv_json(repo, "teardown", "--adw-id", "n1", "--force")
+    assert ".env" in done["archive"]["paths"]
+    assert (Path(done["archive"]["path"]) / "files/.env").read_text() == edited

@@ -475,8 +475,11 @@ def _to_archive(settings: Settings, path: Path, values: dict[str, str] | None, b
     if values is None:
         values = agent_values(settings, path.name)
     own = generated.own_unchanged(settings, path, values, generated.recorded(path))
-    return archive.worth_keeping(path, settings.regenerable_dirs,
-                                 own if also_own is None else lambda rel: also_own(rel) or own(rel))
+    ignored = archive.worth_keeping(path, settings.regenerable_dirs,
+                                    own if also_own is None else lambda rel: also_own(rel) or own(rel))
+    # A tracked env file Grove hid and the agent edited: salvage leaves Grove's env files out (they
+    # hold secrets, never put in a git object), so the edit is kept here, with the ignored files.
+    return sorted(set(ignored) | set(n for n in hidden_edits(settings, path) if n in generated_files(settings)))
 
 
 def agent_values(settings: Settings, adw_id: str) -> dict[str, str] | None:
