@@ -183,7 +183,7 @@ MUTATIONS = [
          tests=["tests/test_pool.py::test_a_half_taken_worktree_someone_committed_in_is_never_switched_over"]),
     dict(id="resume-take-over-edits", mechanism="pool refresh", file="lib/grove/ops/pool.py",
          why="a re-run finishes a half-taken pooled worktree over files changed since the kill, unsaved",
-         edits=[("    ref, nested = preserve.salvage(settings.repo, adw_id, target, (*worktree.generated_files(settings), *fills))\n",
+         edits=[("    ref, nested = preserve.salvage(settings.repo, adw_id, target, (*worktree.generated_files(settings), *sorted(fills)))\n",
                  "    ref, nested = None, []\n")],
          tests=["tests/test_pool.py::test_a_half_taken_worktree_someone_edited_is_saved_before_the_take_is_finished"]),
     dict(id="pool-unreadable-entry-kept", mechanism="pool refresh", file="lib/grove/ops/pool.py",

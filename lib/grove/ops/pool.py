@@ -121,14 +121,7 @@ def included_state(settings: Settings) -> dict[str, list[int]]:
     """The main checkout's files `.worktreeinclude` copies: path -> [size, mtime_ns] (copies keep mtimes)."""
     from ..resources import include
 
-    out = {}
-    for rel in include.listed(settings):
-        try:
-            st = (settings.repo / rel).lstat()
-        except OSError:
-            continue
-        out[rel] = [st.st_size, st.st_mtime_ns]
-    return out
+    return generated.fingerprints(settings.repo, include.listed(settings))
 
 
 def env_digest(settings: Settings) -> str:
@@ -247,8 +240,7 @@ def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict
     longer is as written was edited by someone (_save_work_done_since)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     worktree.hide(settings, path, written)
-    return {rel: [st.st_size, st.st_mtime_ns] for rel in written
-            if os.path.lexists(path / rel) and (st := (path / rel).lstat())}
+    return generated.fingerprints(path, written)
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -349,27 +341,29 @@ def _unless_only_the_fills(path: Path, entry: dict, raw: str) -> str | None:
     # A tracked file missing from disk is no one's work (its content is in the commit); anything
     # untracked or changed may be, except the untracked files the fill itself made (a reset
     # script's database that is not git-ignored), as long as they are as the fill left them.
-    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
-    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")
-            and not (e[:2] == "??" and generated.unchanged(path / e[3:], own.get(e[3:])))]
-    # A tracked file the fill's own install rewrote (a stale uv.lock) is Grove's while it is as the
-    # fill left it: otherwise every entry was "kept", none served, none drained (issue 20, item 9).
-    mine = _hashes(path, [w for w in work if w in own_tracked])
-    work = [w for w in work if not (w in own_tracked and mine.get(w) == own_tracked[w])]
+    work = [e[3:] for e in raw.split("\0") if len(e) > 3 and e[:2] not in (" D", "D ")]
+    fills = _still_the_fills(path, entry, work)
+    work = [w for w in work if w not in fills]
     if work:
         return f"{path} has changes: {', '.join(work[:5])}"
     return None
 
 
+def _still_the_fills(path: Path, entry: dict, rels: list[str]) -> set[str]:
+    """Those of ``rels`` that are the fill's own files as it left them: untracked ones it made (a
+    reset script's database that is not git-ignored) with the size and mtime it recorded, and
+    tracked ones its install rewrote (a stale uv.lock) with the content it left. Otherwise every
+    entry was "kept", none served, none drained (issue 20, item 9)."""
+    own, own_tracked = entry.get("own") or {}, entry.get("own_tracked") or {}
+    mine = _hashes(path, [rel for rel in rels if rel in own_tracked])
+    return {rel for rel in rels if generated.unchanged(path / rel, own.get(rel))
+            or (rel in own_tracked and mine.get(rel) == own_tracked[rel])}
+
+
 def _own_files(path: Path) -> dict[str, list[int]]:
     """The untracked, not ignored files a fill made (its installs and db reset): path -> [size, mtime]."""
     raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
-    own = {}
-    for e in raw.split("\0"):
-        if e[:3] == "?? ":
-            st = (path / e[3:]).lstat()
-            own[e[3:]] = [st.st_size, st.st_mtime_ns]
-    return own
+    return generated.fingerprints(path, [e[3:] for e in raw.split("\0") if e[:3] == "?? "])
 
 
 def _own_ignored(settings: Settings, path: Path) -> dict[str, list[int]]:
@@ -377,11 +371,7 @@ def _own_ignored(settings: Settings, path: Path) -> dict[str, list[int]]:
     [size, mtime], so a drain leaves them out only while they are as the fill left them (issue 20)."""
     from ..safety import archive
 
-    own = {}
-    for rel in archive.worth_keeping(path, settings.regenerable_dirs):
-        st = (path / rel).lstat()
-        own[rel] = [st.st_size, st.st_mtime_ns]
-    return own
+    return generated.fingerprints(path, archive.worth_keeping(path, settings.regenerable_dirs))
 
 
 def _own_tracked(path: Path) -> dict[str, str]:
@@ -583,11 +573,8 @@ def _save_work_done_since(settings: Settings, adw_id: str, entry: dict, target: 
                      and not generated.unchanged(target / e[2:], written[e[2:]])]
     if edited_hidden:
         _refuse_half_taken(adw_id, target, f"its hidden env files edited since ({', '.join(edited_hidden[:5])})")
-    own_tracked = entry.get("own_tracked") or {}
-    mine = _hashes(target, [rel for rel in own_tracked if (target / rel).is_file()])
-    fills = [*(rel for rel, fp in (entry.get("own") or {}).items() if generated.unchanged(target / rel, fp)),
-             *(rel for rel, blob in own_tracked.items() if mine.get(rel) == blob)]
-    ref, nested = preserve.salvage(settings.repo, adw_id, target, (*worktree.generated_files(settings), *fills))
+    fills = _still_the_fills(target, entry, [*(entry.get("own") or {}), *(entry.get("own_tracked") or {})])
+    ref, nested = preserve.salvage(settings.repo, adw_id, target, (*worktree.generated_files(settings), *sorted(fills)))
     if nested:
         _refuse_half_taken(adw_id, target, f"given a repository of its own since ({', '.join(nested[:5])})")
     return ref
@@ -791,13 +778,7 @@ def _refresh_included(settings: Settings, target: Path, entry: dict) -> list[str
     now = included_state(settings)
     recorded = entry.get("included")
     if recorded is None:  # filled by an older Grove: anything that differs counts, and the db is reset
-        recorded = {}
-        for rel in now:
-            try:
-                st = (target / rel).lstat()
-                recorded[rel] = [st.st_size, st.st_mtime_ns]
-            except OSError:
-                pass
+        recorded = generated.fingerprints(target, now)
     changed = sorted(rel for rel in now.keys() | recorded.keys() if now.get(rel) != recorded.get(rel))
     for rel in changed:
         dst = target / rel

@@ -67,10 +67,16 @@ def snapshot(settings: Settings, wt: Path) -> dict[str, list[int]]:
 
     A walk, not git: it runs around every db reset, and a setup's git calls are counted (issue 12).
     Only ignored files are ever looked up in what it finds, so tracked ones do no harm."""
+    return fingerprints(wt, archive.every_file(wt, (*settings.regenerable_dirs, ".git")))
+
+
+def fingerprints(root: Path, rels) -> dict[str, list[int]]:
+    """``rels`` under ``root`` as path -> [size, mtime_ns] (the symlink itself, not its target), the
+    ones that are not there left out: what ``unchanged`` compares a file with later."""
     out = {}
-    for rel in archive.every_file(wt, (*settings.regenerable_dirs, ".git")):
+    for rel in rels:
         try:
-            st = (wt / rel).lstat()
+            st = (root / rel).lstat()
         except OSError:
             continue
         out[rel] = [st.st_size, st.st_mtime_ns]
