@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, git, inv, inv_json
+from conftest import GROVE, commit_file, git, inv, inv_json, settings_for
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
 
 from grove.core import git as grove_git  # noqa: E402
+from grove.core.errors import GroveError  # noqa: E402
+from grove.resources import deps  # noqa: E402
 
 NAMES = [
     "adw/a1", "feature/TASK-1/x-1", "a", "main", "HEAD", "-x", "x-", "@", "a@b", "a@{b", "@{-1}", "a/.b", ".a",
@@ -60,7 +62,7 @@ def shim(tmp_path, monkeypatch):
     return log
 
 
-def test_a_new_agent_costs_six_git_calls(tmp_path, repo, shim):
+def test_a_new_agent_costs_five_git_calls(tmp_path, repo, shim):
     app = sample_app.build(tmp_path / "sample", None, None)
     inv_json(app, "setup", "--adw-id", "c1", "--no-install")
     first = shim.read_text().splitlines()
@@ -68,10 +70,87 @@ def test_a_new_agent_costs_six_git_calls(tmp_path, repo, shim):
     shim.write_text("")
     inv_json(app, "setup", "--adw-id", "c2", "--no-install")
     calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
-    # validation, fetch, add, checkout, hide (ls-files + skip-worktree on the MCP configs); the
-    # repository itself is found without git (config._plain_checkout).
-    assert [c.split()[0] for c in calls] == ["for-each-ref", "fetch", "worktree", "reset", "ls-files",
-                                            "update-index"], calls
+    # fetch, add, checkout, hide (ls-files + skip-worktree on the MCP configs); the repository is
+    # found without git (config._plain_checkout), validation reads the refs from git's files.
+    assert [c.split()[0] for c in calls] == ["fetch", "worktree", "reset", "ls-files", "update-index"], calls
+
+
+def test_a_pooled_take_at_the_newest_base_costs_six_git_calls(tmp_path, repo, shim):
+    """Issue 24: the take is on every pooled setup's clock. At the commit the entry was filled at,
+    with nothing changed or hidden in it, the switch's reset would write nothing: it is skipped."""
+    app = sample_app.build(tmp_path / "sample", None, None)
+    inv(app, "pool", "--size", "2", check=True)
+    assert inv_json(app, "setup", "--adw-id", "t1")["from_pool"]
+    shim.write_text("")
+    state = inv_json(app, "setup", "--adw-id", "t2")
+    calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
+    assert state["from_pool"] and state["base_commit"] == git(app, "rev-parse", "origin/main")
+    # fetch, the proof the entry is empty (status), move, branch, hide (ls-files + skip-worktree).
+    assert [c.split()[0] for c in calls] == ["fetch", "status", "worktree", "branch", "ls-files", "update-index"], calls
+    assert git(app / "trees/t2", "symbolic-ref", "HEAD") == "refs/heads/adw/t2"
+    assert git(app / "trees/t2", "status", "--porcelain") == ""
+
+
+def test_the_projects_are_listed_again_once_the_main_index_changes(repo, shim):
+    """Validation's project detection is cached by the index file's identity, written only once
+    validation passed: a project committed since (a new index) is found, one removed is gone."""
+    settings = settings_for(repo)
+
+    def detected() -> tuple[str, ...]:
+        found = deps.install_dirs(settings, settings.repo)
+        deps.remember_projects(settings)  # as a setup does once its validation passed
+        return found
+
+    before = detected()
+    shim.write_text("")
+    assert detected() == before and shim.read_text() == "", "answered from the cache"
+    commit_file(repo, "tools/web/package.json", '{"name": "web"}\n')
+    assert detected() == (*before, "tools/web")
+    git(repo, "rm", "-q", "--cached", "tools/web/package.json")
+    assert detected() == before
+    (repo / "agents/.grove/manifests").write_text("garbage\0\n\0")
+    assert detected() == before
+
+
+REF_STATES = ["loose", "packed", "both", "missing", "a directory", "symbolic"]
+
+
+@pytest.mark.parametrize("where", REF_STATES)
+def test_refs_are_read_from_git_s_files_as_git_reads_them(repo, where):
+    tip = git(repo, "rev-parse", "HEAD")
+    older = commit_file(repo, "r.txt", "r\n")
+    git(repo, "reset", "-q", "--hard", tip)
+    name = "refs/heads/probe"
+    if where in ("loose", "both", "packed"):
+        git(repo, "update-ref", name, older if where == "both" else tip)
+        if where in ("both", "packed"):
+            git(repo, "pack-refs", "--all")
+        if where == "both":
+            git(repo, "update-ref", name, tip)  # loose again, newer than the packed line
+    elif where == "a directory":
+        git(repo, "update-ref", f"{name}/below", tip)
+    elif where == "symbolic":
+        git(repo, "symbolic-ref", name, "refs/heads/main")
+    names = [name, "refs/heads/main", "refs/remotes/origin/main", "refs/heads/nope"]
+    listed = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "--", *names).splitlines()
+    by_git = {n: sha for n, _, sha in (line.rpartition(" ") for line in listed) if n in names}
+    assert grove_git.refs(repo, names) == by_git
+    from_files = grove_git._refs_from_files(repo / ".git", names)
+    assert from_files is None if where == "symbolic" else from_files == by_git
+
+
+def test_head_is_pointed_as_git_symbolic_ref_points_it(repo, tmp_path):
+    wt = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "--detach", str(wt), "HEAD")
+    git(repo, "branch", "pointed")
+    grove_git.point_head(wt, "refs/heads/pointed")
+    assert git(wt, "symbolic-ref", "HEAD") == "refs/heads/pointed" and git(wt, "status", "--porcelain") == ""
+    admin = grove_git.own_admin_dir(wt)
+    assert not (admin / "HEAD.lock").exists()
+    (admin / "HEAD.lock").write_text("someone else's\n")  # held: git's own answer, never a write past it
+    with pytest.raises(GroveError, match="symbolic-ref failed"):
+        grove_git.point_head(wt, "refs/heads/main")
+    assert git(wt, "symbolic-ref", "HEAD") == "refs/heads/pointed"
 
 
 def test_the_ignore_check_is_cached_until_gitignore_changes(repo, shim):

@@ -109,6 +109,43 @@ def test_help_offers_only_grove_s_flags_and_dry_changes_nothing(tmp_path):
     assert "--adw-id" in run([GROVE_BIN, "help", "setup"]).stdout
 
 
+LINES = [
+    ["setup", "--adw-id", "a", "--adw-id", "b", "--no-install", "--json"],
+    ["setup", "--branch", "list", "--adw-id", "x", "--epic", "E-1", "--count", "3"],
+    ["status", "--adw-id", "setup", "list", "--json"],
+    ["db.reset", "--adw-id", "x", "ports.show"],
+    ["teardown", "--adw-id=x", "--force", "--keep-branch"],
+    ["merge", "--adw-id", "m", "--batch"], ["setup", "--adw-idd", "x"], ["setpu", "--adw-id", "x"],
+    ["list", "--json", "--bogus"], ["pool", "--size", "3", "--no-fetch"], [],
+]
+
+
+@pytest.mark.parametrize("line", LINES, ids=[" ".join(line) or "(empty)" for line in LINES])
+def test_a_line_is_parsed_the_same_from_only_the_tasks_it_names(line):
+    """Issue 24: the parser gets a context for each task the line names, not for all 40; what it
+    parses, and what it refuses, is what Invoke's parser over every task gives."""
+    from invoke import ParseError, Program
+
+    from grove.cli import GroveProgram, ns
+
+    class EveryTask(GroveProgram):
+        def _make_parser(self):
+            return Program._make_parser(self)
+
+    def parsed(cls):
+        program = cls(namespace=ns, name="Grove", binary="grove", binary_names=["grove"])
+        program.create_config()
+        program.parse_core(["grove", *line])
+        program.parse_collection()
+        try:
+            program.parse_tasks()
+        except ParseError as exc:
+            return str(exc)
+        return [(t.name, {k: a.value for k, a in t.args.items()}) for t in program.tasks]
+
+    assert parsed(GroveProgram) == parsed(EveryTask)
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--list"], ["setup", "--help"]])
 def test_a_closed_pipe_is_not_a_traceback(argv):
     proc = subprocess.Popen([str(GROVE_BIN), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

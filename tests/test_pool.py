@@ -771,3 +771,43 @@ def test_a_half_taken_worktree_whose_files_git_normalises_is_finished_by_a_re_ru
     wt = _half_taken(repo, "k7")
     assert inv_json(repo, "setup", "--adw-id", "k7")["status"] == "created"
     assert (wt / "crlf.txt").read_bytes() == b"one\r\ntwo\r\n"
+
+
+def _tracked_env(repo: Path) -> None:
+    (repo / ".env").write_text("APP_MODE=dev\nBACKEND_PORT=1\n")
+    git(repo, "add", "-f", ".env")
+    git(repo, "commit", "-qm", "a tracked env file")
+    git(repo, "push", "-q", "origin", "main")
+
+
+def test_a_take_at_the_fills_commit_restores_what_the_fill_hid_and_what_went_missing(repo):
+    """Issue 24 skips the switch's reset at the fill's commit only when it would write nothing. A
+    tracked .env the fill hid holds its placeholder ports, and a tracked file deleted in the entry
+    (no one's work: the commit has it) is missing: either way the reset runs, and the agent gets
+    the commit's files with its own ports."""
+    _tracked_env(repo)
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    assert entry["hidden"] == [".env"] and "BACKEND_PORT=1\n" not in (Path(entry["path"]) / ".env").read_text()
+    (Path(entry["path"]) / "README.md").unlink()
+    state = inv_json(repo, "setup", "--adw-id", "h1", "--no-install")
+    wt = repo / "trees/h1"
+    assert state["from_pool"] and (wt / "README.md").read_text() == (repo / "README.md").read_text()
+    assert (wt / ".env").read_text().startswith("APP_MODE=dev\n")
+    assert f"BACKEND_PORT={state['backend_port']}" in (wt / ".env").read_text()
+    assert git(wt, "status", "--porcelain") == ""
+
+
+def test_a_pool_entry_whose_hidden_env_file_was_edited_is_kept_never_handed_out(repo):
+    """git status cannot see an edit to a file the fill hid (skip-worktree), and the take resets it:
+    the proof that an entry is empty compares it with what the fill wrote."""
+    _tracked_env(repo)
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    env = Path(entry["path"]) / ".env"
+    text = env.read_text() + "MY_SECRET=someone's\n"
+    env.write_text(text)
+    state = inv_json(repo, "setup", "--adw-id", "h2", "--no-install")
+    assert not state.get("from_pool") and env.read_text() == text
+    [kept] = inv_json(repo, "pool")["entries"]
+    assert kept["status"] == "kept" and "files the pool hid: .env" in kept["reason"]

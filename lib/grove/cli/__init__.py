@@ -10,11 +10,20 @@ The front door: the tasks, split by area (agents, merging, maintenance, steps), 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
 
-from invoke import Program
+# Start-up allocates some 200,000 objects that live until exit (Invoke's modules, then Grove's), and
+# at the default threshold (700) the cyclic collector walks them again and again while they are
+# made: ~10 ms of every `grove` command (issue 24). Collections stay, 70 times less often; the
+# imports' objects are frozen once made (tasks.py), so a long task (mcp, watch, pool --follow)
+# still collects its own garbage.
+gc.set_threshold(50_000, 20, 20)
+
+from invoke import Program  # noqa: E402  (after the threshold: Invoke's import is most of it)
+from invoke.parser import Parser, ParserContext  # noqa: E402
 
 from .. import __version__
 from ..core.hints import set_program
@@ -30,6 +39,8 @@ RUNNER_SHORT = {"T", "R", "e", "p", "w"}
 class GroveProgram(Program):
     """Invoke's Program without its shell-runner flags, with `grove help [TASK]`."""
 
+    _words: set[str] | None = None  # the words of the line, while its tasks are parsed
+
     def core_args(self) -> list[Any]:
         return [arg for arg in super().core_args() if not set(arg.names) & RUNNER_FLAGS]
 
@@ -40,6 +51,29 @@ class GroveProgram(Program):
         self.config.load_runtime(merge=False)
         if merge:
             self.config.merge()
+
+    def _make_parser(self) -> Any:
+        # Invoke builds a parser context for every task, then deep-copies them all, to parse a line
+        # that names one or two: ~6 ms of every `grove` command over Grove's 40 tasks (issue 24).
+        # Only a word of the line can be a task name, so the tasks it names are all the parser needs;
+        # a line naming none (a typo, `grove` alone) gets every task, for Invoke's own messages.
+        # `--complete` builds its parser later, from every task (self._words is None again then).
+        words, names = self._words, self.collection.task_names
+        wanted = {name: aliases for name, aliases in names.items() if words and ({name, *aliases} & words)}
+        if not wanted:
+            return super()._make_parser()
+        ignore = self.config.tasks.ignore_unknown_help
+        return Parser(initial=self.initial_context,
+                      contexts=[ParserContext(name=name, aliases=aliases,
+                                              args=self.collection[name].get_arguments(ignore_unknown_help=ignore))
+                                for name, aliases in wanted.items()])
+
+    def parse_tasks(self) -> None:
+        self._words = set(self.core.unparsed)
+        try:
+            super().parse_tasks()
+        finally:
+            self._words = None
 
     def normalize_argv(self, argv: Any) -> None:
         super().normalize_argv(argv)

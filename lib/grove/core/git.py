@@ -109,8 +109,12 @@ def _config_names_remote(repo: Path, remote: str) -> bool:
 
 
 def refs(repo: Path, names: list[str]) -> dict[str, str]:
-    """Which of the full ref ``names`` exist, and their objects: one `for-each-ref` for all of them
-    (issue 12: validation asked git once per name)."""
+    """Which of the full ref ``names`` exist, and their objects: read from the ref files where they
+    answer plainly (issue 24: every setup asks), else one `for-each-ref` for all of them (issue 12:
+    validation asked git once per name)."""
+    found = _refs_from_files(Path(repo) / ".git", names)
+    if found is not None:
+        return found
     out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "--", *names)
     wanted = set(names)
     found = {}
@@ -118,6 +122,49 @@ def refs(repo: Path, names: list[str]) -> dict[str, str]:
         name, _, sha = line.rpartition(" ")
         if name in wanted:  # for-each-ref also matches refs below a name (refs/heads/a/b for a)
             found[name] = sha
+    return found
+
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
+def _refs_from_files(common: Path, names: list[str]) -> dict[str, str] | None:
+    """git's files backend, read as git reads it (gitrepository-layout(5)): a loose ref file holds
+    the object id, else packed-refs has a "<id> <name>" line; a ref is in one place or the other,
+    and git replaces each file whole (a lock file renamed over it). None when the files do not
+    answer plainly, for git to answer: no .git directory, a reftable, a symbolic ref, anything
+    unexpected in a file."""
+    if not common.is_dir() or (common / "reftable").exists():
+        return None
+    found: dict[str, str] = {}
+    unpacked = []
+    for name in names:
+        try:
+            text = (common / name).read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            unpacked.append(name)  # a directory (refs/heads/a of refs/heads/a/b) is no ref of that name
+            continue
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not _OBJECT_ID.fullmatch(text):
+            return None  # a symbolic ref, or a file being written by hand
+        found[name] = text
+    if unpacked:
+        try:
+            packed = (common / "packed-refs").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            packed = ""
+        except (OSError, UnicodeDecodeError):
+            return None
+        wanted = set(unpacked)
+        for line in packed.splitlines():
+            if line[:1] in ("#", "^") or not line:
+                continue
+            sha, _, name = line.partition(" ")
+            if name in wanted:
+                if not _OBJECT_ID.fullmatch(sha):
+                    return None
+                found[name] = sha
     return found
 
 
@@ -267,6 +314,31 @@ def head_of(path: Path) -> str | None:
     if text.startswith("ref: ") or re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", text):
         return text
     return None
+
+
+def point_head(path: Path, ref: str) -> None:
+    """`git symbolic-ref HEAD <ref>` in the linked worktree at ``path``, written the way git does it
+    (an exclusive HEAD.lock renamed over HEAD: a concurrent git sees the lock and waits or fails,
+    and no reader sees half a file; no reflog, as symbolic-ref without -m). git itself runs where
+    head_of cannot read the worktree's HEAD plainly (a reftable, an admin dir of someone else's),
+    or when the lock is held (issue 24: one process less on every pooled take)."""
+    if head_of(path) is not None:
+        head = own_admin_dir(path) / "HEAD"
+        lock = head.with_name("HEAD.lock")
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            fd = -1
+        if fd >= 0:
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(f"ref: {ref}\n")
+                os.replace(lock, head)
+                return
+            except BaseException:
+                lock.unlink(missing_ok=True)
+                raise
+    git(path, "symbolic-ref", "HEAD", ref)
 
 
 def prune_entry(repo: Path, path: Path) -> bool:

@@ -22,10 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from .hints import install_extra
 from .errors import GroveError, bad_input
@@ -35,8 +34,7 @@ COPY_BACKENDS = ("auto", "cp", "python")
 POLL = 0.05  # seconds between liveness checks while a process is stopping
 
 
-@dataclass(frozen=True)
-class Proc:
+class Proc(NamedTuple):
     pid: int
     ppid: int
     pgid: int

@@ -139,7 +139,7 @@ def print_preview(p: dict) -> None:
 def setup(settings: Settings, req: Request, report: Reporter) -> dict:
     """Run the whole chain for one agent; returns its final state."""
     run = _validated(settings, req, report)
-    _warn_unignored(settings, report)
+    _validation_passed(settings, report)
     # One setup per id at a time; a second one is told so at once instead of racing the first.
     with _op_lock(settings, req):
         run = _recheck(settings, run)
@@ -160,13 +160,13 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
     while the next head starts (issue 12).
     Returns (states of those that succeeded, [{adw_id, error, exit_code}] for the rest).
     """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-    from contextlib import ExitStack
-
     if len({r.adw_id for r in reqs}) != len(reqs):
         raise bad_input("the same --adw-id is given twice")
     if len(reqs) == 1:
         return [setup(settings, reqs[0], report)], []
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait  # not on one agent's clock
+    from contextlib import ExitStack
+
     errors: list[dict] = []
 
     def failed(req: Request, exc: GroveError) -> None:
@@ -194,7 +194,7 @@ def setup_many(settings: Settings, reqs: list[Request], report: Reporter) -> tup
         except GroveError as exc:
             failed(req, exc)
     if runs:
-        _warn_unignored(settings, report)
+        _validation_passed(settings, report)
     fetched: dict = {}  # one fetch per base for all of them
     shared = deps.SharedInterpreter()
     workers = min(len(reqs), 16)
@@ -280,7 +280,9 @@ def _recheck(settings: Settings, run: _Run) -> _Run:
     return _validated(settings, run.req, run.report)
 
 
-def _warn_unignored(settings: Settings, report: Reporter) -> None:
+def _validation_passed(settings: Settings, report: Reporter) -> None:
+    """Once validation has passed: what is not git-ignored, and the caches validation could not use."""
+    deps.remember_projects(settings)
     for name in worktree.ignore_warnings(settings):
         report.warn(f"{name} is not git-ignored in {settings.repo}; run `inv init` to add it")
 

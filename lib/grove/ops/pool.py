@@ -211,7 +211,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         values = placeholder_values(settings, name)
         digest = env_digest(settings)  # before the env step reads the sources: a later edit is a change
         included = included_state(settings)  # likewise for .worktreeinclude's files (issue 20, item 8)
-        own_written = _write_files(settings, path, values)
+        written = _write_files(settings, path, values)
         _relocatable_venvs(settings, path)
         deps.install_worktree(settings, path)
         # A Postgres database per agent (ADW_DB_URL) is named after the agent: it is cloned at take,
@@ -221,7 +221,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
             own_tracked=own_tracked, own_ignored=own_ignored, installed=list(deps.install_dirs(settings, path)),
-            installs_detected=settings.detect_installs, db_reset=settings.db_reset, own_written=own_written))
+            installs_detected=settings.detect_installs, db_reset=settings.db_reset, **written))
         report.say(f"✓ pool      {name} ready at {commit[:10]}")
         if own_tracked:
             report.warn(f"pool {name}: the fill itself changed tracked files: {', '.join(sorted(own_tracked))} "
@@ -234,13 +234,15 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         raise
 
 
-def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict[str, list[int]]:
+def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
-    writes the final path. Returns what it wrote, path -> [size, mtime_ns]: a hidden file that no
-    longer is as written was edited by someone (_save_work_done_since)."""
+    writes the final path. Returns the entry's record of them: ``own_written``, what it wrote, path
+    -> [size, mtime_ns] (a hidden file that no longer is as written was edited by someone,
+    _save_work_done_since), and ``hidden``, the tracked ones among them it gave skip-worktree (a
+    take at the same commit with none has nothing to restore, _take_files)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
-    worktree.hide(settings, path, written)
-    return generated.fingerprints(path, written)
+    hidden, _ = worktree.hide_files(settings, path, written)
+    return {"own_written": generated.fingerprints(path, written), "hidden": hidden}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -301,39 +303,52 @@ def proven_empty(settings: Settings, entry: dict, removing: bool = False) -> str
     """None when the entry's worktree holds nothing but Grove's work; else why it must be kept.
     ``removing``: the caller removes it next, through worktree.remove, which moves every file of a
     worktree git cannot read to the archive: such an entry is then no reason to keep anything."""
+    return _proof(settings, entry, removing)[0]
+
+
+def _proof(settings: Settings, entry: dict, removing: bool = False) -> tuple[str | None, str | None]:
+    """proven_empty's answer, and the `git status --porcelain -z` it read (None when it read none)."""
     path = Path(entry["path"])
     if not path.is_dir():
-        return None
+        return None, None
     # Read from git's own files where they answer plainly (a take is on every pooled setup's clock,
     # issue 24); git itself is asked where they do not.
     known = git.linked_worktree_paths(settings.repo)
     if (os.path.realpath(path) not in known) if known is not None else git.worktree_for(settings.repo, path) is None:
-        return f"{path} is not a worktree git knows: its files are in no commit"
+        return f"{path} is not a worktree git knows: its files are in no commit", None
     head_text = git.head_of(path)
     problem = preserve.checkout_problem(path, git.admin_dir(settings.repo, path)) if head_text is None else None
     if problem:
         # git run there would not read this worktree: a kill inside `git worktree remove` deleted its
         # .git among the files (or someone did). It is never handed out; a removal moves every file of
         # it to the archive (worktree._remove_broken), so there it is no reason to keep anything.
-        return None if removing else problem
+        return (None if removing else problem), None
     on_branch = head_text.startswith("ref: ") if head_text else git.ok(path, "symbolic-ref", "-q", "HEAD")
     if on_branch:
-        return f"{path} is on a branch, not detached as the pool left it"
+        return f"{path} is on a branch, not detached as the pool left it", None
     head = head_text or git.rev(path, "HEAD")
     if head is None:  # HEAD still git's null placeholder: a kill inside `git worktree add`, no commit made
         head = entry.get("commit")
         if head is None:
-            return f"{path} has no HEAD commit and none recorded: its files cannot be compared with a commit"
-        return _unless_only_the_fills(path, entry, worktree.status_against(path, head))
+            return f"{path} has no HEAD commit and none recorded: its files cannot be compared with a commit", None
+        return _unless_only_the_fills(path, entry, worktree.status_against(path, head)), None
     if entry.get("commit") and head != entry["commit"]:
-        return f"{path} is at {head[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there"
+        return f"{path} is at {head[:10]}, not at the pool's {entry['commit'][:10]}: someone committed there", None
     index = git.own_admin_dir(path) / "index" if head_text else \
         Path(git.git(path, "rev-parse", "--path-format=absolute", "--git-path", "index"))
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
-        raw = worktree.status_against(path, head)
-    else:
-        raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
-    return _unless_only_the_fills(path, entry, raw)
+        return _unless_only_the_fills(path, entry, worktree.status_against(path, head)), None
+    raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    return _unless_only_the_fills(path, entry, raw) or _hidden_edited(path, entry), raw
+
+
+def _hidden_edited(path: Path, entry: dict) -> str | None:
+    """Why the entry must be kept when a tracked file the fill hid was edited since: status cannot
+    see it (skip-worktree), and a take resets it to the base."""
+    written = entry.get("own_written") or {}
+    edited = [rel for rel in entry.get("hidden") or ()  # one deleted lost nothing: it held placeholders
+              if os.path.lexists(path / rel) and not generated.unchanged(path / rel, written.get(rel))]
+    return f"{path} has edits to files the pool hid: {', '.join(edited[:5])}" if edited else None
 
 
 def _unless_only_the_fills(path: Path, entry: dict, raw: str) -> str | None:
@@ -515,10 +530,12 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
         return None
     fault("pool", "after", "claim")
     source = Path(entry["path"])
+    untouched = False
     if not resuming:
         # A pooled worktree is nobody's until taken, but somebody may have worked in it anyway:
         # such an entry is kept (as drain keeps it), never handed to an agent or checked out over.
-        reason = proven_empty(settings, entry)
+        reason, status = _proof(settings, entry)
+        untouched = _is_the_base_as_it_is(entry, base_commit, status)
         if reason:
             _set(settings, entry["name"], status="kept", pid=None, adw_id=None, reason=reason)
             return None
@@ -539,14 +556,14 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
                     salvaged = _save_work_done_since(settings, adw_id, entry, target, base_commit)
                 # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
                 owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
-                _switch(settings, target, branch, base_commit)
+                _switch(settings, target, branch, base_commit, reset=not untouched)
                 if not resuming:
                     undo.branch, undo.base_commit = branch, base_commit
         fault("pool", "after", "branch")
     finally:
         if target.exists():  # the worktree is the agent's now: its rollback or re-run takes it from here
             _update(settings, lambda data: data["entries"].pop(entry["name"], None))
-    taken = _refresh(settings, entry, target, base_commit)
+    taken = _refresh(settings, entry, target, base_commit, untouched)
     if salvaged:
         taken.detail += f"; what was changed in it since the killed run is saved in {salvaged}"
     return taken
@@ -588,7 +605,16 @@ def _refuse_half_taken(adw_id: str, target: Path, what: str) -> NoReturn:
                           "refs/grove-backup/ and refs/grove-salvage/ first")
 
 
-def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> None:
+def _is_the_base_as_it_is(entry: dict, base_commit: str, status: str | None) -> bool:
+    """Whether the entry's tracked files already are ``base_commit``'s, so the switch's reset would
+    write nothing: filled at that commit, no tracked file the fill hid (hidden, its content is the
+    fill's, not the commit's), and a proof that read a status with nothing but untracked files in it
+    (issue 24: two git processes less on every take at the newest base)."""
+    return (status is not None and entry.get("commit") == base_commit and entry.get("hidden") == []
+            and all(e[:3] == "?? " for e in status.split("\0") if e))
+
+
+def _switch(settings: Settings, target: Path, branch: str, base_commit: str, reset: bool = True) -> None:
     """Bring the taken worktree to ``base_commit`` on a new ``branch``, crash-safe.
 
     A plain `git checkout -b` killed while writing files leaves git's index.lock, HEAD detached
@@ -597,9 +623,11 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
     set. What is on disk is the pool's checkout (proven empty at the claim) plus what a killed run
     wrote, so ``reset --hard`` loses no one's work. The files the fill hid (skip-worktree) are
     unhidden in the private index first, so a base that changed them goes through; the file steps
-    write the agent's own after.
+    write the agent's own after. ``reset=False``: the files already are the base's (the same commit,
+    nothing changed or hidden), and the reset is skipped.
     """
-    _reset_files(settings, target, base_commit)
+    if reset:
+        _reset_files(settings, target, base_commit)
     made = git.ok(settings.repo, "branch", "--no-track", "--", branch, base_commit)  # refuses one that exists
     tip = None if made else git.rev(settings.repo, f"refs/heads/{branch}")
     if not made and tip is None:
@@ -607,7 +635,7 @@ def _switch(settings: Settings, target: Path, branch: str, base_commit: str) -> 
     elif tip is not None and tip != base_commit:  # made by a killed run of this take, at the same base
         raise GroveError(f"branch {branch} exists at {tip[:10]}, not at the base {base_commit[:10]}",
                          hint=f"look at it; `inv teardown --adw-id` and set up again")
-    git.git(target, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    git.point_head(target, f"refs/heads/{branch}")
 
 
 def _reset_files(settings: Settings, target: Path, commit: str) -> None:
@@ -662,10 +690,15 @@ def _resume(settings: Settings, adw_id: str) -> dict | None:
     return entry
 
 
-def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str) -> Taken:
-    """Drop the pool's env files and decide what must run again for the newest base."""
+def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str, untouched: bool = False) -> Taken:
+    """Drop the pool's env files and decide what must run again for the newest base. ``untouched``:
+    the tracked files are the fill's commit's (_is_the_base_as_it_is), so of the env files the fill
+    wrote, the tracked ones are those it hid: git need not be asked."""
     env_copies = [n for n in (envfiles.PORTS_FILE, *settings.env_files) if (target / n).is_file()]
-    tracked = set(git.git(target, "ls-files", "-z", "--", *env_copies).split("\0")) if env_copies else set()
+    if untouched and set(env_copies) <= set(entry.get("own_written") or {}):
+        tracked = set(entry["hidden"])
+    else:
+        tracked = set(git.git(target, "ls-files", "-z", "--", *env_copies).split("\0")) if env_copies else set()
     for name in env_copies:
         if name not in tracked:  # the pool's copy, with placeholder ports: the env step writes it fresh
             (target / name).unlink()
@@ -833,7 +866,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         _reset_files(settings, path, new)
         fault("pool", "after", "refresh")
         values, digest = placeholder_values(settings, name), env_digest(settings)
-        own_written = _write_files(settings, path, values)
+        written = _write_files(settings, path, values)
         dirs = deps.install_dirs(settings, path)  # ADW_INSTALL_DIRS, or the projects detected at the new base
         again = [d for d in dirs if d not in entry.get("installed", ()) or _lock_changed(d, changed)]
         for d in again:
@@ -856,7 +889,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
     own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
          env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(dirs),
-         installs_detected=settings.detect_installs, db_reset=settings.db_reset, own_written=own_written)
+         installs_detected=settings.detect_installs, db_reset=settings.db_reset, **written)
     report.say(f"✓ pool      {name} refreshed {old[:10]} -> {new[:10]}"
                + (f"; reinstalled {', '.join(again)}" if again else "") + ("; db reset" if reset else ""))
     return None

@@ -101,10 +101,11 @@ def claude_hooks(settings: Settings, path: Path, report: Reporter, always: bool 
     WorktreeRemove hook at /exit even when the project settings are not committed (issue 22).
     Git-ignored through info/exclude. Never fails a setup: a broken file there is warned about."""
     from ..resources import claudehooks
-    from . import agentrun, worktree
 
     if not (always or claudehooks.in_project(settings.repo)):
         return
+    from . import agentrun, worktree
+
     command = f"{agentrun.grove_command(portable=False)} {claudehooks.MARK}"
     try:
         if claudehooks.write_hooks(path / claudehooks.LOCAL, command, skip_if_seen=(path / claudehooks.PROJECT,)):

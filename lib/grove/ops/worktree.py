@@ -100,8 +100,11 @@ def fetch_base(settings: Settings, base: str) -> str | None:
         except (OSError, ValueError):
             pass
         started = time.time()
-        out = proc.run(["git", "-C", settings.repo, "fetch", "--no-tags", "--quiet", settings.remote, refspec],
-                       check=False, timeout=settings.git_timeout)
+        # No auto-maintenance: it is one process more on every setup's clock (issue 24), run under
+        # the repo lock that 30 starting agents queue on; the user's own git and the agents'
+        # commits keep running it.
+        out = proc.run(["git", "-C", settings.repo, "fetch", "--no-tags", "--quiet", "--no-auto-maintenance",
+                        settings.remote, refspec], check=False, timeout=settings.git_timeout)
         if out.returncode == 0:
             sha = _fetched_commit(settings, base)
             locks.atomic_write_text(stamp, f"{started} {sha or ''}\n", durable=False)
@@ -301,16 +304,22 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
 
 
 def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
+    """``hide_files``; returns the files left visible, for the caller to warn about."""
+    return hide_files(settings, worktree, relpaths)[1]
+
+
+def hide_files(settings: Settings, worktree: Path, relpaths: list[str]) -> tuple[list[str], list[str]]:
     """Keep files Grove wrote into a worktree out of `git add -A`, so no port or absolute path is committed.
 
     Tracked files get skip-worktree in the worktree's own index. A directory Grove created is left
     visible: it is empty, and what an agent writes there is its work (issue 20). An untracked file
     gets a line in the repo's info/exclude, but only when the main checkout has no such path:
-    info/exclude applies to every checkout of the repository, and must not hide the user's own files there. Returns the files left visible
-    (ignored nowhere, present in the main checkout): the caller warns about them.
+    info/exclude applies to every checkout of the repository, and must not hide the user's own files there.
+    Returns (the tracked files given skip-worktree, the files left visible: ignored nowhere and
+    present in the main checkout).
     """
     if not relpaths:
-        return []
+        return [], []
     # One ls-files answers both questions: "H" tracked, "?" untracked and not ignored; an ignored
     # untracked file is not listed at all (was ls-files plus check-ignore, issue 12).
     listed = git.git(worktree, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--directory",
@@ -332,7 +341,7 @@ def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
             needed.append(f"/{rel}")
     if needed:
         _exclude(settings, needed)
-    return visible
+    return tracked, visible
 
 
 def exclude(settings: Settings, patterns: list[str]) -> None:

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, TypeGuard
+from typing import TYPE_CHECKING, Callable, NamedTuple, TypeGuard
 
 from ..safety import dbdump, owned
 from ..core import git, state
@@ -114,8 +113,7 @@ def check(settings: Settings, adw_id: str, connect: bool = True) -> None:
         _pg().preflight(admin, settings.db_template or None)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What the db step did with the agent's database; ``url`` is redacted."""
 
     name: str

@@ -15,7 +15,7 @@ import shutil
 import threading
 from pathlib import Path, PurePosixPath
 
-from ..core import proc
+from ..core import locks, proc
 from ..core.config import GROVE_DIR, Settings
 from ..core.errors import GroveError
 from ..core.hints import install_tool
@@ -83,15 +83,61 @@ def install_dirs(settings: Settings, root: Path) -> tuple[str, ...]:
     when set, else the projects detected in the tracked tree."""
     if not settings.detect_installs:
         return settings.install_dirs
-    return tuple(p for p, _ in detect(root, skip=(settings.trees_dir, settings.agents_dir)))
+    listed = _manifests_of_main(settings) if Path(root) == settings.repo else None
+    return tuple(p for p, _ in detect(root, skip=(settings.trees_dir, settings.agents_dir), listed=listed))
 
 
-def detect(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, list[str]]]:
+MANIFESTS = ("*pyproject.toml", "*package.json")
+
+
+def _manifests(root: Path) -> list[str]:
+    out = proc.run(["git", "-C", root, "ls-files", "-z", "--", *MANIFESTS], check=False)
+    return out.stdout.split("\0") if out.returncode == 0 else []
+
+
+_UNSAVED: dict[Path, str] = {}  # cache file -> what to write there once validation has passed
+
+
+def _manifests_of_main(settings: Settings) -> list[str]:
+    """The main checkout's tracked manifests. Every setup asks (validation names a missing tool
+    before anything is made, issue 21), so the answer is kept in agents/.grove/manifests with the
+    index file's identity: git replaces the index (a new inode) whenever it changes it, and what
+    ls-files lists is read from the index alone (issue 24: one git process less per setup). A new
+    answer is written by ``remember_projects``, after validation: bad input changes nothing."""
+    index = settings.repo / ".git" / "index"
+    try:
+        st = index.stat()
+    except OSError:
+        return _manifests(settings.repo)
+    key = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {' '.join(MANIFESTS)}"
+    cache = settings.grove_path / "manifests"
+    try:
+        first, _, rest = cache.read_text(encoding="utf-8").partition("\n")
+        if first == key:
+            return rest.split("\0")
+    except (OSError, UnicodeDecodeError):
+        pass
+    listed = _manifests(settings.repo)
+    _UNSAVED[cache] = key + "\n" + "\0".join(listed)
+    return listed
+
+
+def remember_projects(settings: Settings) -> None:
+    """Keep the answer validation had to ask git for (``_manifests_of_main``) for the next setup."""
+    cache = settings.grove_path / "manifests"
+    text = _UNSAVED.pop(cache, None)
+    if text is not None:
+        try:
+            locks.atomic_write_text(cache, text, durable=False)
+        except OSError:
+            pass
+
+
+def detect(root: Path, skip: tuple[str, ...] = (), listed: list[str] | None = None) -> list[tuple[str, list[str]]]:
     """Every project in ``root``'s tracked tree as (relative dir, tools), workspace members left to
-    their workspace root; "." is the root itself."""
-    out = proc.run(["git", "-C", root, "ls-files", "-z", "--", "*pyproject.toml", "*package.json"], check=False)
+    their workspace root; "." is the root itself. ``listed``: the tracked manifests, when known."""
     dirs = set()
-    for name in (out.stdout.split("\0") if out.returncode == 0 else []):
+    for name in (_manifests(root) if listed is None else listed):
         path = PurePosixPath(name)
         if path.name not in ("pyproject.toml", "package.json") or NOT_PROJECTS & set(path.parts[:-1]):
             continue

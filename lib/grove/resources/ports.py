@@ -15,10 +15,9 @@ import errno
 import json
 import os
 import socket
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from ..core import liveness, locks, portable
 from ..core.config import Settings
@@ -30,8 +29,7 @@ VERSION = 1  # of the machine-wide lease registry; a newer one is refused (exit 
 LEGACY = "ports.json"  # the per-repository registry of Grove before issue 23, under agents/.grove/
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     slot: int  # slots from ADW_PORT_SLOTS up are overflow slots (ports from ADW_PORT_OVERFLOW)
     ports: dict[str, int]
     reused: bool  # this id already held the slot

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..core import git, proc
 from ..safety import preserve
@@ -38,8 +38,7 @@ _HINT = ("run `git submodule update --init --recursive` in {repo} once (after `g
          "base): Grove checks out each worktree's submodules from the main checkout's copies")
 
 
-@dataclass(frozen=True)
-class Sub:
+class Sub(NamedTuple):
     name: str | None  # from .gitmodules; None for a gitlink without an entry there
     path: str  # relative to its superproject
     commit: str  # what the superproject records
