@@ -75,9 +75,10 @@ def test_a_new_agent_costs_five_git_calls(tmp_path, repo, shim):
     assert [c.split()[0] for c in calls] == ["fetch", "worktree", "reset", "ls-files", "update-index"], calls
 
 
-def test_a_pooled_take_at_the_newest_base_costs_six_git_calls(tmp_path, repo, shim):
+def test_a_pooled_take_at_the_newest_base_costs_four_git_calls(tmp_path, repo, shim):
     """Issue 24: the take is on every pooled setup's clock. At the commit the entry was filled at,
-    with nothing changed or hidden in it, the switch's reset would write nothing: it is skipped."""
+    with nothing changed or hidden in it, the switch's reset would write nothing, and the fill's
+    hiding of the files the take writes still holds: neither asks git again."""
     app = sample_app.build(tmp_path / "sample", None, None)
     inv(app, "pool", "--size", "2", check=True)
     assert inv_json(app, "setup", "--adw-id", "t1")["from_pool"]
@@ -85,10 +86,31 @@ def test_a_pooled_take_at_the_newest_base_costs_six_git_calls(tmp_path, repo, sh
     state = inv_json(app, "setup", "--adw-id", "t2")
     calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
     assert state["from_pool"] and state["base_commit"] == git(app, "rev-parse", "origin/main")
-    # fetch, the proof the entry is empty (status), move, branch, hide (ls-files + skip-worktree).
-    assert [c.split()[0] for c in calls] == ["fetch", "status", "worktree", "branch", "ls-files", "update-index"], calls
-    assert git(app / "trees/t2", "symbolic-ref", "HEAD") == "refs/heads/adw/t2"
-    assert git(app / "trees/t2", "status", "--porcelain") == ""
+    # fetch, the proof the entry is empty (status), move, branch.
+    assert [c.split()[0] for c in calls] == ["fetch", "status", "worktree", "branch"], calls
+    wt = app / "trees/t2"
+    assert git(wt, "symbolic-ref", "HEAD") == "refs/heads/adw/t2"
+    # Hidden as a plain setup hides them: the repointed configs (tracked) skip-worktree, nothing to commit.
+    assert str(wt) in (wt / ".mcp.json").read_text() and "S .mcp.json" in git(wt, "ls-files", "-v").splitlines()
+    assert git(wt, "status", "--porcelain") == "" and git(wt, "add", "-A", "--dry-run") == ""
+
+
+def test_a_take_s_hiding_follows_the_ignore_rules_of_its_moment(tmp_path, repo):
+    """The fill's answer to "which of these files would `git add -A` take" is used at take only
+    while the files git reads ignore rules from are unchanged: a .env the user ignores after the
+    fill is not warned about at take, one still not ignored is."""
+    app = sample_app.build(tmp_path / "sample", None, None)
+    (app / ".gitignore").write_text((app / ".gitignore").read_text().replace(".env\n", ""))
+    git(app, "commit", "-qam", "env files not ignored")
+    git(app, "push", "-q", "origin", "main")
+    inv(app, "pool", "--size", "2", check=True)
+    warned = inv(app, "setup", "--adw-id", "x1", check=True).stderr
+    assert ".env is not git-ignored" in warned, warned
+    with (app / ".git/info/exclude").open("a") as exclude:
+        exclude.write("/.env\n")
+    out = inv(app, "setup", "--adw-id", "x2", check=True)
+    assert "from the pool" in out.stderr and "not git-ignored" not in out.stderr, out.stderr
+    assert git(app / "trees/x2", "status", "--porcelain") == ""
 
 
 def test_the_projects_are_listed_again_once_the_main_index_changes(repo, shim):

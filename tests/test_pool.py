@@ -811,3 +811,19 @@ def test_a_pool_entry_whose_hidden_env_file_was_edited_is_kept_never_handed_out(
     assert not state.get("from_pool") and env.read_text() == text
     [kept] = inv_json(repo, "pool")["entries"]
     assert kept["status"] == "kept" and "files the pool hid: .env" in kept["reason"]
+
+
+def test_a_pool_entry_whose_hidden_config_was_edited_is_kept_never_handed_out(repo):
+    """The fill hides the tracked configs a take repoints (as they are: the commit's content), so git
+    status cannot see an edit to one; the proof compares them with the fill's record."""
+    commit_file(repo, ".mcp.json", '{"mcpServers": {"x": {"command": "./run.sh"}}}\n')
+    git(repo, "push", "-q", "origin", "main")
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    config = Path(entry["path"]) / ".mcp.json"
+    assert list(entry["hidden_as_is"]) == [".mcp.json"] and "S .mcp.json" in git(config.parent, "ls-files", "-v")
+    config.write_text('{"mcpServers": {"mine": {"command": "./mine.sh"}}}\n')
+    state = inv_json(repo, "setup", "--adw-id", "h3", "--no-install")
+    assert not state.get("from_pool") and "mine.sh" in config.read_text()
+    [kept] = inv_json(repo, "pool")["entries"]
+    assert kept["status"] == "kept" and "files the pool hid: .mcp.json" in kept["reason"]

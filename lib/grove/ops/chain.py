@@ -398,7 +398,7 @@ def _tail(settings: Settings, run: _Run) -> dict:
                 info["outcome"], info["detail"], files = resource.prepare(agent)
                 written.extend(files)
         if resource is table.FILES[-1]:
-            steps.files_written(settings, path, written, report)
+            steps.files_written(settings, path, written, report, hid=taken.hid if taken else None)
     return state.update(settings, req.adw_id, lambda s: _finish(s, done, taken))
 
 

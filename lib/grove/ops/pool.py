@@ -48,13 +48,15 @@ class Taken:
     (A plain class: a dataclass costs half a millisecond at import, on every setup.)"""
 
     def __init__(self, name: str, commit: str, install_only: tuple[str, ...], db: bool, db_reason: str,
-                 detail: str):
+                 detail: str, hid: tuple[frozenset[str], list[str]] | None = None):
         self.name = name
         self.commit = commit  # the commit the pool made it at
         self.install_only = install_only  # install dirs to install again (empty: none)
         self.db = db  # reset the database again
         self.db_reason = db_reason
         self.detail = detail
+        # The fill's hiding, still true (see _hiding_still_true): (files it covered, those left visible).
+        self.hid = hid
 
 
 def pool_root(settings: Settings) -> Path:
@@ -236,13 +238,21 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
 
 def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
-    writes the final path. Returns the entry's record of them: ``own_written``, what it wrote, path
-    -> [size, mtime_ns] (a hidden file that no longer is as written was edited by someone,
-    _save_work_done_since), and ``hidden``, the tracked ones among them it gave skip-worktree (a
-    take at the same commit with none has nothing to restore, _take_files)."""
+    writes the final path, and the configs it rewrites are hidden now, as they are. Returns the
+    entry's record of them:
+    - ``own_written``: what it wrote, path -> [size, mtime_ns] (a hidden file that no longer is as
+      written was edited by someone: _hidden_edited, _save_work_done_since);
+    - ``hidden``: the tracked ones among them it gave skip-worktree (a take at the same commit with
+      none has nothing to restore: _is_the_base_as_it_is);
+    - ``hidden_as_is``: the tracked configs hidden with the commit's content, path -> [size, mtime_ns];
+    - ``hid``: what the take's own hiding would find, so a take at the same commit need not ask git
+      again while the ignore rules are unchanged (issue 24: two git processes on every take)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
-    hidden, _ = worktree.hide_files(settings, path, written)
-    return {"own_written": generated.fingerprints(path, written), "hidden": hidden}
+    configs = [c for c in settings.path_configs if c not in written and (path / c).is_file()]
+    hidden, visible = worktree.hide_files(settings, path, [*written, *configs])
+    return {"own_written": generated.fingerprints(path, written), "hidden": [h for h in hidden if h in written],
+            "hidden_as_is": generated.fingerprints(path, [h for h in hidden if h not in written]),
+            "hid": {"paths": [*written, *configs], "visible": visible, "key": worktree.ignore_key(settings)}}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -344,10 +354,12 @@ def _proof(settings: Settings, entry: dict, removing: bool = False) -> tuple[str
 
 def _hidden_edited(path: Path, entry: dict) -> str | None:
     """Why the entry must be kept when a tracked file the fill hid was edited since: status cannot
-    see it (skip-worktree), and a take resets it to the base."""
-    written = entry.get("own_written") or {}
+    see it (skip-worktree), and a take resets or repoints it."""
+    written, as_is = entry.get("own_written") or {}, entry.get("hidden_as_is") or {}
     edited = [rel for rel in entry.get("hidden") or ()  # one deleted lost nothing: it held placeholders
               if os.path.lexists(path / rel) and not generated.unchanged(path / rel, written.get(rel))]
+    edited += [rel for rel, fingerprint in as_is.items()  # one deleted is in the commit
+               if os.path.lexists(path / rel) and not generated.unchanged(path / rel, fingerprint)]
     return f"{path} has edits to files the pool hid: {', '.join(edited[:5])}" if edited else None
 
 
@@ -585,7 +597,7 @@ def _save_work_done_since(settings: Settings, adw_id: str, entry: dict, target: 
         _refuse_half_taken(adw_id, target, f"committed in since (HEAD at {str(head)[:10]})")
     preserve.require_checkout(target)
     listed = git.git(target, "ls-files", "-v", "-z").split("\0")
-    written = entry.get("own_written") or {}
+    written = {**(entry.get("hidden_as_is") or {}), **(entry.get("own_written") or {})}
     edited_hidden = [e[2:] for e in listed if e[:2] == "S " and e[2:] in written
                      and not generated.unchanged(target / e[2:], written[e[2:]])]
     if edited_hidden:
@@ -730,7 +742,18 @@ def _refresh(settings: Settings, entry: dict, target: Path, base_commit: str, un
     moved = "at the base" if old == base_commit else f"{old[:10]} -> {base_commit[:10]}, {len(changed)} file(s)"
     detail = (f"pool entry {entry['name']} ({moved}); reinstall: "
               f"{', '.join(f'{d} ({r})' for d, r in reasons.items()) or 'none'}; db: {why}")
-    return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail)
+    return Taken(entry["name"], old, tuple(reinstall), db_again, why, detail,
+                 _hiding_still_true(settings, entry) if untouched else None)
+
+
+def _hiding_still_true(settings: Settings, entry: dict) -> tuple[frozenset[str], list[str]] | None:
+    """The fill's hiding of the files a take writes, when it still holds: the take's switch left the
+    skip-worktree bits as they were (nothing to restore), and the ignore rules that decided which
+    untracked files needed a line in info/exclude have not changed (their files' sizes and mtimes)."""
+    hid = entry.get("hid")
+    if not hid or hid.get("key") != worktree.ignore_key(settings):
+        return None
+    return frozenset(hid["paths"]), list(hid["visible"])
 
 
 def _changed(target: Path, old: str, new: str) -> set[str]:

@@ -33,13 +33,20 @@ def write_files(settings: Settings, adw_id: str, path: Path, values: dict[str, s
     return outcomes, written
 
 
-def files_written(settings: Settings, path: Path, written: list[str], report: Reporter) -> None:
+def files_written(settings: Settings, path: Path, written: list[str], report: Reporter,
+                  hid: tuple[frozenset[str], list[str]] | None = None) -> None:
     """Once the file resources ran (setup, adopt): hide what they wrote from `git add -A` (before a
     long install, so a failure there never salvages a copy of the env into a ref), and give
-    Claude Code its hooks."""
+    Claude Code its hooks. ``hid``: a pooled worktree's files were hidden by its fill, which
+    covered these paths and left those visible (pool._hiding_still_true); a directory a resource
+    made is new, so never tracked, and hide leaves it visible anyway."""
     from . import worktree
 
-    for name in worktree.hide(settings, path, written):
+    if hid is not None and all(rel in hid[0] or (path / rel).is_dir() for rel in written):
+        visible = [rel for rel in hid[1] if rel in written]
+    else:
+        visible = worktree.hide(settings, path, written)
+    for name in visible:
         report.warn(f"{name} is not git-ignored: `git add -A` in {path} would commit its copy (ports, secrets); "
                     f"add it to .gitignore")
     claude_hooks(settings, path, report)  # a session in this worktree must see Grove's hooks (issue 22)

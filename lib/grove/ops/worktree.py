@@ -386,6 +386,12 @@ def ignore_warnings(settings: Settings) -> list[str]:
     return missing
 
 
+def ignore_key(settings: Settings) -> str:
+    """The identity of every file git's ignore rules are read from, beside the worktree's own
+    tracked .gitignore files: a hiding decided under one key holds while it is the same."""
+    return _ignore_key(settings, {})
+
+
 def _ignore_key(settings: Settings, probes: dict) -> str:
     home = Path.home()
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
