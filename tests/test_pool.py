@@ -810,7 +810,7 @@ def test_a_pool_entry_whose_hidden_env_file_was_edited_is_kept_never_handed_out(
     state = inv_json(repo, "setup", "--adw-id", "h2", "--no-install")
     assert not state.get("from_pool") and env.read_text() == text
     [kept] = inv_json(repo, "pool")["entries"]
-    assert kept["status"] == "kept" and "files the pool hid: .env" in kept["reason"]
+    assert kept["status"] == "kept" and "files the pool wrote or hid: .env" in kept["reason"]
 
 
 def test_a_pool_entry_whose_hidden_config_was_edited_is_kept_never_handed_out(repo):
@@ -826,4 +826,68 @@ def test_a_pool_entry_whose_hidden_config_was_edited_is_kept_never_handed_out(re
     state = inv_json(repo, "setup", "--adw-id", "h3", "--no-install")
     assert not state.get("from_pool") and "mine.sh" in config.read_text()
     [kept] = inv_json(repo, "pool")["entries"]
-    assert kept["status"] == "kept" and "files the pool hid: .mcp.json" in kept["reason"]
+    assert kept["status"] == "kept" and "files the pool wrote or hid: .mcp.json" in kept["reason"]
+
+
+MCP = '{"mcpServers": {"x": {"command": "./run.sh"}}}\n'
+
+
+@pytest.mark.parametrize("change", ["config deleted", "ADW_PATH_CONFIGS changed"])
+def test_a_take_at_the_fills_commit_never_leaves_a_config_hidden_that_it_does_not_repoint(repo, change):
+    """Review of issue 24's fast take: the fill hides the tracked configs the take repoints. One
+    deleted in the entry since (status cannot see it), or no longer among ADW_PATH_CONFIGS at take,
+    must come back as the commit has it and visible to git, as a plain setup leaves it: the take
+    resets instead of trusting the fill."""
+    commit_file(repo, ".mcp.json", MCP)
+    git(repo, "push", "-q", "origin", "main")
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    env = {}
+    if change == "config deleted":
+        (Path(entry["path"]) / ".mcp.json").unlink()
+    else:
+        env = {"ADW_PATH_CONFIGS": "playwright-mcp-config.json"}
+    state = inv_json(repo, "setup", "--adw-id", "c1", "--no-install", env=env)
+    wt = repo / "trees/c1"
+    assert state["from_pool"] and (wt / ".mcp.json").is_file()
+    listed = git(wt, "ls-files", "-v", "--", ".mcp.json")
+    assert listed == ("S .mcp.json" if change == "config deleted" else "H .mcp.json"), listed
+    if change == "ADW_PATH_CONFIGS changed":
+        assert (wt / ".mcp.json").read_text() == MCP
+        (wt / ".mcp.json").write_text('{"mcpServers": {"agent": {"command": "./a.sh"}}}\n')
+        assert git(wt, "status", "--porcelain") == "M .mcp.json", "the agent's edit is visible to git"
+
+
+def test_a_pool_entry_whose_ignored_env_file_was_edited_is_kept_never_handed_out(repo):
+    """The take rewrites the env files the fill wrote: an edit to one that git ignores (so status
+    cannot see it) keeps the entry, as an edit anywhere else does."""
+    with open(repo / ".gitignore", "a") as ignore:
+        ignore.write(".env\n")
+    git(repo, "commit", "-qam", "ignore .env")
+    git(repo, "push", "-q", "origin", "main")
+    (repo / ".env").write_text("API_KEY=main\n")
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    env = Path(entry["path"]) / ".env"
+    text = env.read_text() + "MY_WORK=important\n"
+    env.write_text(text)
+    state = inv_json(repo, "setup", "--adw-id", "i1", "--no-install")
+    assert not state.get("from_pool") and env.read_text() == text
+    [kept] = inv_json(repo, "pool")["entries"]
+    assert kept["status"] == "kept" and "files the pool wrote or hid: .env" in kept["reason"]
+
+
+def test_a_fill_whose_reset_script_writes_an_env_file_still_serves_its_entries(repo):
+    """The fill's own database reset may write into an env file (DATABASE_URL): that is the fill's
+    work, recorded as it left it, not someone's edit that keeps the entry."""
+    with open(repo / ".gitignore", "a") as ignore:
+        ignore.write(".env\n")
+    commit_file(repo, "scripts/reset_db.sh", "#!/bin/sh\necho DATABASE_URL=sqlite:///app.db >> .env\n")
+    os.chmod(repo / "scripts/reset_db.sh", 0o755)
+    git(repo, "commit", "-qam", "a reset script that writes the env")
+    git(repo, "push", "-q", "origin", "main")
+    (repo / ".env").write_text("API_KEY=main\n")
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    assert "DATABASE_URL" in (Path(entry["path"]) / ".env").read_text()
+    assert inv_json(repo, "setup", "--adw-id", "w1", "--no-install")["from_pool"]

@@ -319,9 +319,10 @@ def head_of(path: Path) -> str | None:
 def point_head(path: Path, ref: str) -> None:
     """`git symbolic-ref HEAD <ref>` in the linked worktree at ``path``, written the way git does it
     (an exclusive HEAD.lock renamed over HEAD: a concurrent git sees the lock and waits or fails,
-    and no reader sees half a file; no reflog, as symbolic-ref without -m). git itself runs where
-    head_of cannot read the worktree's HEAD plainly (a reftable, an admin dir of someone else's),
-    or when the lock is held (issue 24: one process less on every pooled take)."""
+    and no reader sees half a file). Unlike git it adds no line to the HEAD reflog: the pool's take
+    points HEAD at a branch made at the commit HEAD already holds, so that line would record no
+    commit. git itself runs where head_of cannot read the worktree's HEAD plainly (a reftable, an
+    admin dir of someone else's), or when the lock is held (issue 24: one process less per take)."""
     if head_of(path) is not None:
         head = own_admin_dir(path) / "HEAD"
         lock = head.with_name("HEAD.lock")

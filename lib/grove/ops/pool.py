@@ -220,6 +220,7 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
         # the pool only resets databases that live in the worktree.
         db = "skipped" if agentdb.configured(settings) else db_resource.reset_db(settings, path, values)[0]
         own, own_tracked, own_ignored = _own_files(path), _own_tracked(path), _own_ignored(settings, path)
+        written = _as_left(path, written)
         _update(settings, lambda data: data["entries"][name].update(
             status="ready", pid=None, ready_at=state.now(), db=db, env_digest=digest, own=own, included=included,
             own_tracked=own_tracked, own_ignored=own_ignored, installed=list(deps.install_dirs(settings, path)),
@@ -241,7 +242,7 @@ def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict
     writes the final path, and the configs it rewrites are hidden now, as they are. Returns the
     entry's record of them:
     - ``own_written``: what it wrote, path -> [size, mtime_ns] (a hidden file that no longer is as
-      written was edited by someone: _hidden_edited, _save_work_done_since);
+      written was edited by someone: _fills_files_edited, _save_work_done_since);
     - ``hidden``: the tracked ones among them it gave skip-worktree (a take at the same commit with
       none has nothing to restore: _is_the_base_as_it_is);
     - ``hidden_as_is``: the tracked configs hidden with the commit's content, path -> [size, mtime_ns];
@@ -253,6 +254,14 @@ def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict
     return {"own_written": generated.fingerprints(path, written), "hidden": [h for h in hidden if h in written],
             "hidden_as_is": generated.fingerprints(path, [h for h in hidden if h not in written]),
             "hid": {"paths": [*written, *configs], "visible": visible, "key": worktree.ignore_key(settings)}}
+
+
+def _as_left(path: Path, written: dict) -> dict:
+    """``_write_files``'s record with the fingerprints of its files as the whole fill left them: its
+    install or database reset may write to an env file too (a reset script adding DATABASE_URL),
+    which is the fill's own work, not an edit by someone (_fills_files_edited)."""
+    return {**written, "own_written": generated.fingerprints(path, list(written["own_written"])),
+            "hidden_as_is": generated.fingerprints(path, list(written["hidden_as_is"]))}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -349,18 +358,17 @@ def _proof(settings: Settings, entry: dict, removing: bool = False) -> tuple[str
     if not index.exists():  # killed between `worktree add --no-checkout` and the checkout
         return _unless_only_the_fills(path, entry, worktree.status_against(path, head)), None
     raw = git.git(path, "status", "--porcelain", "-z", "--untracked-files=all")
-    return _unless_only_the_fills(path, entry, raw) or _hidden_edited(path, entry), raw
+    return _unless_only_the_fills(path, entry, raw) or _fills_files_edited(path, entry), raw
 
 
-def _hidden_edited(path: Path, entry: dict) -> str | None:
-    """Why the entry must be kept when a tracked file the fill hid was edited since: status cannot
-    see it (skip-worktree), and a take resets or repoints it."""
-    written, as_is = entry.get("own_written") or {}, entry.get("hidden_as_is") or {}
-    edited = [rel for rel in entry.get("hidden") or ()  # one deleted lost nothing: it held placeholders
-              if os.path.lexists(path / rel) and not generated.unchanged(path / rel, written.get(rel))]
-    edited += [rel for rel, fingerprint in as_is.items()  # one deleted is in the commit
-               if os.path.lexists(path / rel) and not generated.unchanged(path / rel, fingerprint)]
-    return f"{path} has edits to files the pool hid: {', '.join(edited[:5])}" if edited else None
+def _fills_files_edited(path: Path, entry: dict) -> str | None:
+    """Why the entry must be kept when a file the fill wrote or hid was edited since: git status
+    cannot see it (ignored, or skip-worktree), and a take rewrites it (the env files), resets it or
+    repoints it. One deleted held nothing of anyone's (placeholders, or the commit's content)."""
+    recorded = {**(entry.get("hidden_as_is") or {}), **(entry.get("own_written") or {})}
+    edited = [rel for rel, fingerprint in recorded.items()
+              if os.path.lexists(path / rel) and not generated.unchanged(path / rel, fingerprint)]
+    return f"{path} has edits to files the pool wrote or hid: {', '.join(edited[:5])}" if edited else None
 
 
 def _unless_only_the_fills(path: Path, entry: dict, raw: str) -> str | None:
@@ -547,7 +555,7 @@ def take(settings: Settings, adw_id: str, branch: str, base: str, base_commit: s
         # A pooled worktree is nobody's until taken, but somebody may have worked in it anyway:
         # such an entry is kept (as drain keeps it), never handed to an agent or checked out over.
         reason, status = _proof(settings, entry)
-        untouched = _is_the_base_as_it_is(entry, base_commit, status)
+        untouched = _is_the_base_as_it_is(settings, entry, source, base_commit, status)
         if reason:
             _set(settings, entry["name"], status="kept", pid=None, adw_id=None, reason=reason)
             return None
@@ -617,12 +625,17 @@ def _refuse_half_taken(adw_id: str, target: Path, what: str) -> NoReturn:
                           "refs/grove-backup/ and refs/grove-salvage/ first")
 
 
-def _is_the_base_as_it_is(entry: dict, base_commit: str, status: str | None) -> bool:
-    """Whether the entry's tracked files already are ``base_commit``'s, so the switch's reset would
-    write nothing: filled at that commit, no tracked file the fill hid (hidden, its content is the
-    fill's, not the commit's), and a proof that read a status with nothing but untracked files in it
-    (issue 24: two git processes less on every take at the newest base)."""
+def _is_the_base_as_it_is(settings: Settings, entry: dict, path: Path, base_commit: str, status: str | None) -> bool:
+    """Whether the entry's tracked files already are ``base_commit``'s and hidden as the take would
+    hide them, so the switch's unhide and reset would write nothing (issue 24: two git processes
+    less on every take at the newest base). That is: filled at that commit; no tracked file the fill
+    rewrote and hid (``hidden``: its content is the fill's, not the commit's); every config it hid
+    as it was still there (status cannot see one deleted) and still one the take repoints (else
+    its skip-worktree bit would hide the agent's edits to it); and a proof that read a status with
+    nothing but untracked files in it."""
+    as_is = entry.get("hidden_as_is") or {}
     return (status is not None and entry.get("commit") == base_commit and entry.get("hidden") == []
+            and all(rel in settings.path_configs and (path / rel).is_file() for rel in as_is)
             and all(e[:3] == "?? " for e in status.split("\0") if e))
 
 
@@ -910,6 +923,7 @@ def _refresh_entry(settings: Settings, name: str, report: Reporter, *, resumed: 
         _set(settings, name, pid=None)
         raise
     own, own_tracked = _own_files(path), _own_tracked(path)  # what this refresh's installs rewrote is its own too
+    written = _as_left(path, written)
     _set(settings, name, status="ready", pid=None, commit=new, refresh_to=None, refreshed_at=state.now(), db=db,
          env_digest=digest, own=own, own_tracked=own_tracked, own_ignored=mine, installed=list(dirs),
          installs_detected=settings.detect_installs, db_reset=settings.db_reset, **written)
