@@ -798,38 +798,38 @@ def test_a_take_at_the_fills_commit_restores_what_the_fill_hid_and_what_went_mis
     assert git(wt, "status", "--porcelain") == ""
 
 
-def test_a_pool_entry_whose_hidden_env_file_was_edited_is_kept_never_handed_out(repo):
-    """git status cannot see an edit to a file the fill hid (skip-worktree), and the take resets it:
-    the proof that an entry is empty compares it with what the fill wrote."""
-    _tracked_env(repo)
-    inv(repo, "pool", "--size", "1", check=True)
-    [entry] = pool_entries(repo).values()
-    env = Path(entry["path"]) / ".env"
-    text = env.read_text() + "MY_SECRET=someone's\n"
-    env.write_text(text)
-    state = inv_json(repo, "setup", "--adw-id", "h2", "--no-install")
-    assert not state.get("from_pool") and env.read_text() == text
-    [kept] = inv_json(repo, "pool")["entries"]
-    assert kept["status"] == "kept" and "files the pool wrote or hid: .env" in kept["reason"]
-
-
-def test_a_pool_entry_whose_hidden_config_was_edited_is_kept_never_handed_out(repo):
-    """The fill hides the tracked configs a take repoints (as they are: the commit's content), so git
-    status cannot see an edit to one; the proof compares them with the fill's record."""
-    commit_file(repo, ".mcp.json", '{"mcpServers": {"x": {"command": "./run.sh"}}}\n')
-    git(repo, "push", "-q", "origin", "main")
-    inv(repo, "pool", "--size", "1", check=True)
-    [entry] = pool_entries(repo).values()
-    config = Path(entry["path"]) / ".mcp.json"
-    assert list(entry["hidden_as_is"]) == [".mcp.json"] and "S .mcp.json" in git(config.parent, "ls-files", "-v")
-    config.write_text('{"mcpServers": {"mine": {"command": "./mine.sh"}}}\n')
-    state = inv_json(repo, "setup", "--adw-id", "h3", "--no-install")
-    assert not state.get("from_pool") and "mine.sh" in config.read_text()
-    [kept] = inv_json(repo, "pool")["entries"]
-    assert kept["status"] == "kept" and "files the pool wrote or hid: .mcp.json" in kept["reason"]
-
-
 MCP = '{"mcpServers": {"x": {"command": "./run.sh"}}}\n'
+
+
+@pytest.mark.parametrize("kind", ["tracked env hidden", "config hidden as is", "ignored env"])
+def test_a_pool_entry_whose_file_git_cannot_see_was_edited_is_kept_never_handed_out(repo, kind):
+    """git status cannot see an edit to a file the fill hid (skip-worktree: a tracked .env it rewrote,
+    a tracked config it hid as it is for the take to repoint) or to an ignored env file it wrote,
+    and the take resets, repoints or rewrites each: the proof that an entry is empty compares them
+    with the fill's record, and such an entry is kept, the edit where it was."""
+    name = ".mcp.json" if kind == "config hidden as is" else ".env"
+    if kind == "tracked env hidden":
+        _tracked_env(repo)
+    elif kind == "config hidden as is":
+        commit_file(repo, ".mcp.json", MCP)
+        git(repo, "push", "-q", "origin", "main")
+    else:
+        with open(repo / ".gitignore", "a") as ignore:
+            ignore.write(".env\n")
+        git(repo, "commit", "-qam", "ignore .env")
+        git(repo, "push", "-q", "origin", "main")
+        (repo / ".env").write_text("API_KEY=main\n")
+    inv(repo, "pool", "--size", "1", check=True)
+    [entry] = pool_entries(repo).values()
+    edited = Path(entry["path"]) / name
+    if kind == "config hidden as is":
+        assert list(entry["hidden_as_is"]) == [name] and f"S {name}" in git(edited.parent, "ls-files", "-v")
+    text = edited.read_text().replace("run.sh", "mine.sh") + ("MY_WORK=important\n" if name == ".env" else "")
+    edited.write_text(text)
+    state = inv_json(repo, "setup", "--adw-id", "h2", "--no-install")
+    assert not state.get("from_pool") and edited.read_text() == text
+    [kept] = inv_json(repo, "pool")["entries"]
+    assert kept["status"] == "kept" and f"files the pool wrote or hid: {name}" in kept["reason"]
 
 
 @pytest.mark.parametrize("change", ["config deleted", "ADW_PATH_CONFIGS changed"])
@@ -856,25 +856,6 @@ def test_a_take_at_the_fills_commit_never_leaves_a_config_hidden_that_it_does_no
         assert (wt / ".mcp.json").read_text() == MCP
         (wt / ".mcp.json").write_text('{"mcpServers": {"agent": {"command": "./a.sh"}}}\n')
         assert git(wt, "status", "--porcelain") == "M .mcp.json", "the agent's edit is visible to git"
-
-
-def test_a_pool_entry_whose_ignored_env_file_was_edited_is_kept_never_handed_out(repo):
-    """The take rewrites the env files the fill wrote: an edit to one that git ignores (so status
-    cannot see it) keeps the entry, as an edit anywhere else does."""
-    with open(repo / ".gitignore", "a") as ignore:
-        ignore.write(".env\n")
-    git(repo, "commit", "-qam", "ignore .env")
-    git(repo, "push", "-q", "origin", "main")
-    (repo / ".env").write_text("API_KEY=main\n")
-    inv(repo, "pool", "--size", "1", check=True)
-    [entry] = pool_entries(repo).values()
-    env = Path(entry["path"]) / ".env"
-    text = env.read_text() + "MY_WORK=important\n"
-    env.write_text(text)
-    state = inv_json(repo, "setup", "--adw-id", "i1", "--no-install")
-    assert not state.get("from_pool") and env.read_text() == text
-    [kept] = inv_json(repo, "pool")["entries"]
-    assert kept["status"] == "kept" and "files the pool wrote or hid: .env" in kept["reason"]
 
 
 def test_a_fill_whose_reset_script_writes_an_env_file_still_serves_its_entries(repo):
