@@ -192,9 +192,9 @@ MUTATIONS = [
          tests=["tests/test_pool.py::test_a_pool_entry_a_kill_inside_git_left_is_removed_and_nothing_in_it_lost"]),
     dict(id="take-skips-reset-over-changes", mechanism="pool refresh", file="lib/grove/ops/pool.py",
          why="a take at the fill's commit skips the reset although the fill hid a file or one is missing",
-         edits=[('    return (status is not None and entry.get("commit") == base_commit and entry.get("hidden") == []\n'
-                 '            and all(e[:3] == "?? " for e in status.split("\\0") if e))\n',
-                 '    return status is not None and entry.get("commit") == base_commit\n')],
+         edits=[('    return (status is not None and entry.get("commit") == base_commit and entry.get("hidden") == []\n',
+                 '    return (status is not None and entry.get("commit") == base_commit\n'),
+                ('            and all(e[:3] == "?? " for e in status.split("\\0") if e))\n', "            )\n")],
          tests=["tests/test_pool.py::test_a_take_at_the_fills_commit_restores_what_the_fill_hid_and_what_went_missing"]),
     dict(id="pool-hidden-edit-unseen", mechanism="pool refresh", file="lib/grove/ops/pool.py",
          why="an edit to a file the fill hid is invisible to the proof: the take resets it away",
