@@ -19,27 +19,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 GROVE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
+from bench import INV, timed  # noqa: E402
 
 PY = sys.executable
-INV = str(Path(sys.executable).parent / "inv")
 
 
 def grove(lib: Path, *args: str) -> list[str]:
     """`grove ARGS` run from ``lib`` (the console script's own two lines, with that lib first)."""
     return [PY, "-c", f"import sys; sys.path.insert(0, {str(lib)!r}); sys.argv = ['grove', *{list(args)!r}]; "
                       "from grove.cli import main; main()"]
-
-
-def timed(argv: list[str], cwd: Path, env: dict) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def main() -> int:

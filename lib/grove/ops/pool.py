@@ -240,28 +240,33 @@ def _make(settings: Settings, name: str, commit: str, report: Reporter) -> None:
 def _write_files(settings: Settings, path: Path, values: dict[str, str]) -> dict:
     """The pool's env files, with placeholder ports, hidden when tracked; repoint runs at take: it
     writes the final path, and the configs it rewrites are hidden now, as they are. Returns the
-    entry's record of them:
-    - ``own_written``: what it wrote, path -> [size, mtime_ns] (a hidden file that no longer is as
-      written was edited by someone: _fills_files_edited, _save_work_done_since);
+    entry's record of them (``_as_left`` adds the fingerprints once the whole fill is done):
+    - ``own_written``: the files it wrote (one no longer as the fill left it was edited by someone:
+      _fills_files_edited, _save_work_done_since);
     - ``hidden``: the tracked ones among them it gave skip-worktree (a take at the same commit with
       none has nothing to restore: _is_the_base_as_it_is);
-    - ``hidden_as_is``: the tracked configs hidden with the commit's content, path -> [size, mtime_ns];
+    - ``hidden_as_is``: the tracked configs hidden with the commit's content;
     - ``hid``: what the take's own hiding would find, so a take at the same commit need not ask git
       again while the ignore rules are unchanged (issue 24: two git processes on every take)."""
     _, written = steps.write_files(settings, path.name, path, values, tuple(r for r in table.FILES if r.in_pool))
     configs = [c for c in settings.path_configs if c not in written and (path / c).is_file()]
     hidden, visible = worktree.hide_files(settings, path, [*written, *configs])
-    return {"own_written": generated.fingerprints(path, written), "hidden": [h for h in hidden if h in written],
-            "hidden_as_is": generated.fingerprints(path, [h for h in hidden if h not in written]),
+    return {"own_written": written, "hidden": [h for h in hidden if h in written],
+            "hidden_as_is": [h for h in hidden if h not in written],
             "hid": {"paths": [*written, *configs], "visible": visible, "key": worktree.ignore_key(settings)}}
 
 
 def _as_left(path: Path, written: dict) -> dict:
-    """``_write_files``'s record with the fingerprints of its files as the whole fill left them: its
-    install or database reset may write to an env file too (a reset script adding DATABASE_URL),
+    """``_write_files``'s record, its files as path -> [size, mtime_ns] as the whole fill left them:
+    its install or database reset may write to an env file too (a reset script adding DATABASE_URL),
     which is the fill's own work, not an edit by someone (_fills_files_edited)."""
-    return {**written, "own_written": generated.fingerprints(path, list(written["own_written"])),
-            "hidden_as_is": generated.fingerprints(path, list(written["hidden_as_is"]))}
+    return {**written, "own_written": generated.fingerprints(path, written["own_written"]),
+            "hidden_as_is": generated.fingerprints(path, written["hidden_as_is"])}
+
+
+def _fills_record(entry: dict) -> dict[str, list[int]]:
+    """Every file the fill wrote or hid as it was, with the fingerprint it left it with."""
+    return {**(entry.get("hidden_as_is") or {}), **(entry.get("own_written") or {})}
 
 
 def _relocatable_venvs(settings: Settings, path: Path) -> None:
@@ -365,8 +370,7 @@ def _fills_files_edited(path: Path, entry: dict) -> str | None:
     """Why the entry must be kept when a file the fill wrote or hid was edited since: git status
     cannot see it (ignored, or skip-worktree), and a take rewrites it (the env files), resets it or
     repoints it. One deleted held nothing of anyone's (placeholders, or the commit's content)."""
-    recorded = {**(entry.get("hidden_as_is") or {}), **(entry.get("own_written") or {})}
-    edited = [rel for rel, fingerprint in recorded.items()
+    edited = [rel for rel, fingerprint in _fills_record(entry).items()
               if os.path.lexists(path / rel) and not generated.unchanged(path / rel, fingerprint)]
     return f"{path} has edits to files the pool wrote or hid: {', '.join(edited[:5])}" if edited else None
 
@@ -605,7 +609,7 @@ def _save_work_done_since(settings: Settings, adw_id: str, entry: dict, target: 
         _refuse_half_taken(adw_id, target, f"committed in since (HEAD at {str(head)[:10]})")
     preserve.require_checkout(target)
     listed = git.git(target, "ls-files", "-v", "-z").split("\0")
-    written = {**(entry.get("hidden_as_is") or {}), **(entry.get("own_written") or {})}
+    written = _fills_record(entry)
     edited_hidden = [e[2:] for e in listed if e[:2] == "S " and e[2:] in written
                      and not generated.unchanged(target / e[2:], written[e[2:]])]
     if edited_hidden:
