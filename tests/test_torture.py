@@ -224,6 +224,45 @@ def test_lock_held_by_a_dead_process_is_released(tmp_path):
     assert lock.exists(), "lock files are never deleted"
 
 
+FILELOCK_HOLDER = """
+import sys, time
+from filelock import FileLock
+with FileLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("first", ["grove", "filelock"])
+def test_a_lock_taken_without_filelock_and_one_taken_by_filelock_exclude_each_other(tmp_path, first):
+    """A free lock is taken with one flock call, a busy one is waited for by filelock (issue 24 §2):
+    whichever holds it, the other is refused, in another process as in this one."""
+    from filelock import FileLock, Timeout
+    from grove.core.errors import GroveError
+    from grove.core.locks import locked
+
+    lock = tmp_path / "repo.lock"
+    argv = [sys.executable, "-c", HOLDER, str(LIB), str(lock)] if first == "grove" else \
+        [sys.executable, "-c", FILELOCK_HOLDER, str(lock)]
+    holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(GroveError, match="busy"):
+            with locked(lock, 0, "busy"):
+                pass
+        with pytest.raises(Timeout):
+            FileLock(lock, timeout=0).acquire()
+        with locked(tmp_path / "other.lock", 0, "busy"):  # only that lock is held
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with locked(lock, 0, "busy"):
+        with pytest.raises(GroveError, match="busy"):  # two holders in one process exclude each other too
+            with locked(lock, 0, "busy"):
+                pass
+
+
 def test_dead_claim_is_reclaimed_by_the_next_setup(repo):
     registry = repo / "agents/.grove/ports.json"
     registry.parent.mkdir(parents=True)
