@@ -62,20 +62,39 @@ def shim(tmp_path, monkeypatch):
     return log
 
 
-def test_a_new_agent_costs_five_git_calls(tmp_path, repo, shim):
+def calls_logged(shim: Path) -> list[str]:
+    """The git subcommands the shim logged since it was emptied, without `-C PATH`."""
+    return [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
+
+
+def test_a_new_agent_costs_four_git_calls(tmp_path, repo, shim):
     app = sample_app.build(tmp_path / "sample", None, None)
     inv_json(app, "setup", "--adw-id", "c1", "--no-install")
     first = shim.read_text().splitlines()
     assert sum(line.startswith("--version") for line in first) == 1
     shim.write_text("")
     inv_json(app, "setup", "--adw-id", "c2", "--no-install")
-    calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
-    # fetch, add, checkout, hide (ls-files + skip-worktree on the MCP configs); the repository is
-    # found without git (config._plain_checkout), validation reads the refs from git's files.
-    assert [c.split()[0] for c in calls] == ["fetch", "worktree", "reset", "ls-files", "update-index"], calls
+    # add, checkout, hide (ls-files + skip-worktree on the MCP configs); the repository is found
+    # without git (config._plain_checkout), validation reads the refs from git's files, and the
+    # origin on this machine is read from its files: its main is where origin/main is, no fetch.
+    assert [c.split()[0] for c in calls_logged(shim)] == ["worktree", "reset", "ls-files", "update-index"]
+    pushed = push_from_a_clone(app.parent / "origin.git", tmp_path / "other")
+    shim.write_text("")
+    state = inv_json(app, "setup", "--adw-id", "c3", "--no-install")
+    assert calls_logged(shim)[0].startswith("fetch") and state["base_commit"] == pushed, "origin moved: fetched"
 
 
-def test_a_pooled_take_at_the_newest_base_costs_four_git_calls(tmp_path, repo, shim):
+def push_from_a_clone(origin: Path, clone: Path) -> str:
+    """Push one commit to ``origin`` from a clone of it; the commit."""
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    (clone / "upstream.txt").write_text("upstream\n")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", "upstream work")
+    git(clone, "push", "-q", "origin", "main")
+    return git(clone, "rev-parse", "HEAD")
+
+
+def test_a_pooled_take_at_the_newest_base_costs_three_git_calls(tmp_path, repo, shim):
     """Issue 24: the take is on every pooled setup's clock. At the commit the entry was filled at,
     with nothing changed or hidden in it, the switch's reset would write nothing, and the fill's
     hiding of the files the take writes still holds: neither asks git again."""
@@ -84,10 +103,10 @@ def test_a_pooled_take_at_the_newest_base_costs_four_git_calls(tmp_path, repo, s
     assert inv_json(app, "setup", "--adw-id", "t1")["from_pool"]
     shim.write_text("")
     state = inv_json(app, "setup", "--adw-id", "t2")
-    calls = [" ".join(line.split()[2:4]) if line.startswith("-C") else line for line in shim.read_text().splitlines()]
+    calls = calls_logged(shim)
     assert state["from_pool"] and state["base_commit"] == git(app, "rev-parse", "origin/main")
-    # fetch, the proof the entry is empty (status), move, branch.
-    assert [c.split()[0] for c in calls] == ["fetch", "status", "worktree", "branch"], calls
+    # The proof the entry is empty (status), move, branch; origin's main is read from its files.
+    assert [c.split()[0] for c in calls] == ["status", "worktree", "branch"], calls
     wt = app / "trees/t2"
     assert git(wt, "symbolic-ref", "HEAD") == "refs/heads/adw/t2"
     # Hidden as a plain setup hides them: the repointed configs (tracked) skip-worktree, nothing to commit.
@@ -196,13 +215,7 @@ def test_has_remote_reads_config_and_falls_back_to_git(repo, tmp_path):
 
 def test_the_fetched_commit_is_the_remote_tip(repo, tmp_path):
     """The commit setup starts from comes from FETCH_HEAD or the stamp, not from git: it must be the tip."""
-    other = tmp_path / "other"
-    subprocess.run(["git", "clone", "-q", str(tmp_path / "origin.git"), str(other)], check=True)
-    (other / "new.txt").write_text("new\n")
-    git(other, "add", "-A")
-    git(other, "commit", "-q", "-m", "upstream work")
-    git(other, "push", "-q", "origin", "main")
-    tip = git(other, "rev-parse", "HEAD")
+    tip = push_from_a_clone(tmp_path / "origin.git", tmp_path / "other")
     state = inv_json(repo, "setup", "--adw-id", "f1", "--no-install")
     assert state["base_commit"] == tip == git(Path(state["worktree_path"]), "rev-parse", "HEAD")
     fetched = inv_json(repo, "git.fetch")
@@ -221,3 +234,51 @@ def test_the_repository_is_found_as_git_finds_it(repo, tmp_path):
     bare = tmp_path / "origin.git"
     with pytest.raises(Exception):
         config.find_repo(bare)
+
+
+REMOTE_FORMS = ["bare, loose", "bare, packed", "a checkout", "file:// URL", "relative path", "insteadOf",
+                "include", "GIT_CONFIG_COUNT", "two urls", "network URL", "no such branch", "old section spelling"]
+
+
+@pytest.mark.parametrize("form", REMOTE_FORMS)
+def test_a_remote_on_this_machine_is_read_as_git_would_fetch_it(repo, tmp_path, monkeypatch, form):
+    """git.local_remote_ref answers with what `git ls-remote` sees, or not at all (then setup fetches)."""
+    origin = tmp_path / "origin.git"
+    tip = push_from_a_clone(origin, tmp_path / "other")
+    url, branch, answers = str(origin), "main", True
+    if form == "bare, packed":
+        git(origin, "pack-refs", "--all")
+    elif form == "a checkout":
+        url = str(tmp_path / "other")
+    elif form == "file:// URL":
+        url = f"file://{origin}"
+    elif form == "relative path":
+        url = os.path.relpath(origin, repo)
+    elif form == "insteadOf":
+        git(repo, "config", f"url.{tmp_path / 'other'}.insteadOf", str(origin))
+        answers = False
+    elif form == "include":
+        (tmp_path / "more.config").write_text("")
+        git(repo, "config", "include.path", str(tmp_path / "more.config"))
+        answers = False
+    elif form == "GIT_CONFIG_COUNT":
+        monkeypatch.setenv("GIT_CONFIG_COUNT", "0")
+        answers = False
+    elif form == "two urls":
+        git(repo, "config", "--add", "remote.origin.url", str(tmp_path / "other"))
+        answers = False
+    elif form == "network URL":
+        url, answers = "https://example.invalid/x.git", False
+    elif form == "no such branch":
+        branch, answers = "nope", False
+    elif form == "old section spelling":
+        with (repo / ".git/config").open("a") as config:
+            config.write("[remote.origin]\n\turl = /elsewhere\n")
+        answers = False
+    if form not in ("two urls", "old section spelling"):  # git refuses set-url over two urls
+        git(repo, "remote", "set-url", "origin", url)
+    found = grove_git.local_remote_ref(repo, "origin", f"refs/heads/{branch}")
+    assert found == (tip if answers else None)
+    if answers:
+        listed = git(repo, "ls-remote", "origin", f"refs/heads/{branch}").split()
+        assert listed[0] == found

@@ -98,6 +98,7 @@ def has_remote(repo: Path, remote: str) -> bool:
 
 
 _REMOTE_SECTION = re.compile(r'^\s*\[\s*remote\s+"((?:[^"\\]|\\.)*)"\s*\]', re.M)
+_REMOTE_SECTION_ANY_CASE = re.compile(_REMOTE_SECTION.pattern, re.I)  # section names are case-insensitive
 
 
 def _config_names_remote(repo: Path, remote: str) -> bool:
@@ -106,6 +107,85 @@ def _config_names_remote(repo: Path, remote: str) -> bool:
     except OSError:
         return False
     return any(re.sub(r"\\(.)", r"\1", m) == remote for m in _REMOTE_SECTION.findall(text))
+
+
+def local_remote_ref(repo: Path, remote: str, ref: str) -> str | None:
+    """The object ``ref`` names in ``remote`` when the remote is a repository on this machine whose
+    files answer plainly, read from those files as git would read them; None: only a fetch knows.
+
+    A fetch that brings nothing still runs three processes (fetch, upload-pack, a connectivity
+    rev-list), ~8 ms of a pooled setup (issue 24 §2); a caller that already has this object needs
+    none of them. Only a plain path or file:// URL in the repo's own config counts, with no
+    ``insteadOf`` or include in any config git reads and no GIT_CONFIG_* overrides on the line.
+    """
+    path = _local_remote_path(Path(repo), remote)
+    if path is None:
+        return None
+    if (path / ".git").is_dir():
+        path = path / ".git"
+    elif not ((path / "HEAD").is_file() and (path / "objects").is_dir()):
+        return None  # not a repository git would find at exactly this path
+    if (path / "commondir").exists():
+        return None  # a linked worktree's admin dir: its refs live elsewhere
+    return (_refs_from_files(path, [ref]) or {}).get(ref)
+
+
+def _local_remote_path(repo: Path, remote: str) -> Path | None:
+    if os.environ.get("GIT_CONFIG_PARAMETERS") or os.environ.get("GIT_CONFIG_COUNT"):
+        return None
+    texts = []
+    for config in [repo / ".git" / "config", *_user_and_system_configs()]:
+        try:
+            texts.append(config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError):
+            return None
+    if not texts or any("insteadof" in t.lower() or "[include" in t.lower() for t in texts):
+        return None  # a URL rewrite or an included file: git's to resolve
+    urls = _remote_urls(texts[0], remote)
+    if len(urls) != 1 or re.search(r'[\s"\\;#]', urls[0]):
+        return None
+    url = urls[0]
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+        if not url.startswith("/"):
+            return None  # file://host/path
+    elif ":" in url:
+        return None  # a network URL, or host:path (scp-like)
+    return repo / url  # relative: to the directory git runs in (-C repo)
+
+
+def _user_and_system_configs() -> list[Path]:
+    """The config files besides the repo's own that git reads (git-config(1), FILES)."""
+    home = Path.home()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    found = [Path(os.environ["GIT_CONFIG_GLOBAL"])] if os.environ.get("GIT_CONFIG_GLOBAL") \
+        else [xdg / "git" / "config", home / ".gitconfig"]
+    if not os.environ.get("GIT_CONFIG_NOSYSTEM"):
+        git_bin = shutil.which("git")
+        prefix = Path(os.path.realpath(git_bin)).parent.parent if git_bin else Path("/usr")
+        found += [Path(os.environ["GIT_CONFIG_SYSTEM"])] if os.environ.get("GIT_CONFIG_SYSTEM") \
+            else [Path("/etc/gitconfig"), prefix / "etc" / "gitconfig"]
+    return [f for f in found if str(f) != os.devnull]
+
+
+def _remote_urls(config: str, remote: str) -> list[str]:
+    """The ``url`` values of the ``[remote "<remote>"]`` sections of one config file's text."""
+    urls, inside = [], False
+    for line in config.splitlines():
+        header = re.match(r"\s*\[([^\]]*)\]", line)
+        if header:
+            found = _REMOTE_SECTION_ANY_CASE.match(line)
+            if not found and header.group(1).strip().lower().startswith("remote"):
+                return []  # `[remote.origin]`, the old spelling: git's to read
+            inside = bool(found) and re.sub(r"\\(.)", r"\1", found.group(1)) == remote
+            line = line[header.end():]
+        if inside:
+            key, eq, value = line.partition("=")
+            if eq and key.strip().lower() == "url":
+                urls.append(value.strip())
+    return urls
 
 
 def refs(repo: Path, names: list[str]) -> dict[str, str]:

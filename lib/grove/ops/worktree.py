@@ -83,14 +83,20 @@ def fetch_base(settings: Settings, base: str) -> str | None:
     """Fetch ``base`` into refs/remotes/<remote>/<base> under the repo lock: the one fetch Grove does.
 
     Coalescing: a fetch that started after we asked for the lock is as fresh as ours would be,
-    so 30 agents starting together cost one or two fetches, not 30 in a row.
+    so 30 agents starting together cost one or two fetches, not 30 in a row. A remote on this
+    machine (a path or file:// URL) whose branch is already where ours is needs no fetch at all:
+    its ref is read from its files (git.local_remote_ref).
     Returns the fetched commit when known without asking git again (the stamp keeps it, FETCH_HEAD
     names it), else None. Raises bad input when the remote has no such branch, a failure (exit 1)
     when the fetch fails.
     """
+    tracking = f"refs/remotes/{settings.remote}/{base}"
+    there = git.local_remote_ref(settings.repo, settings.remote, f"refs/heads/{base}")
+    if there is not None and git.refs(settings.repo, [tracking]).get(tracking) == there:
+        return there  # a remote on this machine whose branch is where ours is: nothing to fetch
     asked = time.time()
     stamp = _fetch_stamp(settings, base)
-    refspec = f"+refs/heads/{base}:refs/remotes/{settings.remote}/{base}"
+    refspec = f"+refs/heads/{base}:{tracking}"
     sha: str | None  # the fetched commit: from the stamp, or from FETCH_HEAD after our own fetch
     with repo_lock(settings):
         try:
