@@ -179,7 +179,7 @@ def _remote_urls(config: str, remote: str) -> list[str]:
             found = _REMOTE_SECTION_ANY_CASE.match(line)
             if not found and header.group(1).strip().lower().startswith("remote"):
                 return []  # `[remote.origin]`, the old spelling: git's to read
-            inside = bool(found) and re.sub(r"\\(.)", r"\1", found.group(1)) == remote
+            inside = found is not None and re.sub(r"\\(.)", r"\1", found.group(1)) == remote
             line = line[header.end():]
         if inside:
             key, eq, value = line.partition("=")
