@@ -44,6 +44,15 @@ def test_parse_accepts_libpq_uris(url):
     assert str(admin) == pgdb.redact(url)
 
 
+def test_the_settings_never_print_the_database_url(repo, monkeypatch):
+    """ADW_DB_URL may hold a password: the settings' repr leaves it out (config.Settings.__repr__)."""
+    from conftest import settings_for
+
+    monkeypatch.setenv("ADW_DB_URL", "postgresql://u:" + SECRET + "@127.0.0.1/postgres")
+    settings = settings_for(repo)
+    assert SECRET in settings.db_url and SECRET not in repr(settings) and "repo=" in repr(settings)
+
+
 @pytest.mark.parametrize("url", [
     "",
     "   ",

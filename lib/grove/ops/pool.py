@@ -34,6 +34,7 @@ from . import steps, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError
 from ..core.faults import announce, fault, hold
+from ..core.files import sha256
 from ..core.report import Reporter
 
 POOL_DIR = ".pool"
@@ -128,9 +129,7 @@ def included_state(settings: Settings) -> dict[str, list[int]]:
 
 def env_digest(settings: Settings) -> str:
     """What the env files are made from: the main checkout's copies (or their samples)."""
-    import hashlib
-
-    h = hashlib.sha256()
+    h = sha256()
     for name in settings.env_files:
         source, _ = envfiles.source_for(settings.repo / name)
         h.update(name.encode() + b"\0")

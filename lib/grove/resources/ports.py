@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from ..core import liveness, locks, portable
+from ..core.files import sha256
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.state import now
@@ -39,16 +40,8 @@ def preferred_slot(adw_id: str, slots: int) -> int:
     """sha256 of the id modulo the slot count: the same on every machine and every run
     (Python's ``hash()`` is salted per process). The whole digest as one big-endian integer, so
     ``int(sha256(id).hexdigest(), 16) % slots`` outside Grove predicts it (DESIGN.md's contract)."""
-    return int.from_bytes(_sha256(adw_id.encode()).digest(), "big") % slots
+    return int.from_bytes(sha256(adw_id.encode()).digest(), "big") % slots
 
-
-try:  # CPython's own sha256: the same digest, without loading OpenSSL through hashlib (1 ms, issue 12)
-    from _sha256 import sha256 as _sha256  # 3.10, 3.11
-except ImportError:
-    try:
-        from _sha2 import sha256 as _sha256  # 3.12+
-    except ImportError:
-        from hashlib import sha256 as _sha256
 
 
 def ports_for(settings: Settings, slot: int) -> dict[str, int]:

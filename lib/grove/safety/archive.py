@@ -29,6 +29,7 @@ from typing import Callable
 from ..core import git, locks, numbers
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
+from ..core.files import sha256
 
 MANIFEST = "manifest.json"
 DUMPS = "db"  # where safety/dbdump.py puts database dumps in the same folder
@@ -163,20 +164,16 @@ def _describe(wt: Path, rel: str) -> dict | None:
     row: dict = {"path": rel, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime}
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
-        import hashlib  # here, not at the top: archive is on every setup's import path, hashing is not
-
-        row.update(symlink=target, sha256=hashlib.sha256(target.encode()).hexdigest())
+        row.update(symlink=target, sha256=sha256(target.encode()).hexdigest())
     elif stat.S_ISREG(st.st_mode):
-        row["sha256"] = _sha256(path)
+        row["sha256"] = _sha256_of(path)
     else:
         return None  # a socket or fifo a server left: nothing to keep
     return row
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
+def _sha256_of(path: Path) -> str:
+    h = sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -319,7 +316,7 @@ def restore(settings: Settings, ident: str, wt: Path) -> dict:
 def _same(a: Path, b: Path) -> bool:
     if os.path.islink(a) or os.path.islink(b):
         return os.path.islink(a) and os.path.islink(b) and os.readlink(a) == os.readlink(b)
-    return b.is_file() and _sha256(a) == _sha256(b)
+    return b.is_file() and _sha256_of(a) == _sha256_of(b)
 
 
 def _copy_back(src: Path, dst: Path, row: dict) -> None:
