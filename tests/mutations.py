@@ -82,8 +82,9 @@ MUTATIONS = [
     dict(id="lock-file-deleted", mechanism="locks", file="lib/grove/core/locks.py",
          why="lock files are deleted as cleanup: a waiter on the old file and a newcomer both hold the lock",
          edits=[("        lock.release()\n", "        lock.release()\n        lock_path.unlink(missing_ok=True)\n"),
-                ("        fcntl.flock(fd, fcntl.LOCK_UN)\n        os.close(fd)\n",
-                 "        fcntl.flock(fd, fcntl.LOCK_UN)\n        os.close(fd)\n        lock_path.unlink(missing_ok=True)\n")],
+                ("        if fd is not None:  # whatever interrupted us\n            _release(fd)\n",
+                 "        if fd is not None:  # whatever interrupted us\n            _release(fd)\n"
+                 "            lock_path.unlink(missing_ok=True)\n")],
          tests=["tests/test_torture.py::test_lock_held_by_a_dead_process_is_released"]),
     dict(id="free-lock-taken-shared", mechanism="locks", file="lib/grove/core/locks.py",
          why="a free lock is taken shared: two processes hold it at once, and one's writes are lost",

@@ -237,7 +237,12 @@ def test_the_repository_is_found_as_git_finds_it(repo, tmp_path):
 
 
 REMOTE_FORMS = ["bare, loose", "bare, packed", "a checkout", "file:// URL", "relative path", "insteadOf",
-                "include", "GIT_CONFIG_COUNT", "two urls", "network URL", "no such branch", "old section spelling"]
+                "include", "GIT_CONFIG_COUNT", "two urls", "network URL", "no such branch", "old section spelling",
+                # From the review of the first version: each made it answer with a stale commit, or
+                # answer where git's fetch fails.
+                "insteadOf in config.worktree", "insteadOf in a system config read anyway", "a url in the global config",
+                "another upload-pack", "GIT_NAMESPACE", "file protocol refused", "refs hidden by the remote",
+                "a key it does not know", "percent-encoded file:// URL", "a url without a value"]
 
 
 @pytest.mark.parametrize("form", REMOTE_FORMS)
@@ -275,7 +280,41 @@ def test_a_remote_on_this_machine_is_read_as_git_would_fetch_it(repo, tmp_path, 
         with (repo / ".git/config").open("a") as config:
             config.write("[remote.origin]\n\turl = /elsewhere\n")
         answers = False
-    if form not in ("two urls", "old section spelling"):  # git refuses set-url over two urls
+    elif form == "insteadOf in config.worktree":
+        git(repo, "config", "extensions.worktreeConfig", "true")
+        git(repo, "config", "--worktree", f"url.{tmp_path / 'other'}.insteadOf", str(origin))
+        answers = False
+    elif form == "insteadOf in a system config read anyway":
+        (tmp_path / "system").write_text(f"[url \"{tmp_path / 'other'}\"]\n\tinsteadOf = {origin}\n")
+        monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "false")
+        monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(tmp_path / "system"))
+        answers = False
+    elif form == "a url in the global config":
+        (tmp_path / "global").write_text(f"[remote \"origin\"]\n\turl = {tmp_path / 'other'}\n")
+        monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "global"))
+        answers = False
+    elif form == "another upload-pack":
+        git(repo, "config", "remote.origin.uploadpack", "git --namespace=ns upload-pack")
+        answers = False
+    elif form == "GIT_NAMESPACE":
+        monkeypatch.setenv("GIT_NAMESPACE", "ns")
+        answers = False
+    elif form == "file protocol refused":
+        git(repo, "config", "protocol.file.allow", "never")
+        answers = False
+    elif form == "refs hidden by the remote":
+        git(origin, "config", "uploadpack.hideRefs", "refs/heads/main")
+        answers = False
+    elif form == "a key it does not know":
+        git(repo, "config", "remote.origin.vcs", "x")
+        answers = False
+    elif form == "percent-encoded file:// URL":
+        url, answers = f"file://{origin}".replace("origin.git", "origin%2Egit"), False
+    elif form == "a url without a value":
+        with (repo / ".git/config").open("a") as config:
+            config.write('[remote "origin"]\n\turl\n')
+        answers = False
+    if form not in ("two urls", "old section spelling", "a url without a value"):  # set-url refuses two urls
         git(repo, "remote", "set-url", "origin", url)
     found = grove_git.local_remote_ref(repo, "origin", f"refs/heads/{branch}")
     assert found == (tip if answers else None)

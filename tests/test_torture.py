@@ -263,6 +263,26 @@ def test_a_lock_taken_without_filelock_and_one_taken_by_filelock_exclude_each_ot
                 pass
 
 
+def test_a_lock_interrupted_while_it_is_taken_is_not_left_held(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, as proc turns it into KeyboardInterrupt) right after the flock: a long
+    process that goes on (`pool --follow`, an API user) can take the lock again (review of issue 24)."""
+    from grove.core import locks
+
+    lock = tmp_path / "repo.lock"
+    real = locks._record_holder
+
+    def interrupted(fd):
+        monkeypatch.setattr(locks, "_record_holder", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(locks, "_record_holder", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with locks.locked(lock, 0, "busy"):
+            pass
+    with locks.locked(lock, 0, "busy"):
+        pass
+
+
 def test_dead_claim_is_reclaimed_by_the_next_setup(repo):
     registry = repo / "agents/.grove/ports.json"
     registry.parent.mkdir(parents=True)

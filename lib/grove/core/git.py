@@ -115,8 +115,9 @@ def local_remote_ref(repo: Path, remote: str, ref: str) -> str | None:
 
     A fetch that brings nothing still runs three processes (fetch, upload-pack, a connectivity
     rev-list), ~8 ms of a pooled setup (issue 24 §2); a caller that already has this object needs
-    none of them. Only a plain path or file:// URL in the repo's own config counts, with no
-    ``insteadOf`` or include in any config git reads and no GIT_CONFIG_* overrides on the line.
+    none of them. Only one plain path or file:// URL counts, in configs with nothing that could make
+    git fetch from elsewhere, see other refs or refuse (_GIT_MUST_READ), in an environment without
+    such overrides either; everything else is git's to answer.
     """
     path = _local_remote_path(Path(repo), remote)
     if path is None:
@@ -125,28 +126,34 @@ def local_remote_ref(repo: Path, remote: str, ref: str) -> str | None:
         path = path / ".git"
     elif not ((path / "HEAD").is_file() and (path / "objects").is_dir()):
         return None  # not a repository git would find at exactly this path
-    if (path / "commondir").exists():
-        return None  # a linked worktree's admin dir: its refs live elsewhere
+    if (path / "commondir").exists() or _configs_git_must_read([path / "config"]) is None:
+        return None  # a linked worktree's admin dir (its refs live elsewhere), or refs it may hide
     return (_refs_from_files(path, [ref]) or {}).get(ref)
 
 
+# Words in a config file that can make a fetch read another repository (insteadOf, an include this
+# reader does not follow), other refs (a namespace, hidden refs, another upload-pack) or refuse
+# (protocol.*.allow): a config holding any of them is left to git.
+_GIT_MUST_READ = ("insteadof", "[include", "uploadpack", "namespace", "hiderefs", "allow")
+_ENV_GIT_MUST_READ = ("GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_NAMESPACE", "GIT_ALLOW_PROTOCOL",
+                      "GIT_PROTOCOL_FROM_USER")
+# The keys of a [remote] section that change nothing about which refs a fetch sees, or where from.
+_REMOTE_KEYS = {"url", "fetch", "pushurl", "push", "tagopt", "prune", "prunetags", "mirror", "skipdefaultupdate",
+                "skipfetchall"}
+
+
 def _local_remote_path(repo: Path, remote: str) -> Path | None:
-    if os.environ.get("GIT_CONFIG_PARAMETERS") or os.environ.get("GIT_CONFIG_COUNT"):
+    if any(os.environ.get(name) for name in _ENV_GIT_MUST_READ):
         return None
-    texts = []
-    for config in [repo / ".git" / "config", *_user_and_system_configs()]:
-        try:
-            texts.append(config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            continue
-        except (OSError, UnicodeDecodeError):
-            return None
-    if not texts or any("insteadof" in t.lower() or "[include" in t.lower() for t in texts):
-        return None  # a URL rewrite or an included file: git's to resolve
-    urls = _remote_urls(texts[0], remote)
-    if len(urls) != 1 or re.search(r'[\s"\\;#]', urls[0]):
+    texts = _configs_git_must_read([*_system_and_user_configs(), repo / ".git" / "config",
+                                    repo / ".git" / "config.worktree"])
+    urls = [] if texts is None else [_remote_urls(text, remote) for text in texts]
+    if any(found is None for found in urls):
         return None
-    url = urls[0]
+    every = [url for found in urls for url in found or []]  # git's order: system, global, local
+    if len(every) != 1 or not every[0] or re.search(r'[\s"\\;#%]', every[0]):
+        return None  # several (the first wins), or quoted, escaped, percent-encoded: git's to read
+    url = every[0]
     if url.startswith("file://"):
         url = url[len("file://"):]
         if not url.startswith("/"):
@@ -156,35 +163,60 @@ def _local_remote_path(repo: Path, remote: str) -> Path | None:
     return repo / url  # relative: to the directory git runs in (-C repo)
 
 
-def _user_and_system_configs() -> list[Path]:
-    """The config files besides the repo's own that git reads (git-config(1), FILES)."""
+def _configs_git_must_read(paths: list[Path]) -> list[str] | None:
+    """The texts of the config files among ``paths`` that exist; None when one cannot be read or
+    holds one of _GIT_MUST_READ."""
+    texts = []
+    for config in paths:
+        try:
+            text = config.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, UnicodeDecodeError):
+            return None
+        if any(word in text.lower() for word in _GIT_MUST_READ):
+            return None
+        texts.append(text)
+    return texts
+
+
+def _system_and_user_configs() -> list[Path]:
+    """The config files git reads besides the repository's own, in its order (git-config(1), FILES).
+    The system file's place is compiled into git: every likely one is read (/etc, and the prefix of
+    the git on PATH as found and as resolved, e.g. Homebrew's)."""
     home = Path.home()
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    found = [Path(os.environ["GIT_CONFIG_GLOBAL"])] if os.environ.get("GIT_CONFIG_GLOBAL") \
-        else [xdg / "git" / "config", home / ".gitconfig"]
-    if not os.environ.get("GIT_CONFIG_NOSYSTEM"):
+    found = []
+    if os.environ.get("GIT_CONFIG_NOSYSTEM", "").strip().lower() not in ("1", "true", "yes", "on"):
         git_bin = shutil.which("git")
-        prefix = Path(os.path.realpath(git_bin)).parent.parent if git_bin else Path("/usr")
+        prefixes = {Path(git_bin).parent.parent, Path(os.path.realpath(git_bin)).parent.parent} if git_bin else set()
         found += [Path(os.environ["GIT_CONFIG_SYSTEM"])] if os.environ.get("GIT_CONFIG_SYSTEM") \
-            else [Path("/etc/gitconfig"), prefix / "etc" / "gitconfig"]
+            else [Path("/etc/gitconfig"), *(prefix / "etc" / "gitconfig" for prefix in sorted(prefixes))]
+    found += [Path(os.environ["GIT_CONFIG_GLOBAL"])] if os.environ.get("GIT_CONFIG_GLOBAL") \
+        else [xdg / "git" / "config", home / ".gitconfig"]
     return [f for f in found if str(f) != os.devnull]
 
 
-def _remote_urls(config: str, remote: str) -> list[str]:
-    """The ``url`` values of the ``[remote "<remote>"]`` sections of one config file's text."""
+def _remote_urls(config: str, remote: str) -> list[str] | None:
+    """The ``url`` values of the ``[remote "<remote>"]`` sections of one config file's text; None
+    when the section holds a key outside _REMOTE_KEYS, or is spelt the old way (`[remote.origin]`)."""
     urls, inside = [], False
     for line in config.splitlines():
         header = re.match(r"\s*\[([^\]]*)\]", line)
         if header:
             found = _REMOTE_SECTION_ANY_CASE.match(line)
             if not found and header.group(1).strip().lower().startswith("remote"):
-                return []  # `[remote.origin]`, the old spelling: git's to read
+                return None
             inside = found is not None and re.sub(r"\\(.)", r"\1", found.group(1)) == remote
             line = line[header.end():]
-        if inside:
-            key, eq, value = line.partition("=")
-            if eq and key.strip().lower() == "url":
-                urls.append(value.strip())
+        key, eq, value = line.partition("=")
+        key = key.strip().lower()
+        if not inside or not key or key[0] in "#;":
+            continue
+        if key not in _REMOTE_KEYS:
+            return None
+        if key == "url":
+            urls.append(value.strip() if eq else "")
     return urls
 
 

@@ -39,16 +39,17 @@ def locked(lock_path: Path, timeout: float, busy: str) -> Iterator[None]:
     ``timeout=0`` tries exactly once.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _take_if_free(lock_path)
-    if fd is None:
-        with _wait_for(lock_path, timeout, busy):
-            yield
-        return
+    fd = None
     try:
+        fd = _take_if_free(lock_path)
+        if fd is None:
+            with _wait_for(lock_path, timeout, busy):
+                yield
+            return
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        if fd is not None:  # whatever interrupted us
+            _release(fd)
 
 
 def _take_if_free(lock_path: Path) -> int | None:
@@ -65,14 +66,25 @@ def _take_if_free(lock_path: Path) -> int | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_nlink:
+        if os.fstat(fd).st_nlink:  # else unlinked after our open: its path names another file now
             _record_holder(fd)
             return fd
-        fcntl.flock(fd, fcntl.LOCK_UN)  # unlinked after our open: its path names another file now
     except OSError:
         pass
-    os.close(fd)
+    except BaseException:  # Ctrl-C between the flock and our caller's `finally`: never leave it held
+        _release(fd)
+        raise
+    _release(fd)
     return None
+
+
+def _release(fd: int) -> None:
+    # Unlocked before it is closed: a child another thread is forking shares the open file until its
+    # exec closes it, and closing our descriptor alone would leave the lock held until then.
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
