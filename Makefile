@@ -13,7 +13,7 @@ ONLY ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-venv:  ## build .venv: pinned invoke, python-dotenv, filelock, pytest, uv, mypy, and Grove (editable)
+venv:  ## build .venv: pinned invoke, python-dotenv, pytest, uv, mypy, and Grove (editable)
 	@scripts/bootstrap.sh
 
 tools:  ## venv, plus bun and the Claude Code CLI in .tools (for the demo, the install and the hook tests)

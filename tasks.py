@@ -6,7 +6,7 @@ Grove is installed.
 
 An `inv` installed on its own (pipx, a system package) lacks Grove's dependencies: then this
 checkout's own .venv (built by `make venv`) lends them when its Python version matches, and
-otherwise Grove says what to do instead of failing mid-run with "No module named 'filelock'".
+otherwise Grove says what to do instead of failing mid-run with "No module named 'dotenv'".
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ if _LIB not in sys.path:
 
 
 def _lend_dependencies() -> None:
-    missing = [name for name in ("dotenv", "filelock") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("dotenv",) if importlib.util.find_spec(name) is None]
     if not missing:
         return
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"

@@ -64,9 +64,15 @@ for tool in ("uv", "bun"):  # the plain script finds the same tools Grove does
 SCRIPT = r"""#!/usr/bin/env bash
 set -euo pipefail
 id=$1; slot=$2; cd "$3"
-# Parallel copies of this script fetch once beforehand: parallel fetches race (DESIGN.md pitfalls).
-[ "${4:-}" = nofetch ] || git fetch -q origin main
-git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main
+# Parallel copies of this script fetch once beforehand and take turns at `worktree add`: parallel
+# fetches race, and so do adds (one reads another's half-made .git/worktrees entry: DESIGN.md pitfalls).
+if [ "${4:-}" = nofetch ]; then
+  turns=(); command -v flock >/dev/null && turns=(flock .git/plain-add.lock)  # no flock (macOS): reruns count
+  "${turns[@]}" git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main
+else
+  git fetch -q origin main
+  git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main
+fi
 wt="plain/$id"
 printf 'BACKEND_PORT=%s\nFRONTEND_PORT=%s\nVITE_BACKEND_URL=http://localhost:%s\n' \
   $((9500+slot)) $((9600+slot)) $((9500+slot)) > "$wt/.ports.env"

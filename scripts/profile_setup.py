@@ -32,7 +32,7 @@ import grove.cli.tasks                                  # the task table (`inv -
 t2 = time.perf_counter()
 from grove.ops import chain
 from grove.core import config, proc
-import filelock, dotenv.parser                      # imported on first use during a setup
+import dotenv.parser                                # imported on first use during a setup
 t3 = time.perf_counter()
 from grove.core.report import Reporter
 
@@ -108,7 +108,7 @@ def main() -> int:
     chain_own = [r["chain"] - g - r["fsync"] for r, g in zip(runs, git_total)]
     print(f"medians of {len(runs)} samples, in ms (inv setup --no-install --no-db on the sample app)")
     print(f"  imports for the task table (grove.cli.tasks)       {med([r['imports_tasks'] for r in runs]):6.1f}")
-    print(f"  imports for setup (chain and steps, filelock, dotenv) {med([r['imports_setup'] for r in runs]):6.1f}")
+    print(f"  imports for setup (chain and steps, dotenv)           {med([r['imports_setup'] for r in runs]):6.1f}")
     print(f"  configuration (config.load)                        {med([r['config'] for r in runs]):6.1f}")
     print(f"  chain.setup, all of it                             {med([r['chain'] for r in runs]):6.1f}")
     print(f"    subprocesses ({len(runs[0]['git'])})                                  {med(git_total):6.1f}")

@@ -114,7 +114,7 @@ def test_too_old_git_is_refused_with_a_clear_message(tmp_path):
 
 
 def test_an_inv_installed_without_grove_s_dependencies(tmp_path):
-    """pipx's `inv` lacks filelock: the checkout's .venv lends it, else a clear message (issue 11)."""
+    """pipx's `inv` lacks python-dotenv: the checkout's .venv lends it, else a clear message (issue 11)."""
     venv = tmp_path / "bare"
     run([sys.executable, "-m", "venv", venv])
     run([venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "invoke==3.0.3"])
@@ -126,4 +126,4 @@ def test_an_inv_installed_without_grove_s_dependencies(tmp_path):
     shutil.copy(GROVE / "tasks.py", lone / "tasks.py")
     shutil.copytree(GROVE / "lib" / "grove", lone / "lib" / "grove")
     out = subprocess.run([venv / "bin/inv", "-r", lone, "list"], cwd=app, capture_output=True, text=True)
-    assert out.returncode == 1 and "lacks" in out.stderr and "filelock" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "lacks" in out.stderr and "dotenv" in out.stderr and "Traceback" not in out.stderr

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import GROVE, LIB, cli, commit_file, git, inv, inv_json, snapshot, port_leases
+from conftest import GROVE, LIB, cli, commit_file, git, inv, inv_json, snapshot, port_leases, wait_for
 
 SETUP_STEPS = ["validate", "fetch", "ports", "worktree", "submodules", "ports_env", "env", "repoint", "install", "db"]
 
@@ -234,9 +234,9 @@ with FileLock(sys.argv[1]):
 
 
 @pytest.mark.parametrize("first", ["grove", "filelock"])
-def test_a_lock_taken_without_filelock_and_one_taken_by_filelock_exclude_each_other(tmp_path, first):
-    """A free lock is taken with one flock call, a busy one is waited for by filelock (issue 24 §2):
-    whichever holds it, the other is refused, in another process as in this one."""
+def test_grove_s_locks_and_filelock_s_exclude_each_other(tmp_path, first):
+    """Grove's locks are flock on the sidecar file, as filelock's are (older Groves took them through
+    filelock): whichever holds it, the other is refused, in another process as in this one."""
     from filelock import FileLock, Timeout
     from grove.core.errors import GroveError
     from grove.core.locks import locked
@@ -249,6 +249,9 @@ def test_a_lock_taken_without_filelock_and_one_taken_by_filelock_exclude_each_ot
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(GroveError, match="busy"):
             with locked(lock, 0, "busy"):
+                pass
+        with pytest.raises(GroveError, match="busy"):
+            with locked(lock, 0.2, "busy"):  # waited for, then given up
                 pass
         with pytest.raises(Timeout):
             FileLock(lock, timeout=0).acquire()
@@ -263,24 +266,87 @@ def test_a_lock_taken_without_filelock_and_one_taken_by_filelock_exclude_each_ot
                 pass
 
 
-def test_a_lock_interrupted_while_it_is_taken_is_not_left_held(tmp_path, monkeypatch):
-    """Ctrl-C (or SIGTERM, as proc turns it into KeyboardInterrupt) right after the flock: a long
-    process that goes on (`pool --follow`, an API user) can take the lock again (review of issue 24)."""
+RELEASER = """
+import sys, time; sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from grove.core.locks import locked
+with locked(Path(sys.argv[2]), 1, "busy"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_waiter_gets_the_lock_when_its_holder_lets_go_and_one_that_gave_up_never_keeps_it(tmp_path):
+    """A busy lock is waited for in the kernel (a blocking flock in a helper thread, issue 24 §3).
+    The waiter gets it once the holder lets go, within its timeout; a waiter that gave up leaves
+    its helper holding nothing: the helper lets go the moment it gets the lock."""
+    import threading
+
+    from grove.core.errors import GroveError
+    from grove.core.locks import locked
+
+    lock = tmp_path / "repo.lock"
+    holder = subprocess.Popen([sys.executable, "-c", RELEASER, str(LIB), str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(GroveError, match=f"held by pid {holder.pid}"):
+        with locked(lock, 0.1, "busy"):  # gives up; its helper thread still waits in the kernel
+            pass
+    got = threading.Event()
+
+    def waiter():
+        with locked(lock, 60, "busy"):
+            got.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert not got.wait(0.2), "the holder still holds it"
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    holder.wait()
+    thread.join(60)
+    assert got.is_set(), "the waiter got the lock once the holder let go"
+    # The helper of the waiter that gave up got it at some point and let it go again: it is free.
+    wait_for(lambda: _free(lock), "the lock to be free", limit=10)
+
+
+def _free(lock) -> bool:
+    from grove.core.errors import GroveError
+    from grove.core.locks import locked
+
+    try:
+        with locked(lock, 0, "busy"):
+            return True
+    except GroveError:
+        return False
+
+
+def test_a_waiter_interrupted_while_it_waits_leaves_the_lock_to_others(tmp_path, monkeypatch):
+    """Ctrl-C while waiting: the helper thread that still waits lets go of the lock once it has it."""
+    import threading
+    from types import SimpleNamespace
+
     from grove.core import locks
 
     lock = tmp_path / "repo.lock"
-    real = locks._record_holder
+    holder = subprocess.Popen([sys.executable, "-c", RELEASER, str(LIB), str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
 
-    def interrupted(fd):
-        monkeypatch.setattr(locks, "_record_holder", real)
-        raise KeyboardInterrupt
+    class Interrupted(threading.Event):
+        def wait(self, timeout=None):
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(locks, "_record_holder", interrupted)
+    monkeypatch.setattr(locks, "threading", SimpleNamespace(Event=Interrupted, Lock=threading.Lock,
+                                                            Thread=threading.Thread))
     with pytest.raises(KeyboardInterrupt):
-        with locks.locked(lock, 0, "busy"):
+        with locks.locked(lock, 60, "busy"):
             pass
-    with locks.locked(lock, 0, "busy"):
-        pass
+    monkeypatch.undo()
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    holder.wait()
+    wait_for(lambda: _free(lock), "the lock to be free", limit=10)
 
 
 def test_dead_claim_is_reclaimed_by_the_next_setup(repo):
