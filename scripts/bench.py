@@ -68,7 +68,7 @@ id=$1; slot=$2; cd "$3"
 # fetches race, and so do adds (one reads another's half-made .git/worktrees entry: DESIGN.md pitfalls).
 if [ "${4:-}" = nofetch ]; then
   turns=(); command -v flock >/dev/null && turns=(flock .git/plain-add.lock)  # no flock (macOS): reruns count
-  "${turns[@]}" git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main
+  ${turns[@]+"${turns[@]}"} git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main
 else
   git fetch -q origin main
   git worktree add -q --no-track -b "plain/$id" "plain/$id" origin/main

@@ -3,9 +3,10 @@
 Locks are OS-level (flock) locks on ``x.lock`` files, never on the data file.
 The kernel drops them when the holder dies, so a crashed process never leaves a stale lock.
 Lock files are never deleted: deleting one while another process waits on it breaks exclusion.
-A busy lock is waited for in the kernel, not by polling: 28 processes polling it every 5 ms
-(filelock's way) burned three quarters of this 2-core machine while one of them held it, and
-stretched every holder's turn (30 setups at once, issue 24 §3).
+A busy lock is polled with one flock call on a descriptor kept open: 28 processes waiting through
+filelock (which reopens the file and runs its own bookkeeping on every try) burned three quarters
+of this 2-core machine while one of them held the lock, and stretched every holder's turn (30
+setups at once, issue 24 §3); the same wait costs a few microseconds a try here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
-import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,10 +23,17 @@ from typing import Iterator
 from .errors import GroveError
 
 
+POLL = 0.005  # seconds between tries of a busy lock: ten setups in one process queue a few ms each (issue 12)
+
+
 def _record_holder(fd: int) -> None:
-    # The holder's pid goes into the lock file so a waiter can say who it waits for.
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    # The holder's pid goes into the lock file so a waiter can say who it waits for: a note only,
+    # so a full disk does not fail the lock over it.
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
 
 
 def holder(lock_path: Path) -> str:
@@ -56,14 +64,35 @@ def locked(lock_path: Path, timeout: float, busy: str) -> Iterator[None]:
 
 
 def _take(lock_path: Path, timeout: float) -> int | None:
-    """The lock file's descriptor, holding its flock; None when it stayed busy ``timeout`` seconds."""
-    while True:
-        fd = _open(lock_path)
-        if not _flock(fd, lock_path, timeout):
-            return None
-        if os.fstat(fd).st_nlink:
-            return fd
-        _release(fd)  # unlinked while we waited (never by Grove): its path names another file now
+    """The lock file's descriptor, holding its flock; None when it stayed busy ``timeout`` seconds.
+
+    Whatever interrupts it (Ctrl-C, an error) lets go of the lock before it propagates."""
+    deadline = time.monotonic() + timeout
+    fd: int | None = _open(lock_path)
+    try:
+        while True:
+            assert fd is not None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    fd = None
+                    return None
+                time.sleep(POLL)
+                continue
+            except OSError as exc:
+                raise _cannot(lock_path, exc) from None
+            if os.fstat(fd).st_nlink:
+                return fd
+            # Unlinked since we opened it (never by Grove): its path names another file now.
+            _release(fd)
+            fd = None  # released: a reopen that fails must not release it again
+            fd = _open(lock_path)
+    except BaseException:
+        if fd is not None:
+            _release(fd)
+        raise
 
 
 def _open(lock_path: Path) -> int:
@@ -76,64 +105,6 @@ def _open(lock_path: Path) -> int:
 def _cannot(lock_path: Path, exc: OSError) -> GroveError:
     return GroveError(f"cannot lock {lock_path}: {exc.strerror}",
                       hint="check the directory's permissions and filesystem (a lock file is never a symlink)")
-
-
-def _flock(fd: int, lock_path: Path, timeout: float) -> bool:
-    """Take ``fd``'s flock: at once when it is free, else within ``timeout`` seconds. True when held;
-    when not, ``fd`` is closed (or will be, by the helper thread that still waits for it)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        if timeout > 0:
-            return _flock_waiting(fd, lock_path, timeout)
-        os.close(fd)
-        return False
-    except BaseException as exc:
-        os.close(fd)
-        if isinstance(exc, OSError):
-            raise _cannot(lock_path, exc) from None
-        raise
-
-
-def _flock_waiting(fd: int, lock_path: Path, timeout: float) -> bool:
-    """A blocking flock (flock has no timeout) in a helper thread, waited for at most ``timeout``
-    seconds. A waiter that gives up leaves the descriptor to the helper, which lets the lock go as
-    soon as it gets it."""
-    done, guard = threading.Event(), threading.Lock()
-    outcome: list = []  # the first word wins: the helper's (True, or its OSError), or the waiter's None
-
-    def wait() -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # queued in the kernel, woken when the holder lets go
-            result: bool | OSError = True
-        except OSError as exc:
-            result = exc
-        with guard:
-            if not outcome:
-                outcome.append(result)
-                done.set()
-                return
-        _release(fd)  # the waiter gave up: let the next one have it
-
-    def settle() -> bool | OSError | None:
-        with guard:
-            if not outcome:
-                outcome.append(None)
-            return outcome[0]
-
-    try:
-        threading.Thread(target=wait, name=f"grove-lock-wait-{fd}", daemon=True).start()
-        done.wait(timeout)
-    except BaseException:  # Ctrl-C while waiting
-        if settle() is not None:
-            _release(fd)
-        raise
-    result = settle()
-    if isinstance(result, OSError):
-        os.close(fd)
-        raise _cannot(lock_path, result)
-    return result is True
 
 
 def _release(fd: int) -> None:

@@ -146,19 +146,11 @@ def add(settings: Settings, adw_id: str, branch: str, base_commit: str, new_bran
     """
     path = settings.worktree_path(adw_id)
     settings.trees_path.mkdir(parents=True, exist_ok=True)
-
-    def own() -> None:  # recorded before it exists: only a branch in the journal is ever Grove's to delete
-        owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
-
-    if new_branch:
-        # Before the repo lock when validation already knows: the journal's write and fsync under
-        # it were every queued setup's wait (30 at once, issue 24 §3).
-        own()
     with repo_lock(settings):
         created = new_branch if new_branch is not None else not git.branch_exists(settings.repo, branch)
         if created:
-            if new_branch is None:
-                own()
+            # Recorded before it exists: only a branch in the journal is ever Grove's to delete.
+            owned.record(settings, "branch", branch, adw_id=adw_id, base_commit=base_commit)
             args: list[str | Path] = ["worktree", "add", "--quiet", "--no-checkout", "--no-track", "-b", branch, path,
                                       base_commit]
         else:
