@@ -242,7 +242,8 @@ REMOTE_FORMS = ["bare, loose", "bare, packed", "a checkout", "file:// URL", "rel
                 # answer where git's fetch fails.
                 "insteadOf in config.worktree", "insteadOf in a system config read anyway", "a url in the global config",
                 "another upload-pack", "GIT_NAMESPACE", "file protocol refused", "refs hidden by the remote",
-                "a key it does not know", "percent-encoded file:// URL", "a url without a value"]
+                "a key it does not know", "percent-encoded file:// URL", "a url without a value",
+                "a .git file (separate git dir)"]
 
 
 @pytest.mark.parametrize("form", REMOTE_FORMS)
@@ -314,7 +315,15 @@ def test_a_remote_on_this_machine_is_read_as_git_would_fetch_it(repo, tmp_path, 
         with (repo / ".git/config").open("a") as config:
             config.write('[remote "origin"]\n\turl\n')
         answers = False
-    if form not in ("two urls", "old section spelling", "a url without a value"):  # set-url refuses two urls
+    elif form == "a .git file (separate git dir)":
+        # Its own config (elsewhere) rewrites the URL the global config gives: only git reads both.
+        subprocess.run(["git", "init", "-q", f"--separate-git-dir={tmp_path / 'sep.git'}", str(tmp_path / "sep")],
+                       check=True)
+        (tmp_path / "global").write_text(f"[remote \"origin\"]\n\turl = {origin}\n")
+        monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "global"))
+        git(tmp_path / "sep", "config", f"url.{tmp_path / 'other'}.insteadOf", str(origin))
+        repo, answers = tmp_path / "sep", False
+    if form not in ("two urls", "old section spelling", "a url without a value", "a .git file (separate git dir)"):
         git(repo, "remote", "set-url", "origin", url)
     found = grove_git.local_remote_ref(repo, "origin", f"refs/heads/{branch}")
     assert found == (tip if answers else None)

@@ -143,8 +143,8 @@ _REMOTE_KEYS = {"url", "fetch", "pushurl", "push", "tagopt", "prune", "prunetags
 
 
 def _local_remote_path(repo: Path, remote: str) -> Path | None:
-    if any(os.environ.get(name) for name in _ENV_GIT_MUST_READ):
-        return None
+    if any(os.environ.get(name) for name in _ENV_GIT_MUST_READ) or not (repo / ".git").is_dir():
+        return None  # overrides, or a .git file (--separate-git-dir): its config is elsewhere
     texts = _configs_git_must_read([*_system_and_user_configs(), repo / ".git" / "config",
                                     repo / ".git" / "config.worktree"])
     urls = [] if texts is None else [_remote_urls(text, remote) for text in texts]

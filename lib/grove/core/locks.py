@@ -11,6 +11,7 @@ setups at once, issue 24 §3); the same wait costs a few microseconds a try here
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -74,20 +75,23 @@ def _take(lock_path: Path, timeout: float) -> int | None:
             assert fd is not None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as exc:
+                # EACCES: how some filesystems (SMB) say "busy", as filelock also reads it.
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise _cannot(lock_path, exc) from None
                 if time.monotonic() >= deadline:
-                    os.close(fd)
-                    fd = None
+                    # Forgotten before it is closed: a Ctrl-C landing in close() must not make the
+                    # handler below close the number again, maybe another thread's file by then.
+                    busy, fd = fd, None
+                    os.close(busy)
                     return None
                 time.sleep(POLL)
                 continue
-            except OSError as exc:
-                raise _cannot(lock_path, exc) from None
             if os.fstat(fd).st_nlink:
                 return fd
             # Unlinked since we opened it (never by Grove): its path names another file now.
-            _release(fd)
-            fd = None  # released: a reopen that fails must not release it again
+            stale, fd = fd, None
+            _release(stale)
             fd = _open(lock_path)
     except BaseException:
         if fd is not None:
