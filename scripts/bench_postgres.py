@@ -108,7 +108,7 @@ def measure(runs: int = 5, mb: int = 50, fsync: bool = True, shape: str = "app",
             agentdb.ensure(settings, "bench")
 
         def drop_grove():
-            agentdb.apply_teardown(settings, agentdb.plan_teardown(settings, "bench", keep=False))
+            agentdb.apply_teardown(settings, "bench", agentdb.plan_teardown(settings, "bench", keep=False))
 
         def load_dump():
             server.psql('CREATE DATABASE "dump_load"')
