@@ -29,7 +29,7 @@ mutate: tools  ## the mutation check: every mutation of the safety code (tests/m
 mutate-ci: tools  ## the bounded subset `make test` runs: mechanisms touched last (git log), plus a few rotating by day
 	$(VENV)/bin/python scripts/mutate.py --ci
 
-typecheck: venv  ## mypy over every module of the package (the public API fully annotated; py.typed ships)
+typecheck: venv  ## mypy over every module of the package and scripts/ (the public API fully annotated; py.typed ships)
 	$(VENV)/bin/mypy
 
 fuzz: tools  ## long model-based run of the safety invariants: make fuzz RUNS=300 [SEED=123] [STEPS=60]

@@ -175,9 +175,10 @@ def build_app(root: Path, kind: str) -> Path:
     (client / "package.json").write_text(json.dumps(js))
     if kind == "slow":
         (app / "scripts/reset_db.sh").write_text(SLOW_SEED)
-    subprocess.run([find_tool("uv"), "lock", "-q"], cwd=server, check=True, env=env)
-    subprocess.run([find_tool("bun"), "install", "--silent"], cwd=client, check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    uv, bun = find_tool("uv"), find_tool("bun")
+    assert uv and bun, "make bench needs uv and bun (`make tools` brings them)"
+    subprocess.run([uv, "lock", "-q"], cwd=server, check=True, env=env)
+    subprocess.run([bun, "install", "--silent"], cwd=client, check=True, env=env, stdout=subprocess.DEVNULL)
     _commit(app, "deps")
     # Warm the caches once, as the goals assume.
     timed(["bash", str(root.parent / "plain.sh"), "warm", "0", str(app)], app)

@@ -49,7 +49,9 @@ def measure(fixtures: Path, grove: list[str], base_env: dict, pooled: bool = Fal
         for app in repos:
             subprocess.run([*grove, "pool", "--size", str(-(-AGENTS // REPOS)), "--quiet"], cwd=app, env=env,
                            check=True, stdout=subprocess.DEVNULL)
-    started, ended, procs = {}, {}, {}
+    started: dict[str, float] = {}
+    ended: dict[str, float] = {}
+    procs: dict[str, subprocess.Popen] = {}
     for i in range(AGENTS):
         adw_id, app = f"agent{i:02d}", repos[i % REPOS]
         started[adw_id] = time.perf_counter()
@@ -60,9 +62,8 @@ def measure(fixtures: Path, grove: list[str], base_env: dict, pooled: bool = Fal
             if adw_id not in ended and p.poll() is not None:
                 ended[adw_id] = time.perf_counter()
         time.sleep(0.01)
-    failed = {a: p.stderr.read().decode()[-300:] for a, p in procs.items() if p.returncode != 0}
-    for p in procs.values():
-        p.stderr.close()
+    said = {a: p.communicate()[1].decode()[-300:] for a, p in procs.items()}  # reads and closes stderr
+    failed = {a: text for a, text in said.items() if procs[a].returncode != 0}
     ready = sorted(ended[a] - started[a] for a in procs)
     leases = json.loads(registry.read_text())["leases"]
     sets = {tuple(sorted(lease["ports"].values())) for lease in leases}
