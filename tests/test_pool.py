@@ -532,6 +532,23 @@ def test_a_half_taken_worktree_someone_committed_in_is_never_switched_over(repo)
     done = inv_json(repo, "teardown", "--adw-id", "k2", "--force")
     assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done
 
+def test_a_half_taken_worktree_torn_down_takes_its_pool_record_with_it(repo):
+    """A setup killed after the move, then torn down before any re-run: the record of its take went
+    with the worktree. Left behind, it called the next agent of that id's worktree an interrupted
+    take that no one could fix, and doctor stayed unhealthy (the model-based test, seed 847752462,
+    under load)."""
+    light(repo)
+    inv_json(repo, "pool", "--size", "1")
+    assert inv(repo, "setup", "--adw-id", "k4", env={"GROVE_FAULT": "pool:after:move"}).returncode == -9
+    work = commit_file(repo / "trees/k4", "work.txt", "made on the detached HEAD the kill left\n")
+    done = inv_json(repo, "teardown", "--adw-id", "k4", "--force")
+    assert any(git(repo, "rev-parse", ref) == work for ref in done["worktree_backup_refs"]), done
+    assert not any(e.get("adw_id") == "k4" for e in inv_json(repo, "pool")["entries"])
+    inv_json(repo, "setup", "--adw-id", "k4")
+    report = inv_json(repo, "doctor")
+    assert report["healthy"], report["problems"]
+
+
 def _salvaged(repo: Path, adw_id: str, path: str) -> list[str]:
     refs = git(repo, "for-each-ref", "--format=%(refname)", f"refs/grove-salvage/{adw_id}/").split()
     return [git(repo, "show", f"{ref}:{path}") for ref in refs]

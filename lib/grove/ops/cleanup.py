@@ -15,7 +15,7 @@ from pathlib import Path
 from ..resources import agentdb, ports, table
 from ..core import events, git, ids, locks, numbers, state
 from ..safety import archive, owned, preserve
-from . import adopt, worktree
+from . import adopt, pool, worktree
 from ..core.config import Settings
 from ..core.errors import GroveError, bad_input
 from ..core.faults import fault
@@ -86,6 +86,8 @@ def teardown(settings: Settings, adw_id: str, *, delete_branch: bool = False, fo
         elif path.exists() or os.path.islink(path):
             # Not a worktree: its files are in no commit and Grove cannot salvage them. Moved, never deleted.
             result["moved_to"] = str(worktree.quarantine(settings, adw_id, path))
+        if not result["worktree_kept"] and not path.exists():
+            pool.forget_take(settings, adw_id)  # a take a killed setup of it left half-done went with it
         fault(OP, "after", "worktree")
         if result["salvage_ref"]:
             events.emit(settings, "salvaged", adw_id, ref=result["salvage_ref"], worktree=str(path))

@@ -705,6 +705,28 @@ def _claim(settings: Settings, adw_id: str, base: str, base_commit: str, target:
         return entry
 
 
+def forget_take(settings: Settings, adw_id: str) -> list[str]:
+    """Drop the records of takes a dead run of ``adw_id`` left half-done whose worktree has moved
+    out of the pool: called by teardown, under the agent's op lock (so no live run of it takes),
+    once the agent's worktree is gone. The worktree was the agent's, and went with it (salvaged);
+    the record would otherwise call a later agent of the same id's worktree an interrupted take,
+    which no one can fix. An entry still in the pool is left to doctor (proven clean, back to ready).
+    Returns the names dropped."""
+    if not registry_path(settings).exists():
+        return []
+
+    def drop(data: dict) -> list[str]:
+        gone = [name for name, e in data["entries"].items()
+                if e["status"] == "taking" and e.get("adw_id") == adw_id and not Path(e["path"]).exists()]
+        for name in gone:
+            data["entries"].pop(name)
+        return gone
+
+    if not any(e["status"] == "taking" and e.get("adw_id") == adw_id for e in read(settings)["entries"].values()):
+        return []  # the common case: no write
+    return _update(settings, drop)
+
+
 def _resume(settings: Settings, adw_id: str) -> dict | None:
     """An entry a dead run of this agent was taking. Its op lock is ours, so that run is over."""
     entry = next((e for e in read(settings)["entries"].values()
