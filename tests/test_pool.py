@@ -549,6 +549,17 @@ def test_a_half_taken_worktree_torn_down_takes_its_pool_record_with_it(repo):
     assert report["healthy"], report["problems"]
 
 
+def test_a_teardown_finishes_whatever_the_pool_registry_holds(repo):
+    """Teardown now reads the pool's records (to drop a half-done take's): one it cannot read is
+    doctor's to report, never a teardown stopped halfway, its worktree gone and its state kept."""
+    light(repo)
+    inv_json(repo, "setup", "--adw-id", "k5")
+    (repo / "agents/.grove/pool.json").write_text("{not json")
+    done = inv_json(repo, "teardown", "--adw-id", "k5", "--force")
+    assert done["worktree_removed"] and done["state_archive"] and not (repo / "trees/k5").exists()
+    assert (repo / "agents/.grove/pool.json").read_text() == "{not json", "never overwritten"
+
+
 def _salvaged(repo: Path, adw_id: str, path: str) -> list[str]:
     refs = git(repo, "for-each-ref", "--format=%(refname)", f"refs/grove-salvage/{adw_id}/").split()
     return [git(repo, "show", f"{ref}:{path}") for ref in refs]

@@ -722,9 +722,12 @@ def forget_take(settings: Settings, adw_id: str) -> list[str]:
             data["entries"].pop(name)
         return gone
 
-    if not any(e["status"] == "taking" and e.get("adw_id") == adw_id for e in read(settings)["entries"].values()):
-        return []  # the common case: no write
-    return _update(settings, drop)
+    try:
+        if not any(e["status"] == "taking" and e.get("adw_id") == adw_id for e in read(settings)["entries"].values()):
+            return []  # the common case: no write
+        return _update(settings, drop)
+    except GroveError:
+        return []  # an unreadable pool registry is doctor's to report; it must not stop a teardown midway
 
 
 def _resume(settings: Settings, adw_id: str) -> dict | None:
