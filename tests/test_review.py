@@ -112,6 +112,25 @@ def test_kill_9_during_a_deferred_checkout_then_doctor_and_a_rerun_converge(repo
     assert health.returncode == 0 and json.loads(health.stdout)["problems"] == [], health.stdout
 
 
+def test_a_worktree_add_killed_before_commondir_is_repaired_by_doctor(repo):
+    """`git worktree add` killed between its admin dir's lock file and `commondir` (the CI saw it
+    under load, in the test above): git then lists no worktree at all, so doctor could not see it
+    and every later setup failed. doctor --fix removes it (it held nothing), and a setup works."""
+    admin = repo / ".git/worktrees/x1"
+    admin.mkdir(parents=True)
+    (admin / "locked").write_text("initializing\n")
+    (repo / "trees/x1").mkdir(parents=True)
+    (admin / "gitdir").write_text(f"{repo / 'trees/x1/.git'}\n")
+    (repo / "trees/x1/.git").write_text(f"gitdir: {admin}\n")
+    (admin / "commondir").write_text("")  # created, not yet written, when the kill came
+    assert subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True).returncode != 0
+    fixed = json.loads(inv(repo, "doctor", "--fix", "--json").stdout)
+    assert any(p["kind"] == "stillborn_worktree" and p["fixed"] for p in fixed["problems"]), fixed
+    assert not admin.exists() and not (repo / "trees/x1").exists()
+    assert inv_json(repo, "setup", "--adw-id", "x1", "--no-install")["adw_id"] == "x1"
+    assert inv_json(repo, "doctor")["healthy"]
+
+
 def test_held_an_id_busy_in_another_process_fails_alone(repo):
     from grove.core import locks
 

@@ -84,6 +84,10 @@ def check(settings: Settings, fix: bool = False) -> dict:
 def _stillborn(settings: Settings, fix: bool) -> list[dict]:
     """Worktrees left "locked initializing" by a killed `git worktree add` (issue 10, defect 11)."""
     out = []
+    if fix:  # killed before `commondir`: git cannot list any worktree until that one is gone
+        out += [dict(_problem("stillborn_worktree", f"{gone}: `git worktree add` was killed before it wrote "
+                              "commondir; git could list no worktree", "remove it (it held nothing)", path=gone),
+                     fixed=True) for gone in worktree.repair_unlisted_stillborn(settings)]
     for w in git.worktrees(settings.repo):
         if not worktree.is_stillborn(w):
             continue

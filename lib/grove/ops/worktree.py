@@ -309,6 +309,44 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
     return True
 
 
+def repair_unlisted_stillborn(settings: Settings) -> list[str]:
+    """Remove what a `git worktree add` killed before it wrote `commondir` left: an admin dir holding
+    only its "initializing" lock, maybe `gitdir`, and `commondir` empty or absent. With an empty one
+    git lists no worktree at all ("failed to read .git/worktrees/<id>/commondir"), so doctor could not
+    even see it. Only when its
+    worktree directory, if any, lies inside trees/ and holds nothing but git's `.git` file (it never
+    got a commit checked out, so it holds no work). Returns the worktree paths (or admin dirs) removed."""
+    root = git.common_dir(settings.repo) / "worktrees"
+    trees = os.path.realpath(settings.trees_path)
+    removed = []
+    with repo_lock(settings):
+        for admin in sorted(root.iterdir()) if root.is_dir() else []:
+            try:
+                if _read_or_empty(admin / "commondir") or (admin / "locked").read_text().strip() != "initializing" \
+                        or set(os.listdir(admin)) - {"locked", "gitdir", "commondir"}:
+                    continue
+                gitdir = (admin / "gitdir").read_text().strip() if (admin / "gitdir").exists() else ""
+            except OSError:
+                continue
+            real = os.path.realpath(os.path.dirname(gitdir)) if gitdir else ""
+            if real and (not real.startswith(trees + os.sep) or os.path.islink(os.path.dirname(gitdir))
+                         or (os.path.isdir(real) and set(os.listdir(real)) - {".git"})):
+                continue
+            shutil.rmtree(admin)
+            if real and os.path.isdir(real):
+                Path(real, ".git").unlink(missing_ok=True)
+                os.rmdir(real)
+            removed.append(real or str(admin))
+    return removed
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def hide(settings: Settings, worktree: Path, relpaths: list[str]) -> list[str]:
     """``hide_files``; returns the files left visible, for the caller to warn about."""
     return hide_files(settings, worktree, relpaths)[1]
