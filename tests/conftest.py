@@ -143,6 +143,14 @@ def inv_json(repo: Path, *args: str, **kw):
     return json.loads(out.stdout)
 
 
+def push_from_a_clone(origin: Path, clone: Path) -> str:
+    """Push one commit to ``origin`` from a clone of it (origin moves, as merges make it); the commit."""
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    tip = commit_file(clone, "upstream.txt", "upstream\n", "upstream work")
+    git(clone, "push", "-q", "origin", "main")
+    return tip
+
+
 def settings_for(repo: Path, **overrides):
     from grove.core import config
 

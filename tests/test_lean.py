@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json, settings_for
+from conftest import GROVE, commit_file, git, inv, inv_json, push_from_a_clone, settings_for
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -82,16 +82,6 @@ def test_a_new_agent_costs_four_git_calls(tmp_path, repo, shim):
     shim.write_text("")
     state = inv_json(app, "setup", "--adw-id", "c3", "--no-install")
     assert calls_logged(shim)[0].startswith("fetch") and state["base_commit"] == pushed, "origin moved: fetched"
-
-
-def push_from_a_clone(origin: Path, clone: Path) -> str:
-    """Push one commit to ``origin`` from a clone of it; the commit."""
-    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-    (clone / "upstream.txt").write_text("upstream\n")
-    git(clone, "add", "-A")
-    git(clone, "commit", "-q", "-m", "upstream work")
-    git(clone, "push", "-q", "origin", "main")
-    return git(clone, "rev-parse", "HEAD")
 
 
 def test_a_pooled_take_at_the_newest_base_costs_three_git_calls(tmp_path, repo, shim):

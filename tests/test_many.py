@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GROVE, commit_file, git, inv, inv_json
+from conftest import GROVE, git, inv, inv_json, push_from_a_clone
 
 sys.path.insert(0, str(GROVE / "scripts"))
 import sample_app  # noqa: E402
@@ -42,9 +42,7 @@ def logged(tmp_path, monkeypatch):
 
 def test_many_agents_fetch_once_and_check_out_each(repo, logged, tmp_path):
     # origin moves first: an origin on this machine whose main is where origin/main is needs no fetch
-    subprocess.run(["git", "clone", "-q", str(tmp_path / "origin.git"), str(tmp_path / "other")], check=True)
-    commit_file(tmp_path / "other", "upstream.txt", "upstream\n")
-    git(tmp_path / "other", "push", "-q", "origin", "main")
+    push_from_a_clone(tmp_path / "origin.git", tmp_path / "other")
     data = inv_json(repo, "setup", "--adw-id", "f1", "--adw-id", "f2", "--adw-id", "f3", "--no-install")
     assert [s["adw_id"] for s in data["agents"]] == ["f1", "f2", "f3"] and data["errors"] == []
     calls = [line.split()[2] for line in logged("git") if line.startswith("-C")]

@@ -294,7 +294,7 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
         entry = git.worktree_for(settings.repo, path)
         if entry is None or not is_stillborn(entry):
             return entry is None  # gone already, or a live add finished meanwhile
-        if os.path.isdir(real) and set(os.listdir(real)) - {".git"}:
+        if not _holds_only_git_file(real):
             return False
         admin = git.admin_dir(settings.repo, path)
         if admin is None:
@@ -302,10 +302,7 @@ def repair_stillborn(settings: Settings, path: Path) -> bool:
         # The branch (if `add -b` got that far) stays; whatever its admin dir points at is kept reachable,
         # by the same mechanism as any other worktree removal.
         _keep_worktree_commits(settings, path, entry)
-        shutil.rmtree(admin)
-        if os.path.isdir(real):
-            Path(real, ".git").unlink(missing_ok=True)
-            os.rmdir(real)
+        _remove_stillborn(admin, real)
     return True
 
 
@@ -313,9 +310,9 @@ def repair_unlisted_stillborn(settings: Settings) -> list[str]:
     """Remove what a `git worktree add` killed before it wrote `commondir` left: an admin dir holding
     only its "initializing" lock, maybe `gitdir`, and `commondir` empty or absent. With an empty one
     git lists no worktree at all ("failed to read .git/worktrees/<id>/commondir"), so doctor could not
-    even see it. Only when its
-    worktree directory, if any, lies inside trees/ and holds nothing but git's `.git` file (it never
-    got a commit checked out, so it holds no work). Returns the worktree paths (or admin dirs) removed."""
+    even see it. Only when its worktree directory, if any, lies inside trees/ and holds nothing but
+    git's `.git` file (it never got a commit checked out, so it holds no work). Returns the worktree
+    paths (or admin dirs) removed."""
     root = git.common_dir(settings.repo) / "worktrees"
     trees = os.path.realpath(settings.trees_path)
     removed = []
@@ -325,19 +322,29 @@ def repair_unlisted_stillborn(settings: Settings) -> list[str]:
                 if _read_or_empty(admin / "commondir") or (admin / "locked").read_text().strip() != "initializing" \
                         or set(os.listdir(admin)) - {"locked", "gitdir", "commondir"}:
                     continue
-                gitdir = (admin / "gitdir").read_text().strip() if (admin / "gitdir").exists() else ""
+                gitdir = _read_or_empty(admin / "gitdir")
             except OSError:
                 continue
             real = os.path.realpath(os.path.dirname(gitdir)) if gitdir else ""
             if real and (not real.startswith(trees + os.sep) or os.path.islink(os.path.dirname(gitdir))
-                         or (os.path.isdir(real) and set(os.listdir(real)) - {".git"})):
+                         or not _holds_only_git_file(real)):
                 continue
-            shutil.rmtree(admin)
-            if real and os.path.isdir(real):
-                Path(real, ".git").unlink(missing_ok=True)
-                os.rmdir(real)
+            _remove_stillborn(admin, real)
             removed.append(real or str(admin))
     return removed
+
+
+def _holds_only_git_file(real: str) -> bool:
+    """A stillborn worktree's directory holds git's `.git` file and nothing else (or is gone)."""
+    return not (os.path.isdir(real) and set(os.listdir(real)) - {".git"})
+
+
+def _remove_stillborn(admin: Path, real: str) -> None:
+    """Its admin dir, then its directory (proven by the caller to hold only `.git`)."""
+    shutil.rmtree(admin)
+    if real and os.path.isdir(real):
+        Path(real, ".git").unlink(missing_ok=True)
+        os.rmdir(real)
 
 
 def _read_or_empty(path: Path) -> str:
